@@ -1,0 +1,1 @@
+"""lth_core: a small library for lottery-ticket experiments (see README.md)."""

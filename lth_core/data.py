@@ -1,0 +1,442 @@
+"""Datasets as whole uint8 tensors, their normalisation, and seeded index splits.
+
+Inside:
+- `load_dataset(name)`: MNIST or CIFAR-10 as a `Dataset` of four tensors (train/test images
+  as uint8 N x C x H x W, labels as int64). Read once from the data root (torchvision's
+  official on-disk layouts, or CIFAR-10 as an ImageFolder tree of JPEG/PNG files), or
+  downloaded with torchvision when asked, then cached decoded in `paths.CACHE_DIR`.
+- `Dataset`: the tensors plus `normalize` and batch iterators that yield normalised float
+  batches, so training code never touches uint8 pixels.
+- `validation_split`, `split_halves`, `random_subset`: index selections that depend only on
+  a seed (drawn with a CPU generator, so they are the same on every device).
+- `DataError` (and `CorruptCacheError`): every data problem a user can fix, with a message
+  saying what was wrong and what to do.
+
+Whole datasets fit in memory (CIFAR-10 is 184 MB as uint8), so batches are plain tensor
+indexing, with no DataLoader workers to compete for the few CPU cores.
+"""
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torchvision
+from torchvision.io import ImageReadMode, decode_image, read_file
+from tqdm.auto import tqdm
+
+from lth_core import paths
+
+DATASETS = ("mnist", "cifar10")
+MEAN_STD = {"mnist": ((0.1307,), (0.3081,)), "cifar10": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+IMAGE_SHAPE = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NUM_CLASSES = 10
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+TENSOR_KEYS = ("train_x", "train_y", "test_x", "test_y")
+CACHE_FORMAT_VERSION = 1
+
+MNIST_FILES = {  # tensor key -> file name in MNIST/raw, and the IDX dimensionality it must have
+    "train_x": ("train-images-idx3-ubyte", 3),
+    "train_y": ("train-labels-idx1-ubyte", 1),
+    "test_x": ("t10k-images-idx3-ubyte", 3),
+    "test_y": ("t10k-labels-idx1-ubyte", 1),
+}
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_BATCH = "test_batch"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LAYOUTS = {  # shown to the user when nothing is found
+    "mnist": [
+        "MNIST/raw/{train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte} (each optionally .gz; torchvision's layout)",
+    ],
+    "cifar10": [
+        "cifar-10-batches-py/{data_batch_1..data_batch_5, test_batch} (torchvision's layout)",
+        "CIFAR10-jpg/{train,test}/<class>/*.jpg|*.png with the class folders "
+        + ", ".join(CIFAR10_CLASSES),
+    ],
+}
+
+
+class DataError(RuntimeError):
+    """A dataset could not be found, read or used; the message says what to do."""
+
+
+class CorruptCacheError(DataError):
+    """The decoded-tensor cache file is unreadable or does not match its checksum."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """One dataset's train and test tensors (uint8 images, int64 labels) on one device."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    # (x/255 - mean)/std folded into one multiply-add, built once on the data's device
+    _scale: torch.Tensor = field(init=False)
+    _shift: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        _check_name(self.name)
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=self.device).view(-1, 1, 1)
+                     for v in MEAN_STD[self.name])
+        object.__setattr__(self, "_scale", 1.0 / (255.0 * std))
+        object.__setattr__(self, "_shift", -mean / std)
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, "
+                f"test={tuple(self.test_x.shape)}, device={self.device})")
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device) -> "Dataset":
+        """The same data with all four tensors on `device`."""
+        return replace(self, **{key: getattr(self, key).to(device) for key in TENSOR_KEYS})
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """float32 (x/255 - mean)/std per channel, on x's device; x is (N x) C x H x W uint8."""
+        if x_uint8.dtype != torch.uint8:
+            raise DataError(f"normalize expects uint8 pixels, got {x_uint8.dtype}; "
+                            "pass the raw dataset tensors, not already normalised ones")
+        scale, shift = self._scale.to(x_uint8.device), self._shift.to(x_uint8.device)
+        return x_uint8.to(torch.float32).mul_(scale).add_(shift)
+
+    def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images and labels of training rows `idx`."""
+        idx = idx.to(self.device)
+        return self.normalize(self.train_x[idx]), self.train_y[idx]
+
+    def train_batches(self, idx: torch.Tensor, batch_size: int = 1000
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of (normalised images, labels) over training rows `idx`, in that order."""
+        _check_batch_size(batch_size)
+        for chunk in idx.split(batch_size):
+            yield self.train_batch(chunk)
+
+    def test_batches(self, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of (normalised images, labels) over the whole test set, in order."""
+        _check_batch_size(batch_size)
+        for start in range(0, len(self.test_y), batch_size):
+            rows = slice(start, start + batch_size)
+            yield self.normalize(self.test_x[rows]), self.test_y[rows]
+
+
+def load_dataset(name: str, device="cpu", data_root=None, download: bool = False,
+                 cache_dir=None) -> Dataset:
+    """Dataset `name` on `device`: from the cache, else the data root, else a download.
+
+    The cache (`cache_dir/<name>.pt`, default `paths.CACHE_DIR`) always wins, whatever the
+    data root holds now; delete it to re-read the raw files. `data_root` defaults to
+    `paths.data_root()` ($LTH_DATA_DIR). For CIFAR-10 the official pickles are preferred over
+    the ImageFolder tree when both exist, since JPEG copies are lossy.
+    """
+    _check_name(name)
+    cache_dir = Path(paths.CACHE_DIR if cache_dir is None else cache_dir)
+    data_root = Path(paths.data_root() if data_root is None else data_root)
+    cache_file = cache_dir / f"{name}.pt"
+    if cache_file.exists():
+        tensors = _read_cache(name, cache_file)
+    else:
+        tensors, source = _read_raw(name, data_root), data_root
+        if tensors is None and download:
+            tensors, source = _download(name, cache_dir), cache_dir
+        if tensors is None:
+            raise DataError(_not_found_message(name, data_root, cache_dir))
+        _check_tensors(name, tensors, source=str(source))
+        _write_cache(tensors, cache_file)
+    return Dataset(name, **tensors).to(device)
+
+
+def validation_split(n_train: int, n_val: int = 5000, seed: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx): a seeded permutation of range(n_train), its first n_val rows held out."""
+    if n_train < 1:
+        raise DataError(f"n_train must be positive, got {n_train}")
+    if not 0 <= n_val < n_train:
+        raise DataError(f"n_val must be in [0, n_train={n_train}) so that some training rows "
+                        f"remain, got {n_val}")
+    perm = torch.randperm(n_train, generator=_generator(seed))
+    return perm[n_val:], perm[:n_val]
+
+
+def split_halves(indices: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`indices` shuffled with `seed` and cut into two disjoint halves (sizes floor, ceil of n/2)."""
+    _check_indices(indices)
+    perm = torch.randperm(len(indices), generator=_generator(seed)).to(indices.device)
+    shuffled = indices[perm]
+    half = len(indices) // 2
+    return shuffled[:half], shuffled[half:]
+
+
+def random_subset(indices: torch.Tensor, percent: float, seed: int) -> torch.Tensor:
+    """round(percent/100 * n) of `indices` chosen with `seed`, kept in their input order."""
+    _check_indices(indices)
+    if not 0 < percent <= 100:
+        raise DataError(f"percent must be in (0, 100], got {percent}")
+    size = round(percent / 100 * len(indices))
+    if size == 0:
+        raise DataError(f"{percent}% of {len(indices)} indices rounds to no rows; "
+                        "use a larger percent")
+    chosen = torch.randperm(len(indices), generator=_generator(seed))[:size]
+    # sorting the chosen positions makes 100% return `indices` unchanged
+    return indices[chosen.sort().values.to(indices.device)]
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+
+
+def _check_indices(indices: torch.Tensor) -> None:
+    if not isinstance(indices, torch.Tensor) or indices.ndim != 1 or indices.is_floating_point():
+        raise DataError("indices must be a 1-D integer tensor, got "
+                        + (f"{indices.dtype} of shape {tuple(indices.shape)}"
+                           if isinstance(indices, torch.Tensor) else type(indices).__name__))
+
+
+def _check_tensors(name: str, tensors: dict, source: str) -> None:
+    """Raise DataError unless `tensors` has the structure of dataset `name`.
+
+    Only the structure is checked, not the sample counts, so small test datasets pass.
+    """
+    c, h, w = IMAGE_SHAPE[name]
+    for split in ("train", "test"):
+        x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
+        problem = None
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            problem = f"images are {x.dtype} {tuple(x.shape)}, expected uint8 N x {c} x {h} x {w}"
+        elif y.dtype != torch.int64 or y.ndim != 1 or len(y) != len(x):
+            problem = f"labels are {y.dtype} {tuple(y.shape)}, expected int64 of length {len(x)}"
+        elif len(y) == 0:
+            problem = "there are no samples"
+        elif y.min() < 0 or y.max() >= NUM_CLASSES:
+            problem = f"labels span {int(y.min())}..{int(y.max())}, expected 0..{NUM_CLASSES - 1}"
+        if problem:
+            raise DataError(f"{name} {split} set from {source}: {problem}")
+
+
+def _checksum(tensors: dict) -> str:
+    """sha256 over every tensor's dtype, shape and bytes, to detect a damaged cache."""
+    digest = hashlib.sha256()
+    for key in TENSOR_KEYS:
+        tensor = tensors[key].contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy())
+    return digest.hexdigest()
+
+
+def _read_cache(name: str, cache_file: Path) -> dict:
+    def corrupt(problem: str) -> CorruptCacheError:
+        return CorruptCacheError(f"dataset cache {cache_file} is unusable ({problem}); "
+                                 "delete it and re-run to rebuild it from the raw data")
+
+    try:
+        saved = torch.load(cache_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to parse the file means it is damaged
+        raise corrupt(f"cannot be read: {type(err).__name__}: {err}") from err
+    if not isinstance(saved, dict):
+        raise corrupt(f"holds a {type(saved).__name__}, not a dict")
+    missing = [key for key in (*TENSOR_KEYS, "checksum", "format_version") if key not in saved]
+    if missing:
+        raise corrupt(f"missing entries {missing}")
+    if saved["format_version"] != CACHE_FORMAT_VERSION:
+        raise corrupt(f"format version {saved['format_version']}, "
+                      f"this code writes {CACHE_FORMAT_VERSION}")
+    tensors = {key: saved[key] for key in TENSOR_KEYS}
+    if not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise corrupt("an entry is not a tensor")
+    try:
+        _check_tensors(name, tensors, source=str(cache_file))
+    except DataError as err:
+        raise corrupt(str(err)) from err
+    if _checksum(tensors) != saved["checksum"]:
+        raise corrupt("its contents do not match the stored checksum")
+    return tensors
+
+
+def _write_cache(tensors: dict, cache_file: Path) -> None:
+    """Save atomically (temp file + rename) so an interrupted run never leaves half a cache."""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.",
+                                        suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({**tensors, "checksum": _checksum(tensors),
+                        "format_version": CACHE_FORMAT_VERSION}, tmp_name)
+            os.replace(tmp_name, cache_file)
+        finally:
+            if os.path.exists(tmp_name):
+                os.remove(tmp_name)
+    except OSError as err:
+        # the data is already decoded, so a failed cache only costs time on the next run
+        warnings.warn(f"could not write the dataset cache {cache_file} ({err}); "
+                      "the next load will decode the raw files again")
+
+
+def _read_raw(name: str, root: Path) -> dict | None:
+    """The dataset's tensors from the first accepted layout under `root`, or None if none exists."""
+    if name == "mnist":
+        return _read_mnist(root / "MNIST" / "raw")
+    if (root / "cifar-10-batches-py").is_dir():
+        return _read_cifar10_pickles(root / "cifar-10-batches-py")
+    if (root / "CIFAR10-jpg").is_dir():
+        return _read_cifar10_folders(root / "CIFAR10-jpg")
+    return None
+
+
+def _read_mnist(raw_dir: Path) -> dict | None:
+    files = {}
+    for key, (file_name, _) in MNIST_FILES.items():
+        plain, gzipped = raw_dir / file_name, raw_dir / f"{file_name}.gz"
+        files[key] = plain if plain.exists() else gzipped if gzipped.exists() else None
+    if not any(files.values()):
+        return None
+    missing = [MNIST_FILES[key][0] for key, path in files.items() if path is None]
+    if missing:
+        raise DataError(f"MNIST in {raw_dir} is incomplete: missing {', '.join(missing)} "
+                        "(or its .gz); copy the four original MNIST files there")
+    tensors = {key: _read_idx(path, MNIST_FILES[key][1]) for key, path in files.items()}
+    for split in ("train", "test"):
+        if len(tensors[f"{split}_x"]) != len(tensors[f"{split}_y"]):
+            raise DataError(f"{files[f'{split}_x']} holds {len(tensors[f'{split}_x'])} images but "
+                            f"{files[f'{split}_y']} holds {len(tensors[f'{split}_y'])} labels; "
+                            "replace them with matching original MNIST files")
+        tensors[f"{split}_x"] = tensors[f"{split}_x"].unsqueeze(1)
+        tensors[f"{split}_y"] = tensors[f"{split}_y"].to(torch.int64)
+    return tensors
+
+
+def _read_idx(path: Path, ndim: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes (the MNIST format): magic 0x0000 08 <ndim>, sizes, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path} ({err}); replace it with the original MNIST file") from err
+    expected_magic = bytes((0, 0, 0x08, ndim))
+    if raw[:4] != expected_magic:
+        raise DataError(f"{path} is not an IDX file of {ndim}-D unsigned bytes: magic number "
+                        f"{raw[:4].hex()}, expected {expected_magic.hex()}; "
+                        "replace it with the original MNIST file")
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise DataError(f"{path} is truncated inside its header; replace it with the original MNIST file")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_size])
+    expected_size = header_size + torch.Size(shape).numel()
+    if len(raw) != expected_size:
+        raise DataError(f"{path} has {len(raw)} bytes but its header {shape} implies {expected_size}; "
+                        "replace it with the original MNIST file")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header_size).reshape(shape)
+
+
+def _read_cifar10_pickles(batch_dir: Path) -> dict:
+    missing = [f for f in (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH) if not (batch_dir / f).exists()]
+    if missing:
+        raise DataError(f"CIFAR-10 in {batch_dir} is incomplete: missing {', '.join(missing)}; "
+                        "extract the official cifar-10-python.tar.gz there")
+    train = [_read_cifar10_batch(batch_dir / f) for f in CIFAR10_TRAIN_BATCHES]
+    test_x, test_y = _read_cifar10_batch(batch_dir / CIFAR10_TEST_BATCH)
+    return {"train_x": torch.cat([x for x, _ in train]), "train_y": torch.cat([y for _, y in train]),
+            "test_x": test_x, "test_y": test_y}
+
+
+def _read_cifar10_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One official CIFAR-10 python batch: a pickled dict with b"data" (N x 3072) and b"labels"."""
+    try:
+        with open(path, "rb") as f:
+            # the official batches were pickled by Python 2; "bytes" keeps their str keys as bytes
+            batch = pickle.load(f, encoding="bytes")
+        data, labels = batch[b"data"], batch[b"labels"]
+        images = torch.as_tensor(data)
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+    except Exception as err:  # unpickling can fail in many ways; all mean a damaged file
+        raise DataError(f"cannot read the CIFAR-10 batch {path} ({type(err).__name__}: {err}); "
+                        "replace it with the file from the official cifar-10-python.tar.gz") from err
+    if images.dtype != torch.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32 \
+            or labels.shape != (len(images),):
+        raise DataError(f"{path} holds data {images.dtype} {tuple(images.shape)} and "
+                        f"{tuple(labels.shape)} labels, expected uint8 N x 3072 and N labels; "
+                        "replace it with the file from the official cifar-10-python.tar.gz")
+    return images.reshape(-1, 3, 32, 32), labels
+
+
+def _read_cifar10_folders(root: Path) -> dict:
+    missing = [split for split in ("train", "test") if not (root / split).is_dir()]
+    if missing:
+        raise DataError(f"{root} lacks the {' and '.join(missing)} folder(s); "
+                        "it needs train/<class>/ and test/<class>/")
+    tensors = {}
+    for split in ("train", "test"):
+        tensors[f"{split}_x"], tensors[f"{split}_y"] = _read_image_folder(root / split)
+    return tensors
+
+
+def _read_image_folder(split_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of <split_dir>/<class>/*, label = the class's index in CIFAR10_CLASSES."""
+    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if found != list(CIFAR10_CLASSES):
+        missing = sorted(set(CIFAR10_CLASSES) - set(found))
+        unexpected = sorted(set(found) - set(CIFAR10_CLASSES))
+        raise DataError(f"{split_dir} must hold exactly the CIFAR-10 class folders "
+                        f"{', '.join(CIFAR10_CLASSES)}; missing: {missing or 'none'}, "
+                        f"unexpected: {unexpected or 'none'}")
+    # sorted file names make the sample order, and so every seeded split, reproducible
+    files = [(path, label) for label, cls in enumerate(CIFAR10_CLASSES)
+             for path in sorted((split_dir / cls).iterdir())
+             if path.suffix.lower() in IMAGE_SUFFIXES]
+    images = torch.empty((len(files), *IMAGE_SHAPE["cifar10"]), dtype=torch.uint8)
+    for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {split_dir}", unit="img")):
+        try:
+            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except RuntimeError as err:
+            raise DataError(f"cannot decode {path} ({err}); replace or remove it") from err
+        if tuple(image.shape) != IMAGE_SHAPE["cifar10"]:
+            raise DataError(f"{path} is {tuple(image.shape[1:])} pixels, CIFAR-10 images are 32 x 32")
+        images[i] = image
+    return images, torch.tensor([label for _, label in files], dtype=torch.int64)
+
+
+def _download(name: str, cache_dir: Path) -> dict:
+    """Fetch the official files with torchvision into `cache_dir`, then read them like a data root."""
+    dataset_class = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    try:
+        dataset_class(root=str(cache_dir), train=True, download=True)
+    except (OSError, RuntimeError) as err:  # torchvision's errors for failed or corrupt downloads
+        raise DataError(f"downloading {name} into {cache_dir} failed ({err}); check the internet "
+                        "connection, or put the files in a data root (see LTH_DATA_DIR)") from err
+    tensors = _read_raw(name, cache_dir)
+    if tensors is None:
+        raise DataError(f"torchvision downloaded {name} but none of the layouts "
+                        f"{LAYOUTS[name]} appeared in {cache_dir}")
+    return tensors
+
+
+def _not_found_message(name: str, data_root: Path, cache_dir: Path) -> str:
+    layouts = "\n".join(f"  {data_root}/{layout}" for layout in LAYOUTS[name])
+    return (f"{name} not found: no cache at {cache_dir / f'{name}.pt'} and no raw files in the "
+            f"data root {data_root}. Set the environment variable LTH_DATA_DIR (or pass "
+            f"data_root=) to a folder holding one of these layouts:\n{layouts}\n"
+            f"or call load_dataset({name!r}, download=True) on a machine with internet access "
+            f"to fetch it into {cache_dir}.")

@@ -1,0 +1,235 @@
+"""Iterative magnitude pruning (IMP): rounds of train -> prune -> reset.
+
+`IMPConfig` describes one IMP trajectory completely (network, seed, data
+splits, training settings, pruning rates, controls); it is the unit the run
+store caches. `IMPRunner(cfg, data).run_round(state)` performs one round and
+returns the next state, so a caller can persist between rounds and resume.
+
+Round r (r = 0 is the dense network):
+1. reset: every parameter (biases and BN included) back to its initial value,
+   or to its value at iteration `rewind_iteration` of round 0 (late rewinding),
+   then the round's mask applied;
+2. train on the ticket-finding data (`find_on`): the early-stopping checkpoint;
+3. train the same reset ticket on each of `retrain_on` (e.g. unseen data S2);
+4. controls, on the same data as 3 (or `find_on` when 3 is empty):
+   `reinit` (same mask, fresh random init) and `random_prune` (random mask of
+   the same per-layer density, same init);
+5. prune the early-stopping weights of 2 layer-wise -> the mask of round r+1.
+Every training yields one tidy row (see `ROW_COLUMNS`).
+
+Data splits: a seeded validation holdout (`val_size`) comes out of the training
+set first; the rest is the pool. `all` is the pool, `half1`/`half2` its seeded
+disjoint halves S1/S2, `subset` a seeded `subset_percent`% of the pool.
+`train_limit`/`test_limit` shrink the pool / test set for CPU-sized runs.
+"""
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+from . import data as data_mod
+from .data import Dataset
+from .models import DATASET_OF, build_model, check_model_name, prunable_weights
+from .pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, ones_masks,
+                      prune_layerwise, random_masks_like, set_masks)
+from .training import TrainConfig, train
+
+SPLITS = ("all", "half1", "half2", "subset")
+CONTROLS = ("reinit", "random_prune")
+ROW_COLUMNS = ["network", "seed", "round", "pct_remaining", "kind", "found_on", "trained_on", "subset_percent",
+               "es_iteration", "test_acc", "test_loss", "val_acc", "val_loss", "iterations", "wall_seconds",
+               "device"]
+
+# Table 1 with the authors' optimiser settings (reproduction-spec.md).
+PAPER_TRAINING = {
+    "lenet_300_100": TrainConfig(batch_size=100, lr=1e-3, weight_decay=1e-3, lr_schedule="exponential", lr_gamma=0.95),
+    "conv2": TrainConfig(batch_size=200, lr=2e-4, weight_decay=1e-3),
+    "shufflenet": TrainConfig(batch_size=100, lr=1e-2, lr_schedule="step", lr_gamma=0.1, lr_step_epochs=10),
+}
+PAPER_PRUNE_RATE = {"lenet_300_100": 0.2, "conv2": 0.2, "shufflenet": 0.1}
+
+
+@dataclass(frozen=True)
+class IMPConfig:
+    network: str = "lenet_300_100"
+    seed: int = 0  # model init and batch order
+    rounds: int = 5  # pruning steps; the trajectory has rounds + 1 levels
+    prune_rate: float = 0.2  # hidden layers (and BN gamma when pruned)
+    output_rate: float | None = None  # None: prune_rate / 2
+    prune_bn: bool = False
+    train: TrainConfig = TrainConfig()
+    find_on: str = "all"
+    retrain_on: tuple[str, ...] = ()
+    subset_percent: float = 100.0
+    controls: tuple[str, ...] = ()
+    rewind_iteration: int | None = None  # None: reset to init (the paper); k: late rewinding
+    val_size: int = 5000
+    split_seed: int = 0  # data splits; fixed across seeds by default so seeds vary only init and order
+    train_limit: int | None = None  # use only this many (seeded) pool rows
+    test_limit: int | None = None  # evaluate on this many (seeded) test rows; None: full test set
+
+    def __post_init__(self):
+        check_model_name(self.network)
+        if isinstance(self.train, dict):  # rebuilt from JSON
+            object.__setattr__(self, "train", TrainConfig(**self.train))
+        object.__setattr__(self, "retrain_on", tuple(self.retrain_on))
+        object.__setattr__(self, "controls", tuple(self.controls))
+        for s in (self.find_on, *self.retrain_on):
+            if s not in SPLITS:
+                raise ValueError(f"unknown data split {s!r}; valid splits: {', '.join(SPLITS)}")
+        for c in self.controls:
+            if c not in CONTROLS:
+                raise ValueError(f"unknown control {c!r}; valid controls: {', '.join(CONTROLS)}")
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if not 0 < self.subset_percent <= 100:
+            raise ValueError(f"subset_percent must be in (0, 100], got {self.subset_percent}")
+        if self.rewind_iteration is not None and not 0 <= self.rewind_iteration <= self.train.iterations:
+            raise ValueError(f"rewind_iteration {self.rewind_iteration} is outside the training budget "
+                             f"0..{self.train.iterations}")
+
+    @property
+    def dataset(self) -> str:
+        return DATASET_OF[self.network]
+
+
+def paper_config(network: str, **overrides) -> IMPConfig:
+    """An IMPConfig with Table 1's settings for `network`; `overrides` may hold TrainConfig fields too."""
+    check_model_name(network)
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_over = {k: overrides.pop(k) for k in list(overrides) if k in train_fields}
+    tc = dataclasses.replace(PAPER_TRAINING[network], **train_over)
+    return IMPConfig(network=network, prune_rate=PAPER_PRUNE_RATE[network], train=tc, **overrides)
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any tuple of values: independent streams per (seed, round, purpose)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def make_splits(cfg: IMPConfig, n_train: int) -> dict[str, torch.Tensor]:
+    pool, val = data_mod.validation_split(n_train, cfg.val_size, cfg.split_seed)
+    if cfg.train_limit is not None:
+        pool = data_mod.random_subset(pool, 100.0 * min(cfg.train_limit, len(pool)) / len(pool), cfg.split_seed)
+    s1, s2 = data_mod.split_halves(pool, cfg.split_seed)
+    subset = data_mod.random_subset(pool, cfg.subset_percent, cfg.split_seed)
+    return {"val": val, "all": pool, "half1": s1, "half2": s2, "subset": subset}
+
+
+def limit_test_set(data: Dataset, test_limit: int | None, seed: int) -> Dataset:
+    if test_limit is None or test_limit >= len(data.test_y):
+        return data
+    keep = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(seed))[:test_limit]
+    keep = keep.to(data.test_y.device)
+    return dataclasses.replace(data, test_x=data.test_x[keep], test_y=data.test_y[keep])
+
+
+@dataclass
+class IMPState:
+    """Everything needed to run round `round` (and all later rounds)."""
+    round: int
+    masks: Masks
+    init_state: dict  # model state at initialisation (masks all ones)
+    rewind_state: dict | None = None  # reset target from round 1 on when rewinding
+    rows: list[dict] = field(default_factory=list)
+    checkpoint: dict | None = None  # early-stopping state of the last finished round's ticket
+
+
+class IMPRunner:
+    """Runs the rounds of one IMPConfig on a loaded dataset."""
+
+    def __init__(self, cfg: IMPConfig, data: Dataset, progress: bool = True):
+        if data.name != cfg.dataset:
+            raise ValueError(f"{cfg.network} is trained on {cfg.dataset}, but the dataset given is {data.name}")
+        self.cfg, self.progress = cfg, progress
+        self.data = limit_test_set(data, cfg.test_limit, cfg.split_seed)
+        self.splits = make_splits(cfg, len(data.train_y))
+        self.device = data.device
+
+    def new_model(self, init_seed: int) -> torch.nn.Module:
+        model = build_model(self.cfg.network, seed=init_seed)
+        return attach_masks(model, include_bn=self.cfg.prune_bn).to(self.device)
+
+    def initial_state(self) -> IMPState:
+        model = self.new_model(derive_seed(self.cfg.seed, "init"))
+        return IMPState(round=0, masks=get_masks(model), init_state=_cpu_state(model))
+
+    def reset(self, model: torch.nn.Module, state: dict, masks: Masks) -> torch.nn.Module:
+        model.load_state_dict(state)
+        set_masks(model, masks)
+        return model
+
+    def _train(self, model, split: str, r: int, purpose: str, snapshot_at=None):
+        return train(model, self.data, self.splits[split], self.splits["val"], self.cfg.train,
+                     seed=derive_seed(self.cfg.seed, r, purpose, split), snapshot_at=snapshot_at,
+                     progress=self.progress, desc=f"{self.cfg.network} r{r} {purpose} on {split}")
+
+    def _row(self, r: int, masks: Masks, kind: str, trained_on: str, res) -> dict:
+        row = {"network": self.cfg.network, "seed": self.cfg.seed, "round": r,
+               "pct_remaining": 100.0 * fraction_remaining(masks), "kind": kind, "found_on": self.cfg.find_on,
+               "trained_on": trained_on, "subset_percent": self.cfg.subset_percent,
+               "es_iteration": res.es_iteration, "test_acc": res.test_acc, "test_loss": res.test_loss,
+               "val_acc": res.val_acc, "val_loss": res.val_loss, "iterations": res.iterations,
+               "wall_seconds": res.wall_seconds, "device": str(self.device)}
+        for name, m in masks.items():
+            row[f"pct_remaining[{name}]"] = 100.0 * float(m.sum()) / m.numel()
+        return row
+
+    def run_round(self, state: IMPState) -> IMPState:
+        cfg, r = self.cfg, state.round
+        if r > cfg.rounds:
+            raise ValueError(f"round {r} is past the last round {cfg.rounds}")
+        reset_target = state.rewind_state if (r > 0 and state.rewind_state is not None) else state.init_state
+        model = self.reset(self.new_model(0), reset_target, state.masks)
+        snap = cfg.rewind_iteration if (r == 0 and cfg.rewind_iteration is not None) else None
+        found = self._train(model, cfg.find_on, r, "ticket", snapshot_at=snap)
+        rows = [self._row(r, state.masks, "ticket", cfg.find_on, found)]
+        eval_splits = cfg.retrain_on or (cfg.find_on,)
+        for split in cfg.retrain_on:
+            if split != cfg.find_on:  # training the reset ticket on find_on is the finding run itself
+                model = self.reset(model, reset_target, state.masks)
+                rows.append(self._row(r, state.masks, "ticket", split, self._train(model, split, r, "retrain")))
+        if r > 0:  # the dense network has nothing to control for
+            for control in cfg.controls:
+                for split in eval_splits:
+                    rows.append(self._control_row(control, r, state, reset_target, split))
+        if r < cfg.rounds:
+            weights = {n: v for n, v in _logical_weights(found.best_state, state.masks).items()}
+            rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
+            next_masks = prune_layerwise(weights, state.masks, rates)
+        else:
+            next_masks = state.masks
+        rewind = found.snapshot_state if snap is not None else state.rewind_state
+        return IMPState(round=r + 1, masks=next_masks, init_state=state.init_state, rewind_state=rewind,
+                        rows=state.rows + rows, checkpoint=found.best_state)
+
+    def _control_row(self, control: str, r: int, state: IMPState, reset_target: dict, split: str) -> dict:
+        if control == "reinit":
+            model = self.new_model(derive_seed(self.cfg.seed, r, "reinit"))
+            set_masks(model, state.masks)
+            masks = state.masks
+        else:
+            masks = random_masks_like(state.masks, torch.Generator().manual_seed(
+                derive_seed(self.cfg.seed, r, "random_prune") % 2**62))
+            model = self.reset(self.new_model(0), reset_target, masks)
+        return self._row(r, masks, control, split, self._train(model, split, r, control))
+
+    def run(self, state: IMPState | None = None) -> IMPState:
+        state = state or self.initial_state()
+        while state.round <= self.cfg.rounds:
+            state = self.run_round(state)
+        return state
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _logical_weights(state: dict, masks: Masks) -> dict[str, torch.Tensor]:
+    """Map mask names ('1.weight') to the stored raw weights in a parametrized state_dict."""
+    out = {}
+    for name in masks:
+        mod = name.rsplit(".", 1)[0]
+        out[name] = state[f"{mod}.parametrizations.weight.original"]
+    return out

@@ -1,0 +1,159 @@
+"""Training with early stopping: Adam, learning-rate schedules, periodic validation.
+
+`TrainConfig` holds the optimisation settings; `train(...)` runs a fixed
+iteration budget on a set of training rows (indices into the dataset), evaluates
+on the validation rows every `eval_every` iterations, and reports the
+early-stopping iteration: the evaluation with the best validation score
+(`criterion`: minimum loss, Frankle & Carbin; or maximum accuracy, the paper's
+authors). The test accuracy reported is that checkpoint's on the full test set.
+With `patience`, training stops once the best is that many evaluations old.
+
+Minibatches are drawn by index from a seeded permutation per epoch (the last
+incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
+the learning rate changes at epoch boundaries.
+"""
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Dataset
+
+SCHEDULES = ("constant", "step", "exponential")
+CRITERIA = ("val_loss", "val_acc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 30_000
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # Adam's L2 penalty, as the authors' torch.optim.Adam
+    lr_schedule: str = "constant"  # constant | step (x lr_gamma every lr_step_epochs) | exponential (x lr_gamma every epoch)
+    lr_gamma: float = 1.0
+    lr_step_epochs: int = 1
+    eval_every: int = 100
+    criterion: str = "val_loss"
+    patience: int | None = None  # evaluations without improvement before stopping; None runs the full budget
+
+    def __post_init__(self):
+        def bad(what):
+            raise ValueError(f"TrainConfig: {what}")
+        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
+            bad(f"iterations ({self.iterations}), batch_size ({self.batch_size}) and eval_every "
+                f"({self.eval_every}) must be positive integers")
+        if self.lr <= 0 or self.weight_decay < 0:
+            bad(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+        if self.lr_schedule not in SCHEDULES:
+            bad(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.criterion not in CRITERIA:
+            bad(f"unknown criterion {self.criterion!r}; valid: {', '.join(CRITERIA)}")
+        if self.lr_step_epochs < 1 or self.lr_gamma <= 0:
+            bad("lr_step_epochs must be >= 1 and lr_gamma > 0")
+        if self.patience is not None and self.patience < 1:
+            bad(f"patience must be None or >= 1, got {self.patience}")
+
+    def lr_at_epoch(self, epoch: int) -> float:
+        if self.lr_schedule == "step":
+            return self.lr * self.lr_gamma ** (epoch // self.lr_step_epochs)
+        if self.lr_schedule == "exponential":
+            return self.lr * self.lr_gamma ** epoch
+        return self.lr
+
+
+@dataclass
+class TrainResult:
+    es_iteration: int  # iteration of the best validation score
+    val_loss: float  # at early stopping
+    val_acc: float
+    test_acc: float  # at early stopping, full test set
+    test_loss: float
+    iterations: int  # iterations actually run
+    wall_seconds: float
+    history: list[dict] = field(repr=False)  # one dict per evaluation
+    best_state: dict = field(repr=False)  # model state_dict at early stopping (CPU)
+    snapshot_state: dict | None = field(default=None, repr=False)  # state at `snapshot_at`, for rewinding
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over an iterable of (x, y) batches."""
+    was_training = model.training
+    model.eval()
+    loss = correct = n = 0
+    for x, y in batches:
+        out = model(x)
+        loss = loss + F.cross_entropy(out, y, reduction="sum")
+        correct = correct + (out.argmax(1) == y).sum()
+        n += len(y)
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty set of rows")
+    return float(loss) / n, 100.0 * float(correct) / n
+
+
+def _state_copy(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: torch.Tensor,
+          cfg: TrainConfig, seed: int, snapshot_at: int | None = None,
+          progress: bool = True, desc: str = "train", eval_batch: int = 1000) -> TrainResult:
+    """Train `model` in place on rows `train_idx`; see the module docstring."""
+    if len(train_idx) == 0:
+        raise ValueError("no training rows: the training split is empty")
+    device = data.device
+    gen = torch.Generator().manual_seed(seed)
+    train_idx = train_idx.cpu()
+    per_epoch = max(1, len(train_idx) // cfg.batch_size)
+    bs = min(cfg.batch_size, len(train_idx))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    best_score, best, history = None, None, []
+    snapshot = _state_copy(model) if snapshot_at == 0 else None
+    stale, t0, it = 0, time.perf_counter(), 0
+    bar = tqdm(total=cfg.iterations, desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    while it < cfg.iterations:
+        epoch = it // per_epoch
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at_epoch(epoch)
+        order = train_idx[torch.randperm(len(train_idx), generator=gen)].to(device)
+        for b in range(per_epoch):
+            x, y = data.train_batch(order[b * bs:(b + 1) * bs])
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            if it == snapshot_at:
+                snapshot = _state_copy(model)
+            if it % cfg.eval_every == 0 or it == cfg.iterations:
+                vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
+                history.append({"iteration": it, "val_loss": vl, "val_acc": va, "train_loss": float(loss)})
+                score = vl if cfg.criterion == "val_loss" else -va
+                if best_score is None or score < best_score:
+                    best_score, best, stale = score, (it, vl, va, _state_copy(model)), 0
+                else:
+                    stale += 1
+                bar.update(it - bar.n)
+                bar.set_postfix(val_acc=f"{va:.2f}", best_it=best[0], refresh=False)
+                if cfg.patience is not None and stale >= cfg.patience:
+                    break
+            if it >= cfg.iterations:
+                break
+        else:
+            continue
+        break  # patience or budget ended the epoch early
+    bar.close()
+    es_it, vl, va, best_state = best
+    current = _state_copy(model)
+    model.load_state_dict(best_state)
+    test_loss, test_acc = evaluate(model, data.test_batches(eval_batch))
+    model.load_state_dict(current)
+    return TrainResult(es_iteration=es_it, val_loss=vl, val_acc=va, test_acc=test_acc, test_loss=test_loss,
+                       iterations=it, wall_seconds=time.perf_counter() - t0, history=history,
+                       best_state=best_state, snapshot_state=snapshot)
