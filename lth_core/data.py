@@ -20,15 +20,14 @@ import hashlib
 import os
 import pickle
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
-import torchvision
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image
 from tqdm.auto import tqdm
 
 from lth_core import paths
@@ -276,18 +275,16 @@ def _read_cache(name: str, cache_file: Path) -> dict:
 
 def _write_cache(tensors: dict, cache_file: Path) -> None:
     """Save atomically (temp file + rename) so an interrupted run never leaves half a cache."""
+    # the process id keeps concurrent writers apart; a plain open keeps the umask's permissions
+    tmp_file = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.",
-                                        suffix=".tmp")
-        os.close(fd)
         try:
             torch.save({**tensors, "checksum": _checksum(tensors),
-                        "format_version": CACHE_FORMAT_VERSION}, tmp_name)
-            os.replace(tmp_name, cache_file)
+                        "format_version": CACHE_FORMAT_VERSION}, tmp_file)
+            os.replace(tmp_file, cache_file)
         finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
+            tmp_file.unlink(missing_ok=True)
     except OSError as err:
         # the data is already decoded, so a failed cache only costs time on the next run
         warnings.warn(f"could not write the dataset cache {cache_file} ({err}); "
@@ -406,20 +403,24 @@ def _read_image_folder(split_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     files = [(path, label) for label, cls in enumerate(CIFAR10_CLASSES)
              for path in sorted((split_dir / cls).iterdir())
              if path.suffix.lower() in IMAGE_SUFFIXES]
-    images = torch.empty((len(files), *IMAGE_SHAPE["cifar10"]), dtype=torch.uint8)
+    images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {split_dir}", unit="img")):
         try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except RuntimeError as err:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except OSError as err:
             raise DataError(f"cannot decode {path} ({err}); replace or remove it") from err
-        if tuple(image.shape) != IMAGE_SHAPE["cifar10"]:
-            raise DataError(f"{path} is {tuple(image.shape[1:])} pixels, CIFAR-10 images are 32 x 32")
-        images[i] = image
-    return images, torch.tensor([label for _, label in files], dtype=torch.int64)
+        if pixels.shape[:2] != (32, 32):
+            raise DataError(f"{path} is {pixels.shape[:2]} pixels, CIFAR-10 images are 32 x 32")
+        images[i] = pixels
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+            torch.tensor([label for _, label in files], dtype=torch.int64))
 
 
 def _download(name: str, cache_dir: Path) -> dict:
     """Fetch the official files with torchvision into `cache_dir`, then read them like a data root."""
+    import torchvision.datasets  # here, not at the top: it is slow to import and rarely needed
+
     dataset_class = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
     try:
         dataset_class(root=str(cache_dir), train=True, download=True)

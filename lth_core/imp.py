@@ -30,9 +30,9 @@ import torch
 
 from . import data as data_mod
 from .data import Dataset
-from .models import DATASET_OF, build_model, check_model_name, prunable_weights
-from .pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, ones_masks,
-                      prune_layerwise, random_masks_like, set_masks)
+from .models import DATASET_OF, build_model, check_model_name
+from .pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, prune_layerwise,
+                      random_masks_like, set_masks)
 from .training import TrainConfig, train
 
 SPLITS = ("all", "half1", "half2", "subset")
@@ -195,7 +195,7 @@ class IMPRunner:
                 for split in eval_splits:
                     rows.append(self._control_row(control, r, state, reset_target, split))
         if r < cfg.rounds:
-            weights = {n: v for n, v in _logical_weights(found.best_state, state.masks).items()}
+            weights = _logical_weights(found.best_state, state.masks)
             rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
             next_masks = prune_layerwise(weights, state.masks, rates)
         else:
@@ -204,15 +204,17 @@ class IMPRunner:
         return IMPState(round=r + 1, masks=next_masks, init_state=state.init_state, rewind_state=rewind,
                         rows=state.rows + rows, checkpoint=found.best_state)
 
-    def _control_row(self, control: str, r: int, state: IMPState, reset_target: dict, split: str) -> dict:
+    def control_model(self, control: str, r: int, state: IMPState, reset_target: dict):
+        """(model, masks) of a control at round r: the ticket's mask on a fresh init, or a random mask."""
         if control == "reinit":
             model = self.new_model(derive_seed(self.cfg.seed, r, "reinit"))
             set_masks(model, state.masks)
-            masks = state.masks
-        else:
-            masks = random_masks_like(state.masks, torch.Generator().manual_seed(
-                derive_seed(self.cfg.seed, r, "random_prune") % 2**62))
-            model = self.reset(self.new_model(0), reset_target, masks)
+            return model, state.masks
+        masks = random_masks_like(state.masks, torch.Generator().manual_seed(derive_seed(self.cfg.seed, r, control)))
+        return self.reset(self.new_model(0), reset_target, masks), masks
+
+    def _control_row(self, control: str, r: int, state: IMPState, reset_target: dict, split: str) -> dict:
+        model, masks = self.control_model(control, r, state, reset_target)
         return self._row(r, masks, control, split, self._train(model, split, r, control))
 
     def run(self, state: IMPState | None = None) -> IMPState:

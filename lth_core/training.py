@@ -133,7 +133,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
                 snapshot = _state_copy(model)
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
-                history.append({"iteration": it, "val_loss": vl, "val_acc": va, "train_loss": float(loss)})
+                history.append({"iteration": it, "val_loss": vl, "val_acc": va, "train_loss": loss.item()})
                 score = vl if cfg.criterion == "val_loss" else -va
                 if best_score is None or score < best_score:
                     best_score, best, stale = score, (it, vl, va, _state_copy(model)), 0

@@ -1,0 +1,209 @@
+"""Training speed: milliseconds per iteration of lth_core's training path against a bare loop.
+
+Inside:
+- `run_benchmark(networks, iterations, device, warmup)`: one row per network with its Table 1
+  batch size, the device and CPU thread count, the two timings and their ratio.
+- `main()`: `python -m lth_core.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
+  [--warmup N] [--repeats N] [--threads N]` prints that table.
+
+Each network is timed twice in the same process, at its Table 1 optimiser settings
+(`imp.PAPER_TRAINING`), on synthetic uint8 data with the real dataset's image shape and
+training-set size (the time of a step does not depend on pixel values, and nothing needs
+downloading):
+
+- lth_core: the library's real path, `training.train()` on a masked model (`attach_masks`, then
+  one round of layer-wise magnitude pruning at the paper's rate installed with `set_masks`),
+  progress bar off, `eval_every` beyond the budget. `train()` always validates after its last
+  iteration, then evaluates its best checkpoint on the test set and copies states; to leave
+  out exactly those once-per-call costs, two budgets are timed, 1 and 1 + `iterations`, and the
+  difference is divided by `iterations`. Everything train() does per iteration stays in:
+  indexing and normalising the batch, the per-epoch permutation and learning-rate setting,
+  the mask parametrization in forward and backward, Adam.
+- bare: the same math as a plain loop: the same network built without masks (plain
+  nn.Linear/nn.Conv2d), batches normalised once before the loop, Adam with the same learning
+  rate and weight decay, then forward, cross-entropy, zero_grad, backward, step.
+
+Both are warmed up first (`warmup` iterations), then measured `repeats` times, alternating
+between the two so that a burst of load from other processes hits both alike; the table
+reports the median of the repeats. CUDA is synchronised before every clock reading.
+"""
+import argparse
+import dataclasses
+import statistics
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import IMAGE_SHAPE, NUM_CLASSES, Dataset
+from .imp import PAPER_PRUNE_RATE, PAPER_TRAINING
+from .models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
+from .pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
+from .training import train
+
+# timed iterations per network: a few seconds each on a 2-core CPU, enough steps on a GPU
+# for launch overheads to average out
+DEFAULT_ITERATIONS = {
+    "cpu": {"lenet_300_100": 200, "conv2": 10, "shufflenet": 10},
+    "cuda": {"lenet_300_100": 1000, "conv2": 200, "shufflenet": 100},
+}
+TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}
+BARE_BATCHES = 16  # distinct preloaded batches the bare loop cycles through
+SEED = 0
+COLUMNS = ["network", "batch", "device", "threads", "iterations",
+           "lth_core ms/iter", "bare ms/iter", "ratio"]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    return torch.device(device)
+
+
+def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Dataset:
+    """Random pixels and labels, `TRAIN_SIZE` training rows and one batch of test rows."""
+    gen = torch.Generator().manual_seed(SEED)
+
+    def images(n):
+        return torch.randint(0, 256, (n, *IMAGE_SHAPE[name]), dtype=torch.uint8, generator=gen)
+
+    def labels(n):
+        return torch.randint(0, NUM_CLASSES, (n,), generator=gen)
+
+    n = TRAIN_SIZE[name]
+    return Dataset(name=name, train_x=images(n), train_y=labels(n),
+                   test_x=images(batch_size), test_y=labels(batch_size)).to(device)
+
+
+def masked_model(network: str, device: torch.device) -> nn.Module:
+    """The network with mask parametrizations holding one round of pruning at the paper's rate."""
+    model = attach_masks(build_model(network, seed=SEED).to(device))
+    masks = prune_layerwise(prunable_weights(model), get_masks(model),
+                            layer_rates(model, PAPER_PRUNE_RATE[network]))
+    set_masks(model, masks)
+    return model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class LthCoreTimer:
+    """ms/iteration of `train()`: the time of budget 1 + n minus that of budget 1, over n."""
+
+    def __init__(self, network: str, data: Dataset, device: torch.device):
+        self.cfg = PAPER_TRAINING[network]
+        self.model, self.data, self.device = masked_model(network, device), data, device
+        # the validation rows are the first batch, so the once-per-call evaluation stays cheap
+        n_val = self.cfg.batch_size
+        self.val_idx = torch.arange(n_val)
+        self.train_idx = torch.arange(n_val, len(data.train_y))
+
+    def _seconds(self, budget: int) -> float:
+        cfg = dataclasses.replace(self.cfg, iterations=budget, eval_every=budget + 1)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        train(self.model, self.data, self.train_idx, self.val_idx, cfg, seed=SEED, progress=False,
+              eval_batch=self.cfg.batch_size)
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+    def warm_up(self, iterations: int) -> None:
+        self._seconds(iterations)
+
+    def ms_per_iteration(self, iterations: int) -> float:
+        short = self._seconds(1)
+        long = self._seconds(1 + iterations)
+        return 1000.0 * (long - short) / iterations
+
+
+class BareTimer:
+    """ms/iteration of a plain Adam loop over preloaded, already normalised batches."""
+
+    def __init__(self, network: str, data: Dataset, device: torch.device):
+        cfg = PAPER_TRAINING[network]
+        self.model = build_model(network, seed=SEED).to(device)
+        self.model.train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        rows = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(SEED))
+        self.batches = [data.train_batch(rows[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+                        for i in range(BARE_BATCHES)]
+        self.device = device
+
+    def _steps(self, n: int) -> None:
+        model, opt = self.model, self.opt
+        for i in range(n):
+            x, y = self.batches[i % BARE_BATCHES]
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def warm_up(self, iterations: int) -> None:
+        self._steps(iterations)
+
+    def ms_per_iteration(self, iterations: int) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self._steps(iterations)
+        _sync(self.device)
+        return 1000.0 * (time.perf_counter() - t0) / iterations
+
+
+def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
+                  warmup: int | None = None, repeats: int = 3) -> pd.DataFrame:
+    """One row per network (see the module docstring); `iterations`/`warmup` None: per-network defaults."""
+    dev = resolve_device(device)
+    if (iterations is not None and iterations < 1) or (warmup is not None and warmup < 1) or repeats < 1:
+        raise ValueError(f"iterations, warmup and repeats must be positive, "
+                         f"got {iterations}, {warmup}, {repeats}")
+    rows = []
+    for network in map(check_model_name, networks):
+        n = iterations or DEFAULT_ITERATIONS[dev.type][network]
+        n_warm = warmup or max(1, n // 10)
+        batch = PAPER_TRAINING[network].batch_size
+        data = synthetic_dataset(DATASET_OF[network], dev, batch)
+        timers = {"lth_core": LthCoreTimer(network, data, dev), "bare": BareTimer(network, data, dev)}
+        for timer in timers.values():
+            timer.warm_up(n_warm)
+        times = {kind: [] for kind in timers}
+        for _ in range(repeats):
+            for kind, timer in timers.items():
+                times[kind].append(timer.ms_per_iteration(n))
+        lth, bare = statistics.median(times["lth_core"]), statistics.median(times["bare"])
+        rows.append({"network": network, "batch": batch, "device": str(dev),
+                     "threads": torch.get_num_threads(), "iterations": n,
+                     "lth_core ms/iter": lth, "bare ms/iter": bare, "ratio": lth / bare})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lth_core.benchmark",
+        description="ms per training iteration: lth_core's train() on a masked network "
+                    "versus a bare PyTorch loop, at each network's Table 1 batch size.")
+    parser.add_argument("--networks", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="timed iterations per network (default: per network and device, "
+                             f"CPU {DEFAULT_ITERATIONS['cpu']}, CUDA {DEFAULT_ITERATIONS['cuda']})")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed iterations first (default: a tenth of --iterations)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measurements per network; the median is reported")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the run (default: PyTorch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    table = run_benchmark(args.networks, args.iterations, args.device, args.warmup, args.repeats)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()

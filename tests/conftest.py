@@ -1,0 +1,52 @@
+"""Shared fixtures: a synthetic learnable dataset, the offline data folder, a tmp outputs dir."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth_core import paths
+from lth_core.data import Dataset
+
+
+def shared_data_dir() -> Path | None:
+    """LTH_DATA_DIR if set, else ../shared/data beside the repo; None when absent."""
+    candidates = [os.environ.get("LTH_DATA_DIR"), paths.REPO_ROOT.parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "MNIST" / "raw").is_dir():
+            return Path(c)
+    return None
+
+
+@pytest.fixture
+def shared_data():
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("offline datasets not found: set LTH_DATA_DIR or put ../shared/data beside the repo")
+    return d
+
+
+def synthetic_dataset(name: str = "mnist", n_train: int = 900, n_test: int = 200, seed: int = 0) -> Dataset:
+    """Random images whose class sets the brightness of one image band: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (1, 28, 28) if name == "mnist" else (3, 32, 32)
+
+    def make(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = torch.randint(0, 80, (n, *shape), generator=g, dtype=torch.uint8)
+        rows = shape[1] // 10
+        for c in range(10):
+            sel = y == c
+            x[sel, :, c * rows:(c + 1) * rows, :] += 150
+        return x, y
+
+    (tx, ty), (sx, sy) = make(n_train), make(n_test)
+    return Dataset(name=name, train_x=tx, train_y=ty, test_x=sx, test_y=sy)
+
+
+@pytest.fixture(autouse=True)
+def tmp_outputs(tmp_path, monkeypatch):
+    """Every test writes its outputs into its own tmp folder, never the repo's outputs/."""
+    out = tmp_path / "outputs"
+    monkeypatch.setenv("LTH_OUTPUTS_DIR", str(out))
+    return out

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from lth_core.models import build_model, prunable_weights
+from lth_core.pruning import (attach_masks, density_table, get_masks, layer_rates, n_to_prune, ones_masks,
+                              prune_layerwise, random_masks_like, set_masks)
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in prunable_weights(model).items()}
+
+
+def test_layer_rates_hidden_p_output_half():
+    model = build_model("conv2")
+    rates = layer_rates(model, 0.2)
+    assert rates == {"conv1.weight": 0.2, "conv2.weight": 0.2, "fc1.weight": 0.2, "fc2.weight": 0.2,
+                     "fc3.weight": 0.1}
+    assert layer_rates(build_model("shufflenet"), 0.1)["fc.weight"] == 0.05
+
+
+def test_layer_rates_overrides_and_bn():
+    model = build_model("shufflenet")
+    rates = layer_rates(model, 0.1, prune_bn=True, overrides={"stem.0.weight": 0.0})
+    assert rates["stem.0.weight"] == 0.0 and rates["stem.1.weight"] == 0.1
+    with pytest.raises(ValueError, match="unknown layer"):
+        layer_rates(model, 0.1, overrides={"nope.weight": 0.1})
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, 1.5, "0.2"])
+def test_impossible_rates_rejected(rate):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        layer_rates(build_model("lenet_300_100"), rate)
+
+
+def test_exact_counts_over_several_rounds_and_remaining_fraction():
+    model = build_model("lenet_300_100", seed=0)
+    masks, rates = ones_masks(model), layer_rates(model, 0.2)
+    alive = {n: m.numel() for n, m in masks.items()}
+    for _ in range(6):
+        masks = prune_layerwise(_weights(model), masks, rates)
+        for n, m in masks.items():
+            alive[n] -= n_to_prune(alive[n], rates[n])
+            assert int(m.sum()) == alive[n]
+    for n, m in masks.items():  # (1-p)^k up to rounding
+        assert abs(m.float().mean().item() - (1 - rates[n]) ** 6) < 2e-3
+
+
+def test_prunes_smallest_surviving_magnitudes_and_never_revives():
+    w = torch.tensor([[0.5, -0.1, 0.3, 2.0, -0.05]])
+    masks = {"l.weight": torch.tensor([[True, True, True, True, False]])}
+    new = prune_layerwise({"l.weight": w}, masks, {"l.weight": 0.5})
+    # 4 alive -> prune 2: -0.1 and 0.3 (the masked -0.05 is not counted and stays masked)
+    assert new["l.weight"].tolist() == [[True, False, False, True, False]]
+    assert masks["l.weight"].tolist() == [[True, True, True, True, False]]  # input untouched: pure
+
+
+def test_ties_broken_by_index():
+    w = {"l.weight": torch.ones(1, 6)}
+    new = prune_layerwise(w, {"l.weight": torch.ones(1, 6, dtype=torch.bool)}, {"l.weight": 0.5})
+    assert new["l.weight"].tolist() == [[False, False, False, True, True, True]]
+
+
+def test_masks_apply_in_forward_and_pruned_weights_stay_zero_through_adam():
+    torch.manual_seed(0)
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    masks = prune_layerwise(_weights(model), get_masks(model), layer_rates(model, 0.5))
+    set_masks(model, masks)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(50):
+        x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for name, raw in prunable_weights(model).items():
+        m = masks[name]
+        assert torch.all(raw.detach()[~m] == 0), name
+        assert torch.all(raw.detach()[m] != 0), name  # the surviving ones did train
+        assert torch.all(opt.state[raw]["exp_avg"][~m] == 0)
+        mod = model.get_submodule(name.rsplit(".", 1)[0])
+        assert torch.all(mod.weight[~m] == 0)  # the effective (forward) weight
+
+
+def test_random_masks_keep_per_layer_counts():
+    model = build_model("conv2", seed=0)
+    masks = prune_layerwise(_weights(model), ones_masks(model), layer_rates(model, 0.3))
+    rnd = random_masks_like(masks, torch.Generator().manual_seed(0))
+    for n in masks:
+        assert int(rnd[n].sum()) == int(masks[n].sum())
+        assert not torch.equal(rnd[n], masks[n])
+
+
+def test_density_table():
+    masks = {"a": torch.tensor([True, False, False, False]), "b": torch.ones(4, dtype=torch.bool)}
+    df = density_table(masks).set_index("layer")
+    assert df.loc["a", "pct_remaining"] == 25.0 and df.loc["overall", "pct_remaining"] == 62.5
+
+
+def test_set_masks_rejects_mismatch():
+    model = attach_masks(build_model("lenet_300_100"))
+    with pytest.raises(ValueError, match="do not match"):
+        set_masks(model, {"fc1.weight": torch.ones(300, 784, dtype=torch.bool)})

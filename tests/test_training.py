@@ -1,0 +1,78 @@
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import synthetic_dataset
+from lth_core.data import validation_split
+from lth_core.models import build_model
+from lth_core.pruning import attach_masks
+from lth_core.training import TrainConfig, train
+
+CFG = TrainConfig(iterations=60, batch_size=50, lr=1e-3, eval_every=10)
+
+
+def _run(cfg=CFG, seed=0, **kw):
+    data = synthetic_dataset()
+    tr, va = validation_split(len(data.train_y), 200, seed=0)
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    return train(model, data, tr, va, cfg, seed=seed, progress=False, **kw), model
+
+
+def test_same_seed_same_numbers_on_cpu():
+    (a, ma), (b, mb) = _run(), _run()
+    assert a.history == b.history and a.test_acc == b.test_acc and a.es_iteration == b.es_iteration
+    assert all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+    c, _ = _run(seed=1)
+    assert c.history != a.history
+
+
+def test_learns_and_reports_the_best_validation_checkpoint():
+    res, _ = _run()
+    assert [h["iteration"] for h in res.history] == [10, 20, 30, 40, 50, 60]
+    best = min(res.history, key=lambda h: h["val_loss"])
+    assert res.es_iteration == best["iteration"] and res.val_loss == best["val_loss"]
+    assert res.test_acc > 50  # synthetic classes are easy; chance is 10%
+
+
+def test_accuracy_criterion_picks_max_val_acc():
+    res, _ = _run(dataclasses.replace(CFG, criterion="val_acc"))
+    best = max(res.history, key=lambda h: h["val_acc"])  # first maximum wins
+    assert res.es_iteration == best["iteration"]
+
+
+def test_test_accuracy_is_that_of_the_early_stopping_checkpoint():
+    res, model = _run()
+    from lth_core.training import evaluate
+    model.load_state_dict(res.best_state)
+    assert evaluate(model, synthetic_dataset().test_batches())[1] == res.test_acc
+
+
+def test_patience_stops_once_best_is_old():
+    cfg = dataclasses.replace(CFG, iterations=2000, eval_every=5, lr=5e-2, patience=2)
+    res, _ = _run(cfg)
+    assert res.iterations < 2000
+    assert res.history[-1]["iteration"] - res.es_iteration == 2 * 5
+
+
+def test_snapshot_equals_a_shorter_run():
+    full, _ = _run(snapshot_at=25)
+    _, short = _run(dataclasses.replace(CFG, iterations=25, eval_every=25))
+    assert all(torch.equal(full.snapshot_state[k], v) for k, v in short.state_dict().items())
+
+
+@pytest.mark.parametrize("sched,expected", [("constant", [1.0, 1.0, 1.0, 1.0]), ("step", [1.0, 1.0, 0.1, 0.1]),
+                                            ("exponential", [1.0, 0.5, 0.25, 0.125])])
+def test_lr_schedules(sched, expected):
+    gamma = 0.1 if sched == "step" else 0.5
+    cfg = TrainConfig(lr=1.0, lr_schedule=sched, lr_gamma=gamma, lr_step_epochs=2)
+    assert [cfg.lr_at_epoch(e) for e in range(4)] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad,match", [({"lr_schedule": "cosine"}, "constant, step, exponential"),
+                                       ({"criterion": "acc"}, "val_loss, val_acc"),
+                                       ({"iterations": 0}, "positive"), ({"lr": -1}, "lr must be"),
+                                       ({"patience": 0}, "patience")])
+def test_bad_train_config_rejected(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
