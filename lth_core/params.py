@@ -1,0 +1,111 @@
+"""Notebook parameters: declared once in a notebook's `parameters` cell, validated right after.
+
+A notebook's parameters cell holds flat annotated assignments
+(`seeds: list = [0]  # comment`). `declared_parameters(notebook)` reads them from
+the notebook file with `ast`; `validate_parameters(globals(), notebook)` checks
+the values papermill injected: a name no project notebook declares is an error
+naming the valid ones (papermill itself only warns), and a value whose type
+does not match its annotation is an error. Names declared by another notebook
+are accepted, so one profile file (`notebooks/params/<profile>.yaml`) can serve
+every notebook. `load_profile(name)` reads such a file.
+"""
+import ast
+import json
+import types
+from pathlib import Path
+
+import yaml
+
+from . import paths
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+class ParameterError(ValueError):
+    pass
+
+
+def _notebook_path(notebook: str) -> Path:
+    path = paths.NOTEBOOKS_DIR / f"{notebook}.ipynb"
+    if not path.exists():
+        raise ParameterError(f"no notebook {notebook!r} in {paths.NOTEBOOKS_DIR}")
+    return path
+
+
+def _parameters_source(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ParameterError(f"{path.name} must have exactly one cell tagged 'parameters', found {len(tagged)}")
+    src = tagged[0]["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def declared_parameters(notebook: str) -> dict[str, tuple[tuple[type, ...], bool, object]]:
+    """{name: (accepted types, None allowed, default)} from the notebook's parameters cell."""
+    out = {}
+    for node in ast.parse(_parameters_source(_notebook_path(notebook))).body:
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            raise ParameterError(f"{notebook}: parameters cell lines must be `name: type = value`, "
+                                 f"got {ast.unparse(node)!r}")
+        names = [n.strip() for n in ast.unparse(node.annotation).split("|")]
+        unknown = [n for n in names if n not in _TYPES and n != "None"]
+        if unknown:
+            raise ParameterError(f"{notebook}: parameter {node.target.id} has unsupported type {unknown}")
+        accepted = tuple(_TYPES[n] for n in names if n != "None")
+        if float in accepted:
+            accepted += (int,)  # 1 is a fine float
+        out[node.target.id] = (accepted, "None" in names, ast.literal_eval(node.value))
+    return out
+
+
+def all_declared() -> dict[str, dict]:
+    return {p.stem: declared_parameters(p.stem) for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9]*.ipynb"))}
+
+
+def check_value(notebook: str, name: str, value, spec) -> None:
+    accepted, nullable, _ = spec
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) and bool not in accepted:  # bool is an int subclass; 1 != True here
+        ok = False
+    else:
+        ok = isinstance(value, accepted)
+    if not ok:
+        want = " or ".join(t.__name__ for t in accepted) + (" or None" if nullable else "")
+        raise ParameterError(f"{notebook}: parameter {name!r} must be {want}, got {value!r} "
+                             f"({type(value).__name__})")
+
+
+def validate_parameters(namespace: dict, notebook: str) -> dict:
+    """Check the notebook's parameter values in `namespace`; return {name: value} of its parameters."""
+    mine = declared_parameters(notebook)
+    others = {n for nb, decl in all_declared().items() if nb != notebook for n in decl}
+    for name, value in namespace.items():
+        if name.startswith("_") or name in _IPYTHON_NAMES or name in mine or name in others:
+            continue
+        if isinstance(value, (types.ModuleType, types.FunctionType, type)) or callable(value):
+            continue
+        raise ParameterError(f"{notebook}: unknown parameter {name!r}; valid parameters: {', '.join(mine)}")
+    for name, spec in mine.items():
+        check_value(notebook, name, namespace[name], spec)
+    return {name: namespace[name] for name in mine}
+
+
+def profile_path(profile: str) -> Path:
+    path = paths.PARAMS_DIR / f"{profile}.yaml"
+    if not path.exists():
+        valid = ", ".join(p.stem for p in sorted(paths.PARAMS_DIR.glob("*.yaml")))
+        raise ParameterError(f"unknown profile {profile!r}; valid profiles: {valid}")
+    return path
+
+
+def load_profile(profile: str) -> dict:
+    values = yaml.safe_load(profile_path(profile).read_text()) or {}
+    known = {n for decl in all_declared().values() for n in decl}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ParameterError(f"profile {profile!r} sets unknown parameters {unknown}; "
+                             f"valid parameters: {', '.join(sorted(known))}")
+    return values
