@@ -1,0 +1,139 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import synthetic_dataset
+from lth_core import imp, paths, store
+from lth_core.imp import IMPConfig
+from lth_core.store import CorruptRunError, atomic_text, config_hash, run_cached, run_dir
+from lth_core.training import TrainConfig
+
+TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
+CFG = IMPConfig(network="lenet_300_100", rounds=2, train=TINY, val_size=200)
+
+
+def test_hashes_are_pinned():
+    # changing these breaks every user's cache: only ever add options with defaults
+    assert config_hash(IMPConfig()) == "44136fa355b3"
+    assert config_hash(CFG) == "923d7cf7506d"
+    assert config_hash(imp.paper_config("conv2")) == "a4a5d11ce9f7"
+
+
+def test_new_option_with_default_keeps_old_hashes():
+    @dataclasses.dataclass(frozen=True)
+    class Extended(IMPConfig):
+        some_new_option: float = 0.5
+
+    assert config_hash(Extended(**dataclasses.asdict(CFG) | {"train": TINY})) == config_hash(CFG)
+    assert config_hash(Extended(**dataclasses.asdict(CFG) | {"train": TINY}, some_new_option=1.0)) != config_hash(CFG)
+
+
+def test_hash_depends_on_every_value():
+    assert config_hash(dataclasses.replace(CFG, seed=1)) != config_hash(CFG)
+    assert config_hash(dataclasses.replace(CFG, train=dataclasses.replace(TINY, lr=2e-3))) != config_hash(CFG)
+
+
+def test_atomic_write_keeps_old_file_when_interrupted(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_text("old", target)
+
+    def boom(tmp):
+        open(tmp, "w").write("half-writ")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.atomic_write(target, boom)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
+
+
+def _strip(df):
+    return df.drop(columns=["wall_seconds"]).reset_index(drop=True)
+
+
+def test_cache_hit_does_no_training(monkeypatch):
+    calls = []
+    real = imp.train
+    monkeypatch.setattr(imp, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = synthetic_dataset()
+    first = run_cached(CFG, data, progress=False)
+    n = len(calls)
+    assert n == 3 and len(first) == 3
+    again = run_cached(CFG, data, progress=False)
+    assert len(calls) == n
+    pd.testing.assert_frame_equal(first, again)
+    files = sorted(p.name for p in run_dir(CFG).iterdir())
+    assert files == ["config.json", "done.json", "init.pt", "round_000.pt", "round_001.pt", "round_002.pt", "rows.csv"]
+    assert json.loads((run_dir(CFG) / "config.json").read_text())["non_default"]["rounds"] == 2
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path, tmp_outputs):
+    cfg = dataclasses.replace(CFG, rounds=3, train=dataclasses.replace(TINY, iterations=200))
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(paths.REPO_ROOT / 'tests')!r})
+        from conftest import synthetic_dataset
+        from lth_core.store import run_cached
+        from lth_core.imp import IMPConfig
+        from lth_core.training import TrainConfig
+        cfg = {cfg!r}
+        run_cached(cfg, synthetic_dataset(), progress=False)
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(script)], env=env)
+    d = run_dir(cfg)
+    deadline = time.time() + 300
+    while not (d / "round_001.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "worker ended before round 1 was stored"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into round 2's training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (d / "done.json").exists()
+    finished = len(list(d.glob("round_*.pt")))
+    assert 2 <= finished <= 3
+
+    calls = []
+    real = imp.train
+    imp.train = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        resumed = run_cached(cfg, synthetic_dataset(), progress=False)
+    finally:
+        imp.train = real
+    assert len(calls) == 4 - finished  # only the unfinished rounds trained again
+
+    os.environ["LTH_OUTPUTS_DIR"] = str(tmp_path / "fresh")
+    straight = run_cached(cfg, synthetic_dataset(), progress=False)
+    pd.testing.assert_frame_equal(_strip(resumed), _strip(straight))
+
+
+def test_corrupt_round_file_is_reported():
+    run_cached(CFG, synthetic_dataset(), progress=False)
+    f = run_dir(CFG) / "round_001.pt"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(CorruptRunError, match="round_001.pt does not load.*Delete the directory"):
+        run_cached(CFG, synthetic_dataset(), progress=False)
+
+
+def test_missing_round_is_reported():
+    run_cached(CFG, synthetic_dataset(), progress=False)
+    (run_dir(CFG) / "round_001.pt").unlink()
+    with pytest.raises(CorruptRunError, match="not contiguous"):
+        run_cached(CFG, synthetic_dataset(), progress=False)
+
+
+def test_config_mismatch_is_reported():
+    run_cached(CFG, synthetic_dataset(), progress=False)
+    p = run_dir(CFG) / "config.json"
+    saved = json.loads(p.read_text())
+    saved["config"]["seed"] = 7
+    p.write_text(json.dumps(saved))
+    with pytest.raises(CorruptRunError, match="different configuration"):
+        run_cached(CFG, synthetic_dataset(), progress=False)
