@@ -1,5 +1,5 @@
 # The project's two entry points (see README.md):
-#   make reproduce [PROFILE=quick|smoke|paper] [DEVICE=auto|cpu|cuda] [EXECUTOR=local|processes|slurm]
+#   make reproduce [PROFILE=quick|smoke|paper] [DEVICE=auto|cpu|cuda]
 #   make test
 # Both create .venv and install the project into it the first time (or when pyproject.toml changes).
 PYTHON ?= python3
@@ -7,19 +7,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
 DEVICE ?= auto
-EXECUTOR ?= local
 
-.PHONY: reproduce test benchmark demo lab clean-outputs
+.PHONY: reproduce test benchmark lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
+	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
@@ -28,8 +26,6 @@ test: $(VENV)/.installed
 benchmark: $(VENV)/.installed
 	$(PY) -m lth_core.benchmark
 
-demo: $(VENV)/.installed
-	$(PY) -m lth_core.demo
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks
