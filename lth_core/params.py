@@ -26,10 +26,10 @@ class ParameterError(ValueError):
     pass
 
 
-def _notebook_path(notebook: str) -> Path:
-    path = paths.NOTEBOOKS_DIR / f"{notebook}.ipynb"
+def _notebook_path(notebook: str, notebooks_dir: Path | None = None) -> Path:
+    path = Path(notebooks_dir or paths.NOTEBOOKS_DIR) / f"{notebook}.ipynb"
     if not path.exists():
-        raise ParameterError(f"no notebook {notebook!r} in {paths.NOTEBOOKS_DIR}")
+        raise ParameterError(f"no notebook {notebook!r} in {path.parent}")
     return path
 
 
@@ -42,10 +42,11 @@ def _parameters_source(path: Path) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
-def declared_parameters(notebook: str) -> dict[str, tuple[tuple[type, ...], bool, object]]:
+def declared_parameters(notebook: str, notebooks_dir: Path | None = None
+                        ) -> dict[str, tuple[tuple[type, ...], bool, object]]:
     """{name: (accepted types, None allowed, default)} from the notebook's parameters cell."""
     out = {}
-    for node in ast.parse(_parameters_source(_notebook_path(notebook))).body:
+    for node in ast.parse(_parameters_source(_notebook_path(notebook, notebooks_dir))).body:
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
             raise ParameterError(f"{notebook}: parameters cell lines must be `name: type = value`, "
                                  f"got {ast.unparse(node)!r}")
@@ -60,8 +61,9 @@ def declared_parameters(notebook: str) -> dict[str, tuple[tuple[type, ...], bool
     return out
 
 
-def all_declared() -> dict[str, dict]:
-    return {p.stem: declared_parameters(p.stem) for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9]*.ipynb"))}
+def all_declared(notebooks_dir: Path | None = None) -> dict[str, dict]:
+    d = Path(notebooks_dir or paths.NOTEBOOKS_DIR)
+    return {p.stem: declared_parameters(p.stem, d) for p in sorted(d.glob("[0-9]*.ipynb"))}
 
 
 def check_value(notebook: str, name: str, value, spec) -> None:
@@ -78,10 +80,13 @@ def check_value(notebook: str, name: str, value, spec) -> None:
                              f"({type(value).__name__})")
 
 
-def validate_parameters(namespace: dict, notebook: str) -> dict:
-    """Check the notebook's parameter values in `namespace`; return {name: value} of its parameters."""
-    mine = declared_parameters(notebook)
-    others = {n for nb, decl in all_declared().items() if nb != notebook for n in decl}
+def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | None = None) -> dict:
+    """Check the notebook's parameter values in `namespace`; return {name: value} of its parameters.
+
+    Call it from the cell right after the parameters cell: globals then hold only
+    imports and parameters (papermill's injected values included)."""
+    mine = declared_parameters(notebook, notebooks_dir)
+    others = {n for nb, decl in all_declared(notebooks_dir).items() if nb != notebook for n in decl}
     for name, value in namespace.items():
         if name.startswith("_") or name in _IPYTHON_NAMES or name in mine or name in others:
             continue
