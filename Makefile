@@ -1,5 +1,5 @@
 # The project's two entry points (see README.md):
-#   make reproduce [PROFILE=quick|smoke|paper] [DEVICE=auto|cpu|cuda]
+#   make reproduce [PROFILE=quick|smoke|paper] [DEVICE=auto|cpu|cuda] [EXECUTOR=local|processes|slurm]
 #   make test
 # Both create .venv and install the project into it the first time (or when pyproject.toml changes).
 PYTHON ?= python3
@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
 DEVICE ?= auto
+EXECUTOR ?= local
 
 .PHONY: reproduce test benchmark lab clean-outputs
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE)
+	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

@@ -1,9 +1,12 @@
 """The main job: execute every notebook of a profile headless with papermill.
 
-    python -m lth_core.reproduce --profile quick --device auto
+    python -m lth_core.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
 
 Each notebook `notebooks/NN_*.ipynb` runs with the profile's parameters
-(`notebooks/params/<profile>.yaml`) plus `device`; the executed copy goes to
+(`notebooks/params/<profile>.yaml`) plus `device`, `executor` and
+`executor_options` (where the IMP runs execute: see `executors.py`; results do
+not depend on it, so changing it does not re-execute a finished notebook);
+the executed copy goes to
 `outputs/notebooks/`, the figures and tables to `outputs/figures/` and
 `outputs/tables/`. A notebook that finished with the same source and
 parameters is skipped (a marker beside its executed copy records that), and the
@@ -18,10 +21,11 @@ import sys
 import time
 
 import papermill
+import yaml
 from tqdm.auto import tqdm
 
 from . import paths
-from .experiment import DEVICES
+from .executors import DEVICES, EXECUTORS, ExecutorOptions
 from .params import load_profile
 
 
@@ -31,7 +35,8 @@ def notebooks() -> list[str]:
 
 def _fingerprint(notebook: str, parameters: dict) -> str:
     src = (paths.NOTEBOOKS_DIR / f"{notebook}.ipynb").read_bytes()
-    return hashlib.sha256(src + json.dumps(parameters, sort_keys=True).encode()).hexdigest()
+    results_depend_on = {k: v for k, v in parameters.items() if k not in ("executor", "executor_options")}
+    return hashlib.sha256(src + json.dumps(results_depend_on, sort_keys=True).encode()).hexdigest()
 
 
 def _marker(notebook: str, profile: str):
@@ -39,11 +44,15 @@ def _marker(notebook: str, profile: str):
 
 
 def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | None = None,
-              force: bool = False) -> list[str]:
+              force: bool = False, executor: str = "local", executor_options: dict | None = None) -> list[str]:
     """Execute the profile's notebooks; returns the names executed (not skipped)."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
-    parameters = {**load_profile(profile), "device": device}
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    ExecutorOptions.from_dict(executor_options or {})  # fail now, not inside the first notebook
+    parameters = {**load_profile(profile), "device": device, "executor": executor,
+                  "executor_options": dict(executor_options or {})}
     names = notebooks()
     if only:
         unknown = sorted(set(only) - set(names))
@@ -75,9 +84,19 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N")
     ap.add_argument("--notebooks", nargs="*", help="only these notebooks (names without .ipynb)")
     ap.add_argument("--force", action="store_true", help="re-execute notebooks already done (runs stay cached)")
+    ap.add_argument("--executor", default="local", help="local | processes | slurm: where the IMP runs execute")
+    ap.add_argument("-o", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="executor setting, repeatable: workers, partition, gpus_per_job, cpus_per_job, "
+                         "timeout_min, array_parallelism, mem_gb, threads")
     args = ap.parse_args(argv)
     try:
-        reproduce(args.profile, args.device, args.notebooks, args.force)
+        options = {}
+        for item in args.executor_option:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"executor option {item!r} must be KEY=VALUE, e.g. partition=gpu")
+            options[key] = yaml.safe_load(value)
+        reproduce(args.profile, args.device, args.notebooks, args.force, args.executor, options)
     except (ValueError, papermill.PapermillExecutionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

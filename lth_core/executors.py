@@ -1,0 +1,243 @@
+"""Executors: where an experiment's runs execute — in this process, in worker processes, or as Slurm jobs.
+
+`execute_runs(configs, device, executor, options)` brings every config's run to the
+finished state in the run store and returns each config's rows, in the order of
+`configs`, read back from the store exactly as when running locally, so callers
+(and figures) never learn where a run ran:
+- `local`: one run after another in this process;
+- `processes`: a pool of spawned worker processes, one per visible GPU (each pinned
+  to its own GPU) or `workers` CPU processes sharing the cores;
+- `slurm`: one submitit job per run (an array). A preempted or timed-out job is
+  requeued and resumes at its first unfinished round, since the job just calls the
+  idempotent `store.run_cached`. `ExecutorOptions(cluster="local")` sends the same
+  jobs to submitit's LocalExecutor (subprocesses on this machine; used by the tests).
+Finished runs are read, never resubmitted. A failing run does not stop the others;
+at the end `RunFailedError` lists each failed run with its config, error and log.
+`ExecutorOptions` holds the settings (workers, partition, GPUs/CPUs per job, torch
+threads per run: CPU rows are identical across executors only at equal thread counts).
+
+A custom `data_loader` (dataset name -> `Dataset`) must be a module-level function
+for `processes` and `slurm`: workers and jobs import it by name.
+"""
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass
+
+import pandas as pd
+import submitit
+import torch
+from tqdm.auto import tqdm
+
+from . import paths, store
+from .data import load_dataset
+from .imp import IMPConfig
+
+EXECUTORS = ("local", "processes", "slurm")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when torch sees a GPU, else cpu; an explicit cuda without a GPU is an error."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    workers: int | None = None  # processes: None = one per visible GPU, else 2 CPU processes
+    partition: str | None = None  # slurm: None = the cluster's default partition
+    gpus_per_job: int = 1  # slurm: ignored (0) for device="cpu"
+    cpus_per_job: int = 4  # slurm
+    timeout_min: int = 240  # slurm: a job past it is requeued and resumes from the store
+    array_parallelism: int = 32  # slurm: jobs of the array running at once
+    mem_gb: int | None = None  # slurm: None = the partition's default
+    cluster: str = "slurm"  # "local": submitit's LocalExecutor (every job at once; for tests)
+    # torch threads per run. On CPU, convolutions round differently with other thread counts, and
+    # pruning amplifies that, so only equal counts give identical rows across executors. None: local
+    # keeps this process's setting, processes share the cores out, slurm uses cpus_per_job.
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExecutorOptions":
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown executor options {unknown}; valid options: {', '.join(valid)}")
+        return cls(**d)
+
+
+class RunFailedError(RuntimeError):
+    """Some runs failed; `failures` holds (config, error, log path) per failed run."""
+
+    def __init__(self, failures: list[tuple[IMPConfig, str, str]], total: int):
+        self.failures = failures
+        lines = [f"{len(failures)} of {total} runs failed; every other run finished and is in the run store "
+                 "(running again retries only the unfinished runs):"]
+        for cfg, error, log in failures:
+            lines += [f"- {store.run_name(cfg)} {store.non_default_values(cfg)}",
+                      *(f"    {line}" for line in error.splitlines()), f"    log: {log}"]
+        super().__init__("\n".join(lines))
+
+
+def _error_log(cfg: IMPConfig):
+    return store.run_dir(cfg) / "error.log"
+
+
+def _tail(text: str, n: int = 4) -> str:
+    return "\n".join([line for line in text.splitlines() if line.strip()][-n:])
+
+
+def _run_logged(cfg: IMPConfig, device: str, loader, datasets: dict, progress: bool) -> None:
+    """store.run_cached, leaving a failure's traceback in <run_dir>/error.log for the report."""
+    try:
+        if cfg.dataset not in datasets:
+            datasets[cfg.dataset] = (loader or load_dataset)(cfg.dataset).to(device)
+        store.run_cached(cfg, datasets[cfg.dataset], device=device, progress=progress)
+    except Exception:
+        store.atomic_text(traceback.format_exc(), _error_log(cfg))
+        raise
+    _error_log(cfg).unlink(missing_ok=True)
+
+
+def _failure(cfg: IMPConfig, exc: BaseException, log) -> tuple[IMPConfig, str, str]:
+    # the run's own traceback names the real error; a killed process leaves only the executor's message
+    written = _error_log(cfg)
+    error = _tail(written.read_text() if written.exists() else f"{type(exc).__name__}: {exc}")
+    return cfg, error, str(log) if os.path.exists(log) else f"none (the process died before writing {log})"
+
+
+def _run_local(pending, device, options, loader, bar) -> list:
+    datasets, failures, threads = {}, [], torch.get_num_threads()
+    torch.set_num_threads(options.threads or threads)
+    try:
+        for cfg in pending:
+            try:  # like a job's, a run's failure does not stop the others
+                _run_logged(cfg, device, loader, datasets, progress=not bar.disable)
+            except Exception as e:
+                failures.append(_failure(cfg, e, _error_log(cfg)))
+            bar.update()
+    finally:
+        torch.set_num_threads(threads)  # this process's setting is the caller's
+    return failures
+
+
+# ---- processes: a spawned pool; each worker keeps its datasets loaded between runs ----
+_WORKER_DATASETS: dict = {}
+
+
+def _init_worker(threads: int, gpu_ids) -> None:
+    if gpu_ids is not None:  # before this process initialises CUDA, so "cuda" (cuda:0) is its own GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
+    torch.set_num_threads(threads)
+
+
+def _work(cfg_dict: dict, device: str, loader) -> None:
+    _run_logged(store.config_from_json(cfg_dict), device, loader, _WORKER_DATASETS, progress=False)
+
+
+def _visible_gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _run_processes(pending, device, options, loader, bar) -> list:
+    pin = device == "cuda"  # an explicit cuda:N is honoured as asked, unpinned
+    gpus = _visible_gpus() if pin else []
+    workers = min(len(pending), options.workers or len(gpus) or 2)
+    ctx = multiprocessing.get_context("spawn")  # fork would copy CUDA state and torch's thread pools
+    gpu_ids = ctx.Queue() if pin else None
+    if pin:
+        for i in range(workers):  # more workers than GPUs share them round-robin
+            gpu_ids.put(gpus[i % len(gpus)])
+    # torch's default of one thread per core in every worker oversubscribes the cores many times over
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = options.threads or max(1, cores // workers)
+    failures = []
+    pool = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init_worker, (threads, gpu_ids))
+    try:
+        futures = {pool.submit(_work, dataclasses.asdict(cfg), device, loader): cfg for cfg in pending}
+        for fut in concurrent.futures.as_completed(futures):
+            if fut.exception() is not None:
+                cfg = futures[fut]
+                failures.append(_failure(cfg, fut.exception(), _error_log(cfg)))
+            bar.update()
+    finally:  # when interrupted, return now: queued runs are dropped, running ones finish in the background
+        pool.shutdown(wait=False, cancel_futures=True)
+    return failures
+
+
+# ---- slurm: one submitit job per run ----
+class RunJob:
+    """A job's callable: one run through the run store; requeued (resuming from the store) on preemption."""
+
+    def __init__(self, loader=None, threads: int = 1):
+        self.loader, self.threads = loader, threads
+
+    def __call__(self, cfg_dict: dict, device: str) -> None:
+        torch.set_num_threads(self.threads)
+        _run_logged(store.config_from_json(cfg_dict), str(resolve_device(device)), self.loader, {}, progress=False)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        # nothing to save: the store already holds every finished round
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _run_slurm(pending, device, options, loader, bar, poll_s: float = 1.0) -> list:
+    ex = submitit.AutoExecutor(folder=paths.outputs_dir() / "slurm", cluster=options.cluster)
+    # slurm_* settings are checked by name and ignored by the other clusters
+    ex.update_parameters(name="lth_core", timeout_min=options.timeout_min, cpus_per_task=options.cpus_per_job,
+                         gpus_per_node=0 if device == "cpu" else options.gpus_per_job, mem_gb=options.mem_gb,
+                         slurm_partition=options.partition, slurm_array_parallelism=options.array_parallelism)
+    for cfg in pending:  # a job killed before Python could report leaves no log; never show an old one
+        _error_log(cfg).unlink(missing_ok=True)
+    job = RunJob(loader, options.threads or options.cpus_per_job)
+    jobs = ex.map_array(job, [dataclasses.asdict(cfg) for cfg in pending], [device] * len(pending))
+    running = dict(zip(jobs, pending))
+    try:
+        while running:
+            for job in [j for j in running if j.done()]:
+                running.pop(job)
+                bar.update()
+            if running:
+                time.sleep(poll_s)
+    except BaseException:  # interrupted: cancel the jobs, so a rerun does not run them twice
+        for job in running:
+            job.cancel(check=False)
+        raise
+    errors = [(cfg, job.exception(), job.paths.stderr) for job, cfg in zip(jobs, pending)]
+    return [_failure(*e) for e in errors if e[1] is not None]
+
+
+def execute_runs(configs: list[IMPConfig], device: str, executor: str = "local",
+                 options: ExecutorOptions | dict | None = None, progress: bool = True,
+                 data_loader=None) -> list[pd.DataFrame]:
+    """Finish every run of `configs` with `executor`; each config's rows, in the order of `configs`.
+
+    `device` is resolved where runs execute: "auto" in a Slurm job means that job's GPU.
+    Raises `RunFailedError` after every run ended when any run failed.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if not isinstance(options, ExecutorOptions):
+        options = ExecutorOptions.from_dict(options or {})
+    if executor != "slurm":
+        device = str(resolve_device(str(device)))
+    unique = {store.run_name(cfg): cfg for cfg in configs}  # a run listed twice must not run twice at once
+    pending = [cfg for cfg in unique.values() if not store.is_done(cfg)]
+    bar = tqdm(total=len(unique), initial=len(unique) - len(pending), desc=f"runs [{executor}]",
+               unit="run", disable=not progress)
+    run = {"local": _run_local, "processes": _run_processes, "slurm": _run_slurm}[executor]
+    failures = run(pending, device, options, data_loader, bar) if pending else []
+    bar.close()
+    if failures:
+        raise RunFailedError(failures, len(unique))
+    return [store.run_cached(cfg) for cfg in configs]

@@ -1,0 +1,113 @@
+"""Executors: `local`, `processes` and submitit's (local) executor give identical rows; finished runs are
+never submitted again; a preempted job resumes from the store; a failing run is reported with its config
+and log while the other runs finish."""
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import submitit
+import torch
+
+from conftest import synthetic_dataset
+from lth_core import executors, paths, store
+from lth_core.executors import ExecutorOptions, RunFailedError, execute_runs
+from lth_core.imp import IMPConfig
+from lth_core.training import TrainConfig
+
+TINY = IMPConfig(network="lenet_300_100", rounds=1, train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
+                 val_size=200)
+GRID = [dataclasses.replace(TINY, seed=s) for s in (0, 1)]
+BAD = dataclasses.replace(TINY, val_size=1000)  # more than the synthetic 900 training rows: the split raises
+# rows are identical only at equal torch thread counts (see ExecutorOptions.threads): one everywhere
+SUBMITIT_LOCAL = ExecutorOptions(cluster="local", threads=1, timeout_min=10)
+EVERY_EXECUTOR = [("local", {"threads": 1}), ("processes", {"workers": 2, "threads": 1}), ("slurm", SUBMITIT_LOCAL)]
+
+
+def synthetic_loader(name: str):
+    """Module-level, so that spawned workers and submitit jobs can import it by name."""
+    return synthetic_dataset(name)
+
+
+@pytest.fixture(autouse=True)
+def importable_tests(monkeypatch):
+    # submitit's jobs are fresh interpreters that unpickle `synthetic_loader` by importing this module
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(paths.REPO_ROOT / "tests"),
+                                                                   os.environ.get("PYTHONPATH")])))
+
+
+def _rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True).drop(columns="wall_seconds")
+
+
+def _refuse_to_start_runs(patch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was started again")
+
+    for owner, name in ((executors, "_run_logged"), (executors.concurrent.futures, "ProcessPoolExecutor"),
+                        (submitit, "AutoExecutor")):
+        patch.setattr(owner, name, refuse)
+
+
+@pytest.mark.parametrize("executor,options", EVERY_EXECUTOR)
+def test_executor_finishes_the_grid_like_local_and_reports_a_failed_run(executor, options, tmp_path, monkeypatch):
+    # one grid per executor exercises all of it, since each fresh worker or job process costs many seconds
+    threads = torch.get_num_threads()
+    with pytest.raises(RunFailedError) as caught:
+        execute_runs([BAD, *GRID], "cpu", executor, options, progress=False, data_loader=synthetic_loader)
+    assert torch.get_num_threads() == threads  # the caller's setting survives
+    message = str(caught.value)
+    assert "1 of 3 runs failed" in message and store.run_name(BAD) in message
+    assert "'val_size': 1000" in message and "n_val must be in [0, n_train=900)" in message
+    [(cfg, _, log)] = caught.value.failures
+    assert cfg == BAD and f"log: {log}" in message and "n_val must be in" in Path(log).read_text()
+    if executor == "slurm":
+        assert log.endswith("_log.err")  # the job's own log, beside its submission
+    assert all(store.is_done(c) for c in GRID) and not store.is_done(BAD)
+
+    with pytest.MonkeyPatch.context() as patch:
+        _refuse_to_start_runs(patch)
+        rows = execute_runs(GRID + GRID[:1], "cpu", executor, options, progress=False)  # finished: only read
+    assert [f["seed"].unique().tolist() for f in rows] == [[0], [1], [0]]  # in the order of the configs
+    monkeypatch.setenv("LTH_OUTPUTS_DIR", str(tmp_path / "local"))
+    local = execute_runs(GRID, "cpu", "local", {"threads": 1}, progress=False, data_loader=synthetic_loader)
+    pd.testing.assert_frame_equal(_rows(rows[:2]), _rows(local))
+
+
+def test_preempted_job_resumes_from_the_store(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, rounds=2, train=dataclasses.replace(TINY.train, iterations=100))
+    ex = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
+    ex.update_parameters(timeout_min=10)
+    job = ex.submit(executors.RunJob(synthetic_loader), dataclasses.asdict(cfg), "cpu")
+    # job._interrupt() signals the local job's controller, which dies of it (submitit 1.5.4): signal the
+    # task itself, as Slurm does
+    children = Path(f"/proc/{job.job_id}/task/{job.job_id}/children")
+    deadline = time.time() + 120
+    while not (store.run_dir(cfg) / "round_000.pt").exists():
+        assert not job.done() and time.time() < deadline, "job ended before round 0 was stored"
+        time.sleep(0.05)
+    round0 = (store.run_dir(cfg) / "round_000.pt").stat().st_mtime_ns
+    if not children.exists():
+        job.cancel()
+        pytest.skip("needs Linux's /proc/<pid>/task/<pid>/children to find the job's task")
+    os.kill(int(children.read_text().split()[0]), signal.SIGUSR2)  # submitit's preemption signal
+    job.result()
+    # with timeout_min <= 10 submitit calls any signal a timeout (one of its 3 allowed); both requeue
+    assert "Caught signal SIGUSR2" in job.stderr() and "Requeued" in job.stdout()
+    assert store.is_done(cfg) and not (store.run_dir(cfg) / "error.log").exists()
+    assert (store.run_dir(cfg) / "round_000.pt").stat().st_mtime_ns == round0  # resumed, not redone
+    resumed = store.run_cached(cfg)
+    monkeypatch.setenv("LTH_OUTPUTS_DIR", str(tmp_path / "straight"))
+    straight = execute_runs([cfg], "cpu", "local", {"threads": 1}, progress=False, data_loader=synthetic_loader)
+    pd.testing.assert_frame_equal(_rows([resumed]), _rows(straight))
+
+
+def test_unknown_executor_or_option_is_refused():
+    with pytest.raises(ValueError, match="unknown executor 'gpus'; valid executors: local, processes, slurm"):
+        execute_runs(GRID, "cpu", "gpus")
+    with pytest.raises(ValueError, match=r"unknown executor options \['nodes'\]; valid options: workers, partition"):
+        execute_runs(GRID, "cpu", "slurm", {"nodes": 2})
+    assert not paths.runs_dir().exists()
