@@ -100,7 +100,7 @@ def paper_config(network: str, **overrides) -> IMPConfig:
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     train_over = {k: overrides.pop(k) for k in list(overrides) if k in train_fields}
     tc = dataclasses.replace(PAPER_TRAINING[network], **train_over)
-    return IMPConfig(network=network, prune_rate=PAPER_PRUNE_RATE[network], train=tc, **overrides)
+    return IMPConfig(**{"network": network, "prune_rate": PAPER_PRUNE_RATE[network], "train": tc, **overrides})
 
 
 def derive_seed(*parts) -> int:

@@ -1,0 +1,376 @@
+"""Faster tickets (paper section 4, Figures 2 and 3): find tickets on an s% subset, retrain on the full set.
+
+For each network and subset size s, one IMP trajectory per seed finds its tickets
+on S1 = a seeded s% subset of the training pool and retrains every round's ticket,
+from its reset weights, on S2 = the full pool. s = 100 is the reference: its
+tickets are found on the full pool, and that finding run is also its S2 training
+(`found_on == trained_on == "all"`), so it is not trained twice.
+
+Definitions used by every table, figure and sentence here:
+- finding rows: `kind == "ticket"` and `trained_on == found_on` (the runs that
+  find the tickets; their `es_iteration` is Figure 3's early-stopping iteration);
+- retrained rows: `kind == "ticket"` and `trained_on == "all"` (Figure 2);
+- ticket-finding cost: the `wall_seconds` of the finding rows summed over the
+  rounds of one trajectory (all the tickets of a figure line), mean over seeds.
+  That is the time a user pays; `seconds_to_es_est` is the part of it up to the
+  early-stopping iteration (wall_seconds * es_iteration / iterations), what a
+  user would pay with a perfect stopping rule;
+- a level is one pruning round; every subset size reaches the same percent of
+  weights remaining at the same round, so levels are matched by round.
+
+All sentences are computed from the rows (`claim_sentences`, `cost_sentences`, `caveat_sentences`).
+"""
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .experiment import grid
+from .imp import IMPConfig, make_splits, paper_config
+from .plots import new_figure, plot_vs_remaining
+
+REFERENCE_PERCENT = 100.0
+# Official training-set sizes, used only to count the rows (and so the epoch length) of each finding set.
+TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}
+NETWORK_TITLE = {"lenet_300_100": "LeNet-300-100 on MNIST", "conv2": "Conv-2 on CIFAR-10"}
+FIGURE_SUFFIX = {"lenet_300_100": "lenet_mnist", "conv2": "conv2_cifar10"}
+# The paper's section 4 text: (early-stopping iteration on a 10% subset, on 100%), as it states them.
+PAPER_CLAIM_PERCENT = 10.0
+PAPER_CLAIM_RATIO = 7.5
+PAPER_ES = {"lenet_300_100": (1200, 9000), "conv2": (500, 4500)}
+
+LEVEL_KEYS = ["network", "subset_percent", "round"]
+
+
+def check_subset_percents(percents, network: str) -> list[float]:
+    """Sorted subset sizes as floats; [] skips the network. Non-empty lists must contain 100."""
+    if not isinstance(percents, (list, tuple)):
+        raise ValueError(f"{network}: subset sizes must be a list of percents, got {percents!r}")
+    if not percents:
+        return []
+    bad = [p for p in percents if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100]
+    if bad:
+        raise ValueError(f"{network}: subset sizes must be numbers in (0, 100], got {bad}")
+    values = sorted(float(p) for p in percents)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{network}: subset sizes {percents} repeat a value")
+    if REFERENCE_PERCENT not in values:
+        raise ValueError(f"{network}: subset sizes {percents} must include 100, the full training set that "
+                         "every speed-up and accuracy difference is measured against (or be [] to skip "
+                         "the network)")
+    return values
+
+
+def subset_configs(network: str, subset_percents, seeds, **overrides) -> list[IMPConfig]:
+    """One IMP config per (subset size, seed): find on the s% subset, retrain on the full pool.
+
+    `overrides` go to `paper_config` (IMPConfig and TrainConfig fields: iterations, rounds, ...).
+    """
+    configs = []
+    for s in check_subset_percents(subset_percents, network):
+        if s == REFERENCE_PERCENT:
+            base = paper_config(network, find_on="all", retrain_on=("all",), **overrides)
+        else:
+            base = paper_config(network, find_on="subset", subset_percent=s, retrain_on=("all",), **overrides)
+        configs += grid(base, seeds=seeds)
+    return configs
+
+
+def finding_setup(configs: list[IMPConfig]) -> pd.DataFrame:
+    """Per (network, subset_percent): size of the finding set, its epoch length, budget and eval interval."""
+    out = {}
+    for cfg in configs:
+        key = (cfg.network, float(cfg.subset_percent))
+        if key in out:
+            continue
+        n_rows = len(make_splits(cfg, TRAIN_SIZE[cfg.dataset])[cfg.find_on])
+        t = cfg.train
+        out[key] = {"network": cfg.network, "subset_percent": key[1], "finding_set_rows": n_rows,
+                    "batch_size": min(t.batch_size, n_rows),
+                    "iterations_per_epoch": max(1, n_rows // t.batch_size),  # as training.train counts them
+                    "eval_every": t.eval_every, "budget": t.iterations,
+                    "patience": -1 if t.patience is None else t.patience}
+    return pd.DataFrame(list(out.values()))
+
+
+def _speedup_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Ticket rows of this experiment: found on a subset, or on the full pool (the 100% reference)."""
+    tickets = df[df["kind"] == "ticket"]
+    mine = (tickets["found_on"] == "subset") | ((tickets["found_on"] == "all")
+                                                 & (tickets["subset_percent"] == REFERENCE_PERCENT))
+    out = tickets[mine].copy()
+    out["subset_percent"] = out["subset_percent"].astype(float)
+    return out
+
+
+def finding_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The ticket-finding runs (trained on the data the ticket was found on): Figure 3."""
+    t = _speedup_rows(df)
+    return t[t["trained_on"] == t["found_on"]]
+
+
+def retrained_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every ticket trained from its reset weights on the full pool S2: Figure 2."""
+    t = _speedup_rows(df)
+    return t[t["trained_on"] == "all"]
+
+
+def _need_reference(df: pd.DataFrame, what: str) -> None:
+    for network, g in df.groupby("network"):
+        if not (g["subset_percent"] == REFERENCE_PERCENT).any():
+            raise ValueError(f"{network}: no 100% rows to compare {what} with; include 100 in the subset sizes")
+
+
+def accuracy_by_level(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (network, subset, round): retrained accuracy and finding ES iteration (means over seeds),
+    their differences / ratios to the 100% tickets of the same round."""
+    ret, find = retrained_rows(df), finding_rows(df)
+    if ret.empty:
+        raise ValueError("no retrained ticket rows (kind 'ticket', trained_on 'all') in the table")
+    _need_reference(ret, "accuracies")
+    acc = ret.groupby(LEVEL_KEYS, as_index=False).agg(pct_remaining=("pct_remaining", "mean"),
+                                                      retrained_test_acc=("test_acc", "mean"),
+                                                      seeds=("seed", "nunique"))
+    es = find.groupby(LEVEL_KEYS, as_index=False).agg(finding_es_iteration=("es_iteration", "mean"),
+                                                      finding_seconds=("wall_seconds", "mean"))
+    lv = acc.merge(es, on=LEVEL_KEYS, how="left")
+    ref = lv[lv["subset_percent"] == REFERENCE_PERCENT][["network", "round", "pct_remaining",
+                                                          "retrained_test_acc", "finding_es_iteration"]]
+    lv = lv.merge(ref, on=["network", "round"], how="left", suffixes=("", "_ref"))
+    mismatch = lv["pct_remaining_ref"].notna() & ((lv["pct_remaining"] - lv["pct_remaining_ref"]).abs() > 1e-6)
+    if mismatch.any():
+        raise ValueError("subset and 100% tickets of the same round have different sparsities; "
+                         "were they run with different pruning rates?")
+    lv["acc_diff_vs_100"] = lv["retrained_test_acc"] - lv["retrained_test_acc_ref"]
+    lv["es_speedup_vs_100"] = lv["finding_es_iteration_ref"] / lv["finding_es_iteration"]
+    lv = lv.rename(columns={"retrained_test_acc_ref": "retrained_test_acc_100"})
+    cols = ["network", "subset_percent", "round", "pct_remaining", "seeds", "retrained_test_acc",
+            "retrained_test_acc_100", "acc_diff_vs_100", "finding_es_iteration", "es_speedup_vs_100",
+            "finding_seconds"]
+    return lv[cols].sort_values(LEVEL_KEYS, ignore_index=True)
+
+
+def speedup_table(df: pd.DataFrame, setup: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per (network, subset size): the speed-up of ticket finding and the accuracy cost.
+
+    mean_es_iteration / mean_es_epochs: finding runs, mean over seeds and rounds;
+    es_at_budget_end: fraction of finding runs whose best validation came at the last iteration;
+    finding_seconds: finding wall-clock per trajectory (sum over rounds, mean over seeds);
+    seconds_to_es_est: its part up to the early-stopping iteration;
+    *_speedup: the 100% value divided by this one (> 1: faster);
+    acc_diff_*: retrained accuracy minus the 100% tickets' at the same round (mean, worst over rounds);
+    levels_within_tolerance: rounds whose accuracy difference is >= -tolerance.
+    """
+    find = finding_rows(df)
+    if find.empty:
+        raise ValueError("no ticket-finding rows in the table")
+    _need_reference(find, "early-stopping iterations")
+    budget = find["budget"] if "budget" in find else find["iterations"]
+    find = find.assign(at_end=(find["es_iteration"] >= budget).astype(float),
+                       to_es=find["wall_seconds"] * find["es_iteration"] / find["iterations"])
+    keys = ["network", "subset_percent"]
+    per_seed = find.groupby(keys + ["seed"], as_index=False).agg(finding_seconds=("wall_seconds", "sum"),
+                                                                  seconds_to_es_est=("to_es", "sum"))
+    t = find.groupby(keys, as_index=False).agg(seeds=("seed", "nunique"), levels=("round", "nunique"),
+                                               mean_es_iteration=("es_iteration", "mean"),
+                                               es_at_budget_end=("at_end", "mean"))
+    t = t.merge(per_seed.groupby(keys, as_index=False)[["finding_seconds", "seconds_to_es_est"]].mean(), on=keys)
+    t = t.merge(setup[keys + ["finding_set_rows", "batch_size", "iterations_per_epoch", "eval_every", "budget"]],
+                on=keys, how="left")
+    t["mean_es_epochs"] = t["mean_es_iteration"] / t["iterations_per_epoch"]
+    ref = t[t["subset_percent"] == REFERENCE_PERCENT].set_index("network")
+    for col, ratio in (("mean_es_iteration", "es_speedup"), ("finding_seconds", "wall_speedup"),
+                       ("seconds_to_es_est", "es_wall_speedup")):
+        t[ratio] = t["network"].map(ref[col]) / t[col]
+    lv = accuracy_by_level(df)
+    acc = lv.groupby(keys, as_index=False).agg(
+        acc_diff_mean=("acc_diff_vs_100", "mean"), acc_diff_worst=("acc_diff_vs_100", "min"),
+        levels_within_tolerance=("acc_diff_vs_100", lambda d: int((d >= -tolerance).sum())))
+    t = t.merge(acc, on=keys, how="left").assign(tolerance=float(tolerance))
+    cols = ["network", "subset_percent", "finding_set_rows", "batch_size", "iterations_per_epoch", "eval_every",
+            "budget", "seeds", "levels", "mean_es_iteration", "mean_es_epochs", "es_at_budget_end", "es_speedup",
+            "finding_seconds", "wall_speedup", "seconds_to_es_est", "es_wall_speedup", "acc_diff_mean",
+            "acc_diff_worst", "levels_within_tolerance", "tolerance"]
+    order = {n: i for i, n in enumerate(df["network"].unique())}  # the experiment's order, not alphabetical
+    t = t.assign(_order=t["network"].map(order)).sort_values(["_order", "subset_percent"], ascending=[True, False])
+    return t[cols].reset_index(drop=True)
+
+
+def accuracy_pivot(by_level: pd.DataFrame, network: str) -> pd.DataFrame:
+    """Retrained accuracy difference to the 100% tickets: one row per subset size, one column per level."""
+    d = by_level[by_level["network"] == network]
+    p = d.pivot_table(index="subset_percent", columns="pct_remaining", values="acc_diff_vs_100")
+    p = p.sort_index(ascending=False)[sorted(p.columns, reverse=True)]
+    p.columns = [f"{c:.3g}% left" for c in p.columns]
+    p.index = [subset_label(s) for s in p.index]
+    return p.round(2)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def subset_label(percent: float) -> str:
+    return "s = 100% (full set)" if percent == REFERENCE_PERCENT else f"s = {percent:g}%"
+
+
+def _with_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    order = [subset_label(s) for s in sorted(rows["subset_percent"].unique(), reverse=True)]
+    rows = rows.assign(subset=pd.Categorical([subset_label(s) for s in rows["subset_percent"]], categories=order))
+    return rows.sort_values(["subset", "round"])
+
+
+def figure2(df: pd.DataFrame, network: str, min_span: float = 4.0):
+    """Test accuracy at early stopping of tickets found on s% and retrained on the full set (Figure 2).
+
+    The y axis spans at least `min_span` accuracy points."""
+    rows = retrained_rows(df)
+    rows = rows[rows["network"] == network]
+    fig, axes = new_figure(ncols=1)
+    ax = axes[0][0]
+    plot_vs_remaining(_with_labels(rows), "test_acc", ax, hue="subset", ylabel="test accuracy at early stopping (%)",
+                      title=f"{NETWORK_TITLE.get(network, network)}: tickets found on s%, retrained on 100%")
+    lo, hi = ax.get_ylim()
+    if hi - lo < min_span:  # do not magnify differences of a few tenths into the whole axis
+        mid = (lo + hi) / 2
+        ax.set_ylim(max(0.0, mid - min_span / 2), min(100.0, mid + min_span / 2))
+    plt.close(fig)
+    return fig
+
+
+def figure3(df: pd.DataFrame, network: str):
+    """Early-stopping iteration of the ticket-finding runs on the s% subset (Figure 3)."""
+    rows = finding_rows(df)
+    rows = rows[rows["network"] == network]
+    fig, axes = new_figure(ncols=1)
+    ax = axes[0][0]
+    budget = rows["budget"].max() if "budget" in rows else rows["iterations"].max()
+    plot_vs_remaining(_with_labels(rows), "es_iteration", ax, hue="subset",
+                      ylabel="early-stopping iteration while finding",
+                      title=f"{NETWORK_TITLE.get(network, network)}: ticket finding on s% of the data")
+    ax.axhline(budget, color="grey", ls=":", lw=1.5, label="training budget")  # early stopping can't be later
+    ax.set_ylim(0, budget * 1.05)
+    ax.legend(fontsize="small")
+    plt.close(fig)
+    return fig
+
+
+# --- computed prose --------------------------------------------------------------------------
+
+def _f(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _points(tolerance: float) -> str:
+    return f"{tolerance:g} point" + ("" if tolerance == 1 else "s")
+
+
+def _n(x: float, unit: str) -> str:
+    return f"{_f(x)} {unit}" + ("" if round(x) == 1 else "s")
+
+
+def _pick(table: pd.DataFrame, network: str, percent: float) -> pd.Series | None:
+    hit = table[(table["network"] == network) & (table["subset_percent"] == percent)]
+    return None if hit.empty else hit.iloc[0]
+
+
+def claim_subset(table: pd.DataFrame, network: str) -> float | None:
+    """The paper's 10% if it was run, else the smallest subset below 100%, else None."""
+    sizes = sorted(s for s in table.loc[table["network"] == network, "subset_percent"] if s < REFERENCE_PERCENT)
+    if not sizes:
+        return None
+    return PAPER_CLAIM_PERCENT if PAPER_CLAIM_PERCENT in sizes else sizes[0]
+
+
+def claim_sentences(table: pd.DataFrame) -> str:
+    """Markdown: per network, whether the paper's 7.5x fewer iterations at equal accuracy holds here
+    (at the table's tolerance)."""
+    out = []
+    for network in table["network"].unique():
+        name = NETWORK_TITLE.get(network, network)
+        ref = _pick(table, network, REFERENCE_PERCENT)
+        s = claim_subset(table, network)
+        if s is None:
+            out.append(f"- **{name}**: only the 100% set was run, so there is no speed-up to report.")
+            continue
+        row = _pick(table, network, s)
+        tolerance = row["tolerance"]
+        paper = PAPER_ES.get(network)
+        paper_txt = (f" (paper, 10% vs 100%: ~{_f(paper[0])} vs ~{_f(paper[1])}, {paper[1] / paper[0]:.1f}x)"
+                     if paper else "")
+        note = "" if s == PAPER_CLAIM_PERCENT else f" (the paper's 10% was not run; {s:g}% is the closest)"
+        fast = row["es_speedup"] >= PAPER_CLAIM_RATIO
+        n_off = int(row["levels"] - row["levels_within_tolerance"])
+        pts = _points(tolerance)
+        speed = f"the speed-up {'reaches' if fast else 'stays below'} {PAPER_CLAIM_RATIO:g}x"
+        acc = (f"the retrained accuracy is within {pts} of the 100% tickets at every level" if n_off == 0 else
+               f"the retrained accuracy falls more than {pts} below the 100% tickets at {n_off} of "
+               f"{int(row['levels'])} levels")
+        if fast and n_off == 0:
+            verdict = f"**holds** here: {speed} and {acc}"
+        elif n_off == 0:
+            verdict = f"**does not hold** here: {acc}, but {speed}"
+        elif fast:
+            verdict = f"**does not hold** here: {speed}, but {acc}"
+        else:
+            verdict = f"**does not hold** here: {speed} and {acc}"
+        text = (f"- **{name}**{note}: finding tickets on {s:g}% of the training data early-stops at "
+                f"{_f(row['mean_es_iteration'])} iterations on average, against {_f(ref['mean_es_iteration'])} "
+                f"on 100%{paper_txt}: **{row['es_speedup']:.1f}x fewer iterations**. Retrained on the full set, "
+                f"these tickets differ from the 100% tickets by {row['acc_diff_mean']:+.2f} accuracy points on "
+                f"average (worst level {row['acc_diff_worst']:+.2f}), and are within the tolerance of "
+                f"{_points(tolerance)} at {int(row['levels_within_tolerance'])} of {int(row['levels'])} levels. "
+                f"The paper's {PAPER_CLAIM_RATIO:g}x at equal accuracy therefore {verdict}.")
+        if ref["es_at_budget_end"] > 0:
+            both = row["es_at_budget_end"] > 0
+            text += (f" Caution: {100 * ref['es_at_budget_end']:.0f}% of the finding runs on the full set had "
+                     f"their best validation at the last iteration of the {_f(ref['budget'])}-iteration budget: "
+                     "their early-stopping iteration is cut off by the budget; "
+                     + ("the subset runs are censored too, so the ratio says little."
+                        if both else "the true ratio can only be larger than the one shown."))
+        out.append(text)
+    return "\n".join(out)
+
+
+def cost_sentences(table: pd.DataFrame) -> str:
+    """Markdown: the wall-clock cost of ticket finding, what a user pays, for the claim's subset."""
+    out = []
+    for network in table["network"].unique():
+        s = claim_subset(table, network)
+        if s is None:
+            continue
+        row, ref = _pick(table, network, s), _pick(table, network, REFERENCE_PERCENT)
+        name = NETWORK_TITLE.get(network, network)
+        out.append(f"- **{name}**: finding one trajectory of tickets (every round's finding run) took "
+                   f"{_f(row['finding_seconds'], 1)} s on {s:g}% against {_f(ref['finding_seconds'], 1)} s on 100% "
+                   f"({row['wall_speedup']:.1f}x); up to the early-stopping iterations it was "
+                   f"{_f(row['seconds_to_es_est'], 1)} s against {_f(ref['seconds_to_es_est'], 1)} s "
+                   f"({row['es_wall_speedup']:.1f}x).")
+    return "\n".join(out)
+
+
+def caveat_sentences(table: pd.DataFrame, setup: pd.DataFrame) -> str:
+    """Markdown: why early-stopping iterations on a small subset are bounded by its short epochs."""
+    out = []
+    for network in table["network"].unique():
+        s = claim_subset(table, network)
+        if s is None:
+            continue
+        row, ref = _pick(table, network, s), _pick(table, network, REFERENCE_PERCENT)
+        name = NETWORK_TITLE.get(network, network)
+        text = (f"- **{name}**: the {s:g}% set has {_f(row['finding_set_rows'])} rows, so one epoch is "
+                f"{_n(row['iterations_per_epoch'], 'iteration')}, against {_f(ref['iterations_per_epoch'])} on 100%. "
+                f"Finding runs early-stopped after {row['mean_es_epochs']:.1f} epochs of their data on "
+                f"{s:g}% and {ref['mean_es_epochs']:.1f} on 100%: ")
+        ratio_epochs = ref["iterations_per_epoch"] / row["iterations_per_epoch"]
+        text += (f"the epoch-length ratio alone is {ratio_epochs:.1f}x, against the {row['es_speedup']:.1f}x "
+                 "measured in iterations. ")
+        if row["batch_size"] < ref["batch_size"]:
+            text += (f"The {s:g}% set is smaller than one batch of {_f(ref['batch_size'])}, so its batches hold "
+                     f"{_f(row['batch_size'])} rows and its iterations are cheaper than those on 100%. ")
+        if row["eval_every"] > row["iterations_per_epoch"]:
+            text += (f"Validation runs every {_f(row['eval_every'])} iterations, "
+                     f"{row['eval_every'] / row['iterations_per_epoch']:.1f} epochs of the subset: its "
+                     f"early-stopping iteration cannot be resolved more finely, nor fall below "
+                     f"{_f(row['eval_every'])}.")
+        else:
+            text += (f"Validation runs every {_f(row['eval_every'])} iterations, within one epoch of the subset, "
+                     "so the early-stopping iteration is resolved finely enough.")
+        out.append(text)
+    return "\n".join(out)

@@ -1,0 +1,394 @@
+"""Section 3 of the paper: are tickets found on one half of the data trainable on the other?
+
+Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
+
+- `table1()`: the paper's Table 1 regenerated from the code: layers and weight
+  counts from the built models, training settings from `imp.PAPER_TRAINING`,
+  prune rates from `pruning.layer_rates` with `imp.PAPER_PRUNE_RATE`.
+- `unseen_config(network, ...)`: the experiment's IMP configuration: tickets
+  found on S1 (`half1`), each round's ticket also trained from its reset
+  weights on S2 (`half2`), controls trained on S2.
+- `run_settings(configs)`: what a run actually used (budgets, split sizes), with
+  a check that S1, S2 and the validation rows are disjoint.
+- `label_curves(rows)`: names each row's curve (ticket on S1 / on S2, controls).
+- `figure1(rows, network, tolerance)`: the figure of one network: test accuracy
+  and early-stopping iteration against percent of weights remaining.
+- `level_table`, `findings`, `findings_markdown`: per-level means, and the
+  sentences the notebook states, computed from the rows.
+"""
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FixedLocator
+from torch import nn
+
+from . import analysis, imp, plots
+from .data import load_dataset
+from .imp import IMPConfig, make_splits, paper_config
+from .models import DATASET_OF, build_model, count_prunable, output_layer_name, prunable_weights
+from .pruning import layer_rates
+
+FIGURE1_NETWORKS = ("lenet_300_100", "conv2")
+TABLE1_NETWORKS = ("lenet_300_100", "conv2", "shufflenet")
+PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
+NETWORK_LABEL = {"lenet_300_100": "LeNet-300-100", "conv2": "Conv-2", "shufflenet": "ShuffleNet"}
+DATASET_LABEL = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+FIG_STEM = {"lenet_300_100": "fig1_lenet_mnist", "conv2": "fig1_conv2_cifar10"}
+# What section 3 of the paper claims: the S2 curve matches the unpruned network up to this % pruned.
+PAPER_PCT_PRUNED = {"lenet_300_100": 80.0, "conv2": 85.0}
+# `training.train` builds torch.optim.Adam for every network (TrainConfig has no optimizer field);
+# tests/test_unseen.py checks that this stays true.
+OPTIMIZER = "Adam"
+
+S1, S2 = "half1", "half2"
+CURVES = {  # (kind, trained_on) -> label, in legend order
+    ("ticket", S1): "ticket, trained on S1 (seen)",
+    ("ticket", S2): "ticket, trained on S2 (unseen)",
+    ("reinit", S2): "control: random re-init, on S2",
+    ("random_prune", S2): "control: random pruning, on S2",
+}
+CONTROL_LABEL = {"reinit": "the randomly re-initialised control", "random_prune": "the randomly pruned control"}
+
+
+# ---------------------------------------------------------------- Table 1
+
+def format_count(n: int) -> str:
+    """A weight count the way Table 1 prints it: 266K, 946K, 4.3M."""
+    if n < 0:
+        raise ValueError(f"a weight count cannot be negative, got {n}")
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1_000:
+        return f"{round(n / 1e3)}K"
+    return str(n)
+
+
+def _conv_kind(c: nn.Conv2d) -> str:
+    k = "x".join(str(s) for s in c.kernel_size)
+    return f"{k} depthwise" if c.groups > 1 and c.groups == c.in_channels else k
+
+
+def describe_layers(model: nn.Module) -> dict:
+    """Convolutions and fully connected layers of a built model, as short strings, plus counts."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    pools = [m for m in model.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    if not convs:
+        conv_text = "-"
+    elif len(convs) <= 4:
+        conv_text = ", ".join(f"{c.in_channels}→{c.out_channels} ({_conv_kind(c)})" for c in convs)
+    else:
+        kinds = Counter(_conv_kind(c) for c in convs)
+        conv_text = f"{len(convs)} conv layers (" + ", ".join(f"{n} × {k}" for k, n in kinds.most_common()) + ")"
+    for p in pools:
+        k = p.kernel_size if isinstance(p.kernel_size, int) else p.kernel_size[0]
+        conv_text += f", {'max' if isinstance(p, nn.MaxPool2d) else 'avg'}-pool {k}x{k}"
+    fc_text = ", ".join(f"{m.in_features}→{m.out_features}" for m in fcs) or "-"
+    return {"convolutions": conv_text, "fc_layers": fc_text, "n_conv": len(convs), "n_fc": len(fcs)}
+
+
+def format_float(x: float) -> str:
+    """1e-3, 2e-4, 0.95: the shortest exact form, scientific below 0.1."""
+    if x != 0 and abs(x) < 0.1:
+        return np.format_float_scientific(x, trim="-", exp_digits=1)
+    return f"{x:g}"
+
+
+def describe_lr(tc) -> str:
+    lr = format_float(tc.lr)
+    if tc.lr_schedule == "exponential":
+        return f"{lr}, ×{tc.lr_gamma:g} every epoch"
+    if tc.lr_schedule == "step":
+        every = "epoch" if tc.lr_step_epochs == 1 else f"{tc.lr_step_epochs} epochs"
+        return f"{lr}, ×{tc.lr_gamma:g} every {every}"
+    return f"{lr}, constant"
+
+
+def table1(networks=TABLE1_NETWORKS) -> pd.DataFrame:
+    """Table 1, one row per network, every value read from the code (nothing typed by hand)."""
+    rows = []
+    for name in networks:
+        model = build_model(name, seed=0)
+        n_weights = count_prunable(model)
+        rates = layer_rates(model, imp.PAPER_PRUNE_RATE[name])
+        out_name = output_layer_name(model)
+        hidden = {r for layer, r in rates.items() if layer != out_name}
+        if len(hidden) != 1:
+            raise ValueError(f"{name}: hidden layers have several prune rates {sorted(hidden)}")
+        tc = imp.PAPER_TRAINING[name]
+        rows.append({
+            "network": NETWORK_LABEL.get(name, name),
+            **{k: v for k, v in describe_layers(model).items() if not k.startswith("n_")},
+            "prunable_layers": len(prunable_weights(model)),
+            "prunable_weights": n_weights,
+            "weights": format_count(n_weights),
+            "parameters_with_biases_and_bn": sum(p.numel() for p in model.parameters()),
+            "batch_size": tc.batch_size,
+            "iterations": tc.iterations,
+            "prune_pct_hidden": 100 * hidden.pop(),
+            "prune_pct_output": 100 * rates[out_name],
+            "optimizer": OPTIMIZER,
+            "learning_rate": describe_lr(tc),
+            "weight_decay": format_float(tc.weight_decay),
+            "dataset": DATASET_LABEL[DATASET_OF[name]],
+        })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the experiment's configuration
+
+def check_networks(networks) -> list[str]:
+    networks = list(networks)
+    bad = [n for n in networks if n not in FIGURE1_NETWORKS]
+    if bad or not networks:
+        raise ValueError(f"networks for Figure 1 must be a non-empty list from {list(FIGURE1_NETWORKS)}, "
+                         f"got {networks}")
+    return networks
+
+
+def unseen_config(network: str, controls=("reinit",), **overrides) -> IMPConfig:
+    """Table 1's settings for `network`, tickets found on S1, retrained on S2, controls on S2."""
+    check_networks([network])
+    return paper_config(network, find_on=S1, retrain_on=(S2,), controls=tuple(controls), **overrides)
+
+
+def network_overrides(params: dict, network: str) -> dict:
+    """The per-network notebook parameters (lenet_iterations, ...) as paper_config overrides."""
+    p = PARAM_PREFIX[network]
+    return {"iterations": params[f"{p}_iterations"], "eval_every": params[f"{p}_eval_every"],
+            "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
+            "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"]}
+
+
+def _dataset_sizes(dataset: str) -> tuple[int, int]:
+    d = load_dataset(dataset)
+    return len(d.train_y), len(d.test_y)
+
+
+def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.DataFrame:
+    """One row per network: the budgets and split sizes a run used; checks the splits are disjoint.
+
+    `sizes` maps dataset -> (n_train, n_test); by default read from the datasets themselves.
+    """
+    sizes = dict(sizes or {})
+    rows, seen = [], set()
+    for cfg in configs:
+        if cfg.network in seen:
+            continue
+        seen.add(cfg.network)
+        if cfg.dataset not in sizes:
+            sizes[cfg.dataset] = _dataset_sizes(cfg.dataset)
+        n_train, n_test = sizes[cfg.dataset]
+        sp = make_splits(cfg, n_train)
+        s1, s2, val = (set(sp[k].tolist()) for k in (S1, S2, "val"))
+        if s1 & s2 or val & (s1 | s2):
+            raise RuntimeError(f"{cfg.network}: S1, S2 and the validation rows overlap")
+        tc = cfg.train
+        rows.append({
+            "network": NETWORK_LABEL[cfg.network], "seeds": sorted({c.seed for c in configs if c.network == cfg.network}),
+            "rounds": cfg.rounds, "iterations": tc.iterations, "batch_size": tc.batch_size,
+            "eval_every": tc.eval_every, "learning_rate": describe_lr(tc), "S1_rows": len(s1), "S2_rows": len(s2),
+            "validation_rows": len(val), "test_rows": n_test if cfg.test_limit is None else min(cfg.test_limit, n_test),
+            "epochs_on_S1": round(tc.iterations / max(1, len(s1) // tc.batch_size), 2),
+            "controls": ", ".join(cfg.controls) or "none",
+        })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- results
+
+def label_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a `curve` column (ordered categorical); rows of any other split/kind are an error."""
+    keys = list(zip(rows["kind"], rows["trained_on"]))
+    unknown = sorted(set(keys) - set(CURVES))
+    if unknown:
+        raise ValueError(f"rows of (kind, trained_on) {unknown} are not part of this experiment; "
+                         f"expected {list(CURVES)}")
+    present = [label for key, label in CURVES.items() if key in set(keys)]
+    out = rows.copy()
+    out["curve"] = pd.Categorical([CURVES[k] for k in keys], categories=present, ordered=True)
+    return out
+
+
+def _select(rows: pd.DataFrame, network: str, kind: str, trained_on: str) -> pd.DataFrame:
+    return rows[(rows["network"] == network) & (rows["kind"] == kind) & (rows["trained_on"] == trained_on)]
+
+
+def dense_reference_s2(rows: pd.DataFrame, network: str) -> pd.Series:
+    """Mean test accuracy and early-stopping iteration of the unpruned network trained on S2."""
+    s2 = _select(rows, network, "ticket", S2)
+    if s2.empty:
+        raise ValueError(f"no rows of {network} tickets trained on S2")
+    return analysis.dense_reference(s2)
+
+
+def level_table(rows: pd.DataFrame, network: str, tolerance: float) -> pd.DataFrame:
+    """Per pruning level (mean over seeds): accuracy and early stopping of every curve, and the checks."""
+    ref = dense_reference_s2(rows, network)
+    out = None
+    for kind, split in CURVES:
+        sel = _select(rows, network, kind, split)
+        if sel.empty:
+            continue
+        short = {("ticket", S1): "S1", ("ticket", S2): "S2"}.get((kind, split), kind)
+        m = analysis.level_means(sel).rename(columns={"test_acc": f"test_acc_{short}",
+                                                      "es_iteration": f"es_iteration_{short}"})
+        out = m if out is None else out.merge(m, on="pct_remaining", how="outer")
+    out = out.sort_values("pct_remaining", ascending=False, ignore_index=True)
+    out.insert(0, "network", NETWORK_LABEL[network])
+    out.insert(2, "pct_pruned", 100 - out["pct_remaining"])
+    out["S2_within_tolerance"] = out["test_acc_S2"] >= ref["test_acc"] - tolerance
+    for control in ("reinit", "random_prune"):
+        if f"test_acc_{control}" in out:
+            out[f"S2_minus_{control}"] = out["test_acc_S2"] - out[f"test_acc_{control}"]
+    return out
+
+
+def all_levels(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """`level_table` of every Figure 1 network present in `rows`, stacked."""
+    nets = [n for n in FIGURE1_NETWORKS if n in set(rows["network"])]
+    return pd.concat([level_table(rows, n, tolerance) for n in nets], ignore_index=True)
+
+
+def findings(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per network: how far the S2 curve stays within tolerance, and ticket vs controls there."""
+    out = []
+    for network in [n for n in FIGURE1_NETWORKS if n in set(rows["network"])]:
+        ref = dense_reference_s2(rows, network)
+        s2 = _select(rows, network, "ticket", S2)
+        levels = level_table(rows, network, tolerance)
+        sparsest = analysis.sparsest_within_tolerance(s2, ref["test_acc"], tolerance)
+        pruned = levels[levels["pct_remaining"] < 100]
+        # compare with the controls where the S2 curve is last within tolerance; when no pruned level is
+        # within it, at the first pruned level
+        if sparsest is not None and sparsest < 100:
+            at, at_within = sparsest, True
+        else:
+            at, at_within = (float(pruned["pct_remaining"].max()) if len(pruned) else None), False
+        rec = {"network": network, "seeds": rows.loc[rows["network"] == network, "seed"].nunique(),
+               "tolerance": tolerance, "dense_S2_acc": ref["test_acc"], "dense_S2_es_iteration": ref["es_iteration"],
+               "sparsest_level": float(levels["pct_remaining"].min()),
+               "sparsest_within_tolerance": sparsest,
+               "pct_pruned_within_tolerance": None if sparsest is None else 100 - sparsest,
+               "paper_pct_pruned": PAPER_PCT_PRUNED[network],
+               "within_tolerance_to_the_end": sparsest is not None and sparsest == float(levels["pct_remaining"].min()),
+               "compared_at": at, "compared_within_tolerance": at_within,
+               "mean_S2_minus_S1": float((pruned["test_acc_S2"] - pruned["test_acc_S1"]).mean()) if len(pruned) else None}
+        if at is not None:
+            lv = levels[levels["pct_remaining"] == at].iloc[0]
+            rec["ticket_S2_acc_at"] = lv["test_acc_S2"]
+            for control in ("reinit", "random_prune"):
+                if f"test_acc_{control}" in lv and pd.notna(lv[f"test_acc_{control}"]):
+                    rec[f"{control}_acc_at"] = lv[f"test_acc_{control}"]
+                    rec[f"beats_{control}"] = bool(lv["test_acc_S2"] > lv[f"test_acc_{control}"])
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _points(x: float) -> str:
+    return f"{x:g} point" + ("" if x == 1 else "s")
+
+
+def _sentence(f: pd.Series) -> str:
+    name = NETWORK_LABEL[f["network"]]
+    seeds = f"{f['seeds']} seed" + ("s" if f["seeds"] != 1 else "")
+    s = (f"**{name}** ({DATASET_LABEL[DATASET_OF[f['network']]]}, mean over {seeds}): the unpruned network "
+         f"trained on S2 reaches {f['dense_S2_acc']:.2f}% test accuracy at early stopping "
+         f"(iteration {f['dense_S2_es_iteration']:.0f}). ")
+    sparsest, tol = f["sparsest_within_tolerance"], f["tolerance"]
+    if sparsest is None or sparsest >= 100:
+        s += (f"Already the first pruned ticket, trained on the unseen half S2, falls more than {_points(tol)} "
+              f"below it (the paper: within tolerance up to {f['paper_pct_pruned']:g}% pruned). ")
+    else:
+        s += (f"Tickets found on S1 and trained from their reset weights on the unseen half S2 stay within "
+              f"{_points(tol)} of it down to {sparsest:.3g}% of weights remaining, i.e. "
+              f"{100 - sparsest:.1f}% pruned (the paper: {f['paper_pct_pruned']:g}% pruned)")
+        if f["within_tolerance_to_the_end"]:
+            s += (", which is the sparsest level this run reached: the limit lies beyond it, "
+                  "and more rounds would be needed to find it. ")
+        else:
+            s += ". "
+    if f.get("compared_at") is not None and pd.notna(f.get("compared_at")):
+        where = ("There" if f["compared_within_tolerance"]
+                 else f"At the first pruned level ({f['compared_at']:.3g}% remaining)")
+        parts = []
+        for control in ("reinit", "random_prune"):
+            if pd.notna(f.get(f"{control}_acc_at", float("nan"))):
+                diff = f["ticket_S2_acc_at"] - f[f"{control}_acc_at"]
+                verdict = "beats" if f[f"beats_{control}"] else "does not beat"
+                parts.append(f"{verdict} {CONTROL_LABEL[control]} ({f[f'{control}_acc_at']:.2f}%, "
+                             f"{diff:+.2f} points)")
+        if parts:
+            s += f"{where} the ticket ({f['ticket_S2_acc_at']:.2f}% on S2) " + " and ".join(parts) + ". "
+        else:
+            s += "No control was run, so whether the ticket beats one is not shown. "
+    if pd.notna(f.get("mean_S2_minus_S1")):
+        s += (f"Averaged over the pruned levels, training on unseen data S2 instead of S1 changes the test "
+              f"accuracy by {f['mean_S2_minus_S1']:+.2f} points.")
+    return s
+
+
+def findings_markdown(found: pd.DataFrame) -> str:
+    """The notebook's computed statements, one paragraph per network."""
+    return "\n\n".join(_sentence(f) for _, f in found.iterrows())
+
+
+# ---------------------------------------------------------------- Figure 1
+
+def _tick_every_level(ax, levels, max_levels: int = 8) -> None:
+    """With few pruning levels the default ticks (every second round) leave levels unlabelled: label each."""
+    levels = sorted(set(levels), reverse=True)
+    if len(levels) <= max_levels:
+        ax.xaxis.set_major_locator(FixedLocator(levels))
+        ax.set_xticklabels([f"{v:.3g}" for v in levels])
+
+
+def figure1(rows: pd.DataFrame, network: str, tolerance: float):
+    """Two panels for `network`: test accuracy and early-stopping iteration vs percent remaining."""
+    d = label_curves(rows[rows["network"] == network])
+    if d.empty:
+        raise ValueError(f"no rows for network {network!r}")
+    ref = dense_reference_s2(rows, network)
+    fig, axes = plots.new_figure(ncols=2, width=6.0, height=4.2)
+    ax_acc, ax_es = axes[0]
+    plots.plot_vs_remaining(d, "test_acc", ax_acc, hue="curve", reference=ref["test_acc"],
+                            reference_label="unpruned, trained on S2",
+                            ylabel="test accuracy at early stopping (%)", title="test accuracy")
+    unit = "point" if tolerance == 1 else "points"
+    ax_acc.axhspan(ref["test_acc"] - tolerance, ref["test_acc"] + tolerance, color="grey", alpha=0.15, lw=0,
+                   label=f"unpruned ± {tolerance:g} {unit} (tolerance)")
+    sparsest = analysis.sparsest_within_tolerance(_select(rows, network, "ticket", S2), ref["test_acc"], tolerance)
+    if sparsest is not None and sparsest < 100:
+        ax_acc.axvline(sparsest, color="grey", ls=":", lw=1.2, label="S2 last within tolerance")
+    plots.plot_vs_remaining(d, "es_iteration", ax_es, hue="curve", reference=ref["es_iteration"],
+                            reference_label="unpruned, trained on S2", ylabel="early-stopping iteration",
+                            title="early-stopping iteration")
+    for ax in (ax_acc, ax_es):
+        _tick_every_level(ax, d["pct_remaining"])
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    handles, labels = ax_acc.get_legend_handles_labels()
+    fig.suptitle(f"{NETWORK_LABEL[network]} on {DATASET_LABEL[DATASET_OF[network]]}: tickets found on S1, "
+                 f"trained on S1 and on unseen S2")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
+    return fig
+
+
+def is_paper_scale(cfg: IMPConfig) -> bool:
+    """Table 1's training settings on the full data (evaluation frequency aside)."""
+    paper = imp.PAPER_TRAINING[cfg.network]
+    return (dataclasses.replace(cfg.train, eval_every=paper.eval_every) == paper and cfg.train_limit is None
+            and cfg.test_limit is None and cfg.val_size == IMPConfig.val_size)
+
+
+def scale_note(configs: list[IMPConfig]) -> str:
+    """Whether this run has the paper's scale, per network, for the notebook's caveats."""
+    small = [NETWORK_LABEL[n] for n, c in {c.network: c for c in configs}.items() if not is_paper_scale(c)]
+    if not small:
+        return "This run uses Table 1's budgets on the full data sets."
+    return (f"This run is scaled down for {', '.join(small)} (budgets or data smaller than Table 1's; see the "
+            "settings table above): its numbers show the method and the shape of the curves, not the paper's "
+            "values.")

@@ -1,0 +1,19 @@
+"""The benchmark's table: its columns, positive finite times, and ratio = lth_core / bare (no timing targets)."""
+import math
+
+from lth_core.benchmark import COLUMNS, run_benchmark
+
+
+def test_lenet_table_has_positive_times_and_their_ratio():
+    table = run_benchmark(["lenet_300_100"], iterations=5, device="cpu", warmup=1)
+    assert list(table.columns) == COLUMNS
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["network"] == "lenet_300_100"
+    assert row["batch"] == 100
+    assert row["device"] == "cpu"
+    assert row["iterations"] == 5
+    lth, bare = row["lth_core ms/iter"], row["bare ms/iter"]
+    assert math.isfinite(lth) and lth > 0
+    assert math.isfinite(bare) and bare > 0
+    assert row["ratio"] == lth / bare

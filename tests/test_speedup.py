@@ -1,0 +1,180 @@
+import pandas as pd
+import pytest
+
+from lth_core import speedup
+from lth_core.imp import PAPER_TRAINING
+
+PCT = {0: 100.0, 1: 80.0, 2: 64.0}
+
+
+def _rows(es=None, acc=None, secs=None, budget=1000, seeds=(0, 1), extra=True):
+    """Synthetic rows of a 10%/100% experiment, three rounds; es/acc/secs: {subset: value or {round: value}}."""
+    es = es or {10.0: 100, 100.0: 800}
+    acc = acc or {10.0: 97.0, 100.0: 97.5}
+    secs = secs or {10.0: 2.0, 100.0: 4.0}
+
+    def val(d, s, r):
+        v = d[s]
+        return v[r] if isinstance(v, dict) else v
+
+    rows = []
+    for seed in seeds:
+        for r, pct in PCT.items():
+            base = {"network": "lenet_300_100", "seed": seed, "round": r, "pct_remaining": pct, "kind": "ticket",
+                    "iterations": budget, "budget": budget, "val_acc": 0.0, "test_loss": 0.0}
+            # 10%: a finding run on the subset, and a retrain on the full pool
+            rows.append({**base, "found_on": "subset", "trained_on": "subset", "subset_percent": 10.0,
+                         "es_iteration": val(es, 10.0, r), "test_acc": 50.0, "wall_seconds": val(secs, 10.0, r)})
+            rows.append({**base, "found_on": "subset", "trained_on": "all", "subset_percent": 10.0,
+                         "es_iteration": 999, "test_acc": val(acc, 10.0, r), "wall_seconds": 99.0})
+            # 100%: the finding run is also the training on the full pool
+            rows.append({**base, "found_on": "all", "trained_on": "all", "subset_percent": 100.0,
+                         "es_iteration": val(es, 100.0, r), "test_acc": val(acc, 100.0, r),
+                         "wall_seconds": val(secs, 100.0, r)})
+            if extra and r > 0:  # rows other experiments put in a table: must be ignored
+                rows.append({**base, "kind": "reinit", "found_on": "subset", "trained_on": "all",
+                             "subset_percent": 10.0, "es_iteration": 5, "test_acc": 10.0, "wall_seconds": 1.0})
+                rows.append({**base, "found_on": "half1", "trained_on": "half2", "subset_percent": 100.0,
+                             "es_iteration": 7, "test_acc": 11.0, "wall_seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _setup():
+    return pd.DataFrame([
+        {"network": "lenet_300_100", "subset_percent": 10.0, "finding_set_rows": 500, "batch_size": 100,
+         "iterations_per_epoch": 5, "eval_every": 50, "budget": 1000},
+        {"network": "lenet_300_100", "subset_percent": 100.0, "finding_set_rows": 5000, "batch_size": 100,
+         "iterations_per_epoch": 50, "eval_every": 50, "budget": 1000}])
+
+
+def test_subset_percents_are_checked():
+    assert speedup.check_subset_percents([100, 4, 10], "n") == [4.0, 10.0, 100.0]
+    assert speedup.check_subset_percents([], "n") == []
+    for bad in ([10, 40], [0, 100], [10, 150, 100], [10, 10.0, 100], [True, 100], ["10", 100], 10):
+        with pytest.raises(ValueError):
+            speedup.check_subset_percents(bad, "n")
+
+
+def test_configs_find_on_the_subset_and_retrain_on_the_full_pool():
+    cfgs = speedup.subset_configs("conv2", [100, 10], seeds=[0, 1], iterations=40, rounds=2, train_limit=900)
+    assert [(c.seed, c.find_on, c.subset_percent) for c in cfgs] == [
+        (0, "subset", 10.0), (1, "subset", 10.0), (0, "all", 100.0), (1, "all", 100.0)]
+    assert all(c.retrain_on == ("all",) for c in cfgs)
+    assert all(c.train.iterations == 40 and c.rounds == 2 and c.train_limit == 900 for c in cfgs)
+    assert cfgs[0].train.lr == PAPER_TRAINING["conv2"].lr and cfgs[0].train.batch_size == 200
+    assert cfgs[0].prune_rate == 0.2
+    assert speedup.subset_configs("conv2", [], seeds=[0]) == []
+    # 10 and 10.0 are the same run (same cache entry); training options reach TrainConfig
+    same = speedup.subset_configs("conv2", [10.0, 100.0], seeds=[0, 1], iterations=40, rounds=2, train_limit=900)
+    assert same == cfgs
+    opts = speedup.subset_configs("lenet_300_100", [10, 100], seeds=[0], patience=3, criterion="val_acc")
+    assert all(c.train.patience == 3 and c.train.criterion == "val_acc" for c in opts)
+
+
+def test_finding_setup_counts_the_epoch_of_each_finding_set():
+    cfgs = speedup.subset_configs("lenet_300_100", [10, 100], seeds=[0, 1], train_limit=6000, val_size=1000)
+    setup = speedup.finding_setup(cfgs).set_index("subset_percent")
+    assert len(setup) == 2  # one row per subset size, not per seed
+    assert setup.loc[10.0, "finding_set_rows"] == 600 and setup.loc[10.0, "iterations_per_epoch"] == 6
+    assert setup.loc[100.0, "finding_set_rows"] == 6000 and setup.loc[100.0, "iterations_per_epoch"] == 60
+
+
+def test_finding_and_retrained_rows_pick_the_right_trainings():
+    df = _rows()
+    find, ret = speedup.finding_rows(df), speedup.retrained_rows(df)
+    assert set(zip(find["found_on"], find["trained_on"])) == {("subset", "subset"), ("all", "all")}
+    assert set(zip(ret["found_on"], ret["trained_on"])) == {("subset", "all"), ("all", "all")}
+    assert (find["kind"] == "ticket").all() and (ret["kind"] == "ticket").all()
+    assert len(find) == len(ret) == 2 * 2 * 3  # subsets x seeds x rounds
+
+
+def test_speedup_table_ratios_costs_and_accuracy_differences():
+    es = {10.0: {0: 100, 1: 200, 2: 300}, 100.0: 1000}  # 100% early-stops at the budget's end
+    acc = {10.0: {0: 97.5, 1: 97.0, 2: 95.0}, 100.0: 97.5}
+    secs = {10.0: 1.0, 100.0: {0: 3.0, 1: 4.0, 2: 5.0}}
+    t = speedup.speedup_table(_rows(es, acc, secs), _setup(), tolerance=1.0).set_index("subset_percent")
+    assert list(t.index) == [100.0, 10.0]
+    s, ref = t.loc[10.0], t.loc[100.0]
+    assert s["mean_es_iteration"] == 200 and ref["mean_es_iteration"] == 1000
+    assert s["es_speedup"] == pytest.approx(5.0) and ref["es_speedup"] == pytest.approx(1.0)
+    assert s["mean_es_epochs"] == pytest.approx(40.0)
+    assert s["finding_seconds"] == pytest.approx(3.0) and ref["finding_seconds"] == pytest.approx(12.0)
+    assert s["wall_speedup"] == pytest.approx(4.0)
+    # the time up to early stopping: 1 s * es / 1000 per round, summed
+    assert s["seconds_to_es_est"] == pytest.approx(0.6) and ref["seconds_to_es_est"] == pytest.approx(12.0)
+    assert s["es_at_budget_end"] == 0 and ref["es_at_budget_end"] == 1
+    assert s["acc_diff_mean"] == pytest.approx((0 - 0.5 - 2.5) / 3) and s["acc_diff_worst"] == pytest.approx(-2.5)
+    assert s["levels_within_tolerance"] == 2 and s["levels"] == 3 and s["seeds"] == 2 and s["tolerance"] == 1.0
+    assert ref["acc_diff_worst"] == 0 and ref["levels_within_tolerance"] == 3
+
+
+def test_accuracy_by_level_matches_rounds_and_refuses_mismatched_sparsities():
+    lv = speedup.accuracy_by_level(_rows(acc={10.0: {0: 98.0, 1: 97.0, 2: 96.0}, 100.0: 97.0}))
+    s = lv[lv["subset_percent"] == 10.0].set_index("round")
+    assert list(s["acc_diff_vs_100"]) == pytest.approx([1.0, 0.0, -1.0])
+    assert list(s["pct_remaining"]) == [100.0, 80.0, 64.0]
+    assert list(s["es_speedup_vs_100"]) == pytest.approx([8.0, 8.0, 8.0])
+    pivot = speedup.accuracy_pivot(lv, "lenet_300_100")
+    assert list(pivot.columns) == ["100% left", "80% left", "64% left"]
+    assert list(pivot.index) == ["s = 100% (full set)", "s = 10%"]
+    assert list(pivot.loc["s = 10%"]) == pytest.approx([1.0, 0.0, -1.0])
+    df = _rows()
+    df.loc[(df["subset_percent"] == 10.0) & (df["round"] == 2), "pct_remaining"] = 60.0
+    with pytest.raises(ValueError, match="different sparsities"):
+        speedup.accuracy_by_level(df)
+
+
+def test_a_table_without_the_100_percent_runs_is_refused():
+    df = _rows()
+    df = df[df["subset_percent"] != 100.0]
+    with pytest.raises(ValueError, match="100%"):
+        speedup.speedup_table(df, _setup(), 1.0)
+    with pytest.raises(ValueError, match="100%"):
+        speedup.accuracy_by_level(df)
+
+
+def test_claim_sentences_give_the_verdict_from_the_numbers():
+    holds = speedup.speedup_table(_rows(es={10.0: 100, 100.0: 900}), _setup(), tolerance=1.0)
+    text = speedup.claim_sentences(holds)
+    assert "9.0x fewer iterations" in text and "**holds**" in text and "Caution" not in text
+    assert "3 of 3 levels" in text and "tolerance of 1 point at" in text
+    slow = speedup.speedup_table(_rows(es={10.0: 300, 100.0: 900}), _setup(), tolerance=1.0)
+    assert "3.0x fewer" in speedup.claim_sentences(slow)
+    assert "**does not hold** here: the retrained accuracy is within 1 point of the 100% tickets at every level, " \
+           "but the speed-up stays below 7.5x" in speedup.claim_sentences(slow)
+    worse = speedup.speedup_table(_rows(es={10.0: 100, 100.0: 900}, acc={10.0: 95.0, 100.0: 97.5}),
+                                  _setup(), tolerance=1.0)
+    text = speedup.claim_sentences(worse)
+    assert "**does not hold** here: the speed-up reaches 7.5x, but the retrained accuracy falls more than 0.5 " \
+           "points below the 100% tickets at 3 of 3 levels" in speedup.claim_sentences(
+        speedup.speedup_table(_rows(es={10.0: 100, 100.0: 900}, acc={10.0: 95.0, 100.0: 97.5}), _setup(), 0.5))
+    assert "0 of 3 levels" in text
+    censored = speedup.speedup_table(_rows(es={10.0: 100, 100.0: 1000}), _setup(), tolerance=1.0)
+    assert "can only be larger" in speedup.claim_sentences(censored)
+
+
+def test_caveat_and_cost_sentences_use_the_setup():
+    table = speedup.speedup_table(_rows(), _setup(), tolerance=1.0)
+    caveat = speedup.caveat_sentences(table, _setup())
+    assert "one epoch is 5 iterations" in caveat and "nor fall below 50" in caveat
+    assert "10.0 epochs of the subset" in caveat and "smaller than one batch" not in caveat
+    small = _setup().assign(batch_size=[40, 100], iterations_per_epoch=[1, 50])
+    caveat = speedup.caveat_sentences(speedup.speedup_table(_rows(), small, tolerance=1.0), small)
+    assert "one epoch is 1 iteration," in caveat and "smaller than one batch of 100" in caveat
+    cost = speedup.cost_sentences(table)
+    assert "6.0 s on 10%" in cost and "12.0 s on 100%" in cost and "(2.0x)" in cost
+
+
+def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):
+    from lth_core.plots import save_figure
+    df = _rows()
+    lo, hi = speedup.figure2(df, "lenet_300_100").axes[0].get_ylim()
+    assert hi - lo >= 4.0  # accuracies 97.0 and 97.5 are not blown up to fill the axis
+    for make, extra in ((speedup.figure2, []), (speedup.figure3, ["training budget"])):
+        fig = make(df, "lenet_300_100")
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["s = 100% (full set)", "s = 10%"] + extra
+        assert ax.get_xlim()[0] > ax.get_xlim()[1]  # 100% on the left
+        files = save_figure(fig, "fig_test")
+        assert all(f.exists() and f.stat().st_size > 0 for f in files)
