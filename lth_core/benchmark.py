@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import IMAGE_SHAPE, NUM_CLASSES, Dataset
+from .executors import resolve_device
 from .imp import PAPER_PRUNE_RATE, PAPER_TRAINING
 from .models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
 from .pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
@@ -57,14 +58,6 @@ BARE_BATCHES = 16  # distinct preloaded batches the bare loop cycles through
 SEED = 0
 COLUMNS = ["network", "batch", "device", "threads", "iterations",
            "lth_core ms/iter", "bare ms/iter", "ratio"]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
-    return torch.device(device)
 
 
 def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Dataset:
@@ -154,7 +147,7 @@ class BareTimer:
         cfg = PAPER_TRAINING[network]
         self.model = build_model(network, seed=SEED).to(device)
         self.model.train()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         rows = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(SEED))
         self.batches = [data.train_batch(rows[i * cfg.batch_size:(i + 1) * cfg.batch_size])
                         for i in range(BARE_BATCHES)]
