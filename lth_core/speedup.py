@@ -328,15 +328,19 @@ def claim_sentences(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _claim_rows(table: pd.DataFrame):
+    """(network title, claim subset, its table row, the 100% row) per network that has a claim subset."""
+    for network in table["network"].unique():
+        s = claim_subset(table, network)
+        if s is not None:
+            yield (NETWORK_TITLE.get(network, network), s, _pick(table, network, s),
+                   _pick(table, network, REFERENCE_PERCENT))
+
+
 def cost_sentences(table: pd.DataFrame) -> str:
     """Markdown: the wall-clock cost of ticket finding, what a user pays, for the claim's subset."""
     out = []
-    for network in table["network"].unique():
-        s = claim_subset(table, network)
-        if s is None:
-            continue
-        row, ref = _pick(table, network, s), _pick(table, network, REFERENCE_PERCENT)
-        name = NETWORK_TITLE.get(network, network)
+    for name, s, row, ref in _claim_rows(table):
         out.append(f"- **{name}**: finding one trajectory of tickets (every round's finding run) took "
                    f"{_f(row['finding_seconds'], 1)} s on {s:g}% against {_f(ref['finding_seconds'], 1)} s on 100% "
                    f"({row['wall_speedup']:.1f}x); up to the early-stopping iterations it was "
@@ -348,12 +352,7 @@ def cost_sentences(table: pd.DataFrame) -> str:
 def caveat_sentences(table: pd.DataFrame, setup: pd.DataFrame) -> str:
     """Markdown: why early-stopping iterations on a small subset are bounded by its short epochs."""
     out = []
-    for network in table["network"].unique():
-        s = claim_subset(table, network)
-        if s is None:
-            continue
-        row, ref = _pick(table, network, s), _pick(table, network, REFERENCE_PERCENT)
-        name = NETWORK_TITLE.get(network, network)
+    for name, s, row, ref in _claim_rows(table):
         text = (f"- **{name}**: the {s:g}% set has {_f(row['finding_set_rows'])} rows, so one epoch is "
                 f"{_n(row['iterations_per_epoch'], 'iteration')}, against {_f(ref['iterations_per_epoch'])} on 100%. "
                 f"Finding runs early-stopped after {row['mean_es_epochs']:.1f} epochs of their data on "
