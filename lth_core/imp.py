@@ -33,7 +33,7 @@ from .data import Dataset
 from .models import DATASET_OF, build_model, check_model_name
 from .pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, prune_layerwise,
                       random_masks_like, set_masks)
-from .training import TrainConfig, train
+from .training import TrainConfig, state_copy, train
 
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
@@ -153,7 +153,7 @@ class IMPRunner:
 
     def initial_state(self) -> IMPState:
         model = self.new_model(derive_seed(self.cfg.seed, "init"))
-        return IMPState(round=0, masks=get_masks(model), init_state=_cpu_state(model))
+        return IMPState(round=0, masks=get_masks(model), init_state=state_copy(model))
 
     def reset(self, model: torch.nn.Module, state: dict, masks: Masks) -> torch.nn.Module:
         model.load_state_dict(state)
@@ -222,10 +222,6 @@ class IMPRunner:
         while state.round <= self.cfg.rounds:
             state = self.run_round(state)
         return state
-
-
-def _cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _logical_weights(state: dict, masks: Masks) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import paths
 from .executors import DEVICES, EXECUTORS, ExecutorOptions
-from .params import load_profile
+from .params import declared_parameters, load_profile
 
 
 def notebooks() -> list[str]:
@@ -63,13 +63,15 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []
     for name in tqdm(names, desc=f"reproduce [{profile}]", unit="notebook"):
-        marker, fp = _marker(name, profile), _fingerprint(name, parameters)
+        # each notebook gets its own parameters: papermill warns about every other name
+        mine = {k: v for k, v in parameters.items() if k in declared_parameters(name)}
+        marker, fp = _marker(name, profile), _fingerprint(name, mine)
         if not force and marker.exists() and marker.read_text() == fp:
             tqdm.write(f"{name}: already done with these parameters, skipped")
             continue
         t0 = time.perf_counter()
         papermill.execute_notebook(str(paths.NOTEBOOKS_DIR / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-                                   parameters=parameters, cwd=str(paths.NOTEBOOKS_DIR), kernel_name="python3",
+                                   parameters=mine, cwd=str(paths.NOTEBOOKS_DIR), kernel_name="python3",
                                    progress_bar=True)
         marker.write_text(fp)
         executed.append(name)

@@ -12,7 +12,6 @@ Minibatches are drawn by index from a seeded permutation per epoch (the last
 incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
 the learning rate changes at epoch boundaries.
 """
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -96,7 +95,8 @@ def evaluate(model: nn.Module, batches) -> tuple[float, float]:
     return float(loss) / n, 100.0 * float(correct) / n
 
 
-def _state_copy(model: nn.Module) -> dict:
+def state_copy(model: nn.Module) -> dict:
+    """A detached CPU copy of the model's state_dict (checkpoints survive further training)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
@@ -116,7 +116,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     model.train()
     best_score, best, history = None, None, []
-    snapshot = _state_copy(model) if snapshot_at == 0 else None
+    snapshot = state_copy(model) if snapshot_at == 0 else None
     stale, t0, it = 0, time.perf_counter(), 0
     bar = tqdm(total=cfg.iterations, desc=desc, disable=not progress, leave=False, mininterval=1.0)
     while it < cfg.iterations:
@@ -132,13 +132,13 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
             opt.step()
             it += 1
             if it == snapshot_at:
-                snapshot = _state_copy(model)
+                snapshot = state_copy(model)
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
                 history.append({"iteration": it, "val_loss": vl, "val_acc": va, "train_loss": loss.item()})
                 score = vl if cfg.criterion == "val_loss" else -va
                 if best_score is None or score < best_score:
-                    best_score, best, stale = score, (it, vl, va, _state_copy(model)), 0
+                    best_score, best, stale = score, (it, vl, va, state_copy(model)), 0
                 else:
                     stale += 1
                 bar.update(it - bar.n)
@@ -152,7 +152,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
         break  # patience or budget ended the epoch early
     bar.close()
     es_it, vl, va, best_state = best
-    current = _state_copy(model)
+    current = state_copy(model)
     model.load_state_dict(best_state)
     test_loss, test_acc = evaluate(model, data.test_batches(eval_batch))
     model.load_state_dict(current)

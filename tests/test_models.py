@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lth_core.models import MODELS, build_model, count_prunable, output_layer_name, prunable_weights
+from lth_core.models import build_model, count_prunable, output_layer_name, prunable_weights
 
 
 @pytest.mark.parametrize("name,count", [("lenet_300_100", 266_200), ("conv2", 4_300_992), ("shufflenet", 946_008)])

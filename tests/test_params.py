@@ -4,7 +4,7 @@ import nbformat
 import papermill
 import pytest
 
-from lth_core import params, paths
+from lth_core import paths
 from lth_core.params import ParameterError, declared_parameters, load_profile, validate_parameters
 
 PARAMS_A = 'seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: int | None = None  # rows\nname: str = "x"\n'
