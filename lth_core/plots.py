@@ -30,11 +30,14 @@ def plot_vs_remaining(df: pd.DataFrame, y: str, ax, hue: str | None = None, styl
     ax.set_xscale("log")
     levels = sorted(df[x].unique())
     ax.set_xlim(max(levels) * 1.15, min(levels) / 1.15)  # 100% on the left, as in the paper
-    ticks = [v for v in (100, 80, 51, 33, 21, 11, 7, 4.4, 2.9, 1.8, 1.2, 0.7, 0.5, 0.3) if
-             min(levels) / 1.15 <= v <= max(levels) * 1.15]
+    if len(levels) <= 8:  # few levels: label each one
+        ticks = levels[::-1]
+    else:
+        ticks = [v for v in (100, 80, 51, 33, 21, 11, 7, 4.4, 2.9, 1.8, 1.2, 0.7, 0.5, 0.3) if
+                 min(levels) / 1.15 <= v <= max(levels) * 1.15]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xticklabels([f"{t:.3g}" for t in ticks])
     ax.set_xlabel("percent of weights remaining" if x == "pct_remaining" else x)
     ax.set_ylabel(ylabel or y)
     if title:

@@ -21,7 +21,6 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FixedLocator
 from torch import nn
 
 from . import analysis, imp, plots
@@ -337,14 +336,6 @@ def findings_markdown(found: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------- Figure 1
 
-def _tick_every_level(ax, levels, max_levels: int = 8) -> None:
-    """With few pruning levels the default ticks (every second round) leave levels unlabelled: label each."""
-    levels = sorted(set(levels), reverse=True)
-    if len(levels) <= max_levels:
-        ax.xaxis.set_major_locator(FixedLocator(levels))
-        ax.set_xticklabels([f"{v:.3g}" for v in levels])
-
-
 def figure1(rows: pd.DataFrame, network: str, tolerance: float):
     """Two panels for `network`: test accuracy and early-stopping iteration vs percent remaining."""
     d = label_curves(rows[rows["network"] == network])
@@ -366,7 +357,6 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
                             reference_label="unpruned, trained on S2", ylabel="early-stopping iteration",
                             title="early-stopping iteration")
     for ax in (ax_acc, ax_es):
-        _tick_every_level(ax, d["pct_remaining"])
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     handles, labels = ax_acc.get_legend_handles_labels()
