@@ -19,7 +19,7 @@ downloading):
   it is a stand-in (`_StopwatchData`) that reads the clock when train() fetches its first
   batch after the warm-up and when it starts the final validation. The time between holds
   exactly the timed iterations, with everything train() does per iteration: indexing and
-  normalising the batch, the mask parametrization in forward and backward, Adam. (The
+  normalising the batch, the mask hooks in forward and backward, Adam. (The
   per-epoch permutation and learning-rate setting fall inside only when an epoch boundary
   does; spread over an epoch they cost about 1 microsecond per iteration.)
 - bare: the same math as a plain loop: the same network built without masks (plain
@@ -76,7 +76,7 @@ def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Datas
 
 
 def masked_model(network: str, device: torch.device) -> nn.Module:
-    """The network with mask parametrizations holding one round of pruning at the paper's rate."""
+    """The network with masks attached, holding one round of pruning at the paper's rate."""
     model = attach_masks(build_model(network, seed=SEED).to(device))
     masks = prune_layerwise(prunable_weights(model), get_masks(model),
                             layer_rates(model, PAPER_PRUNE_RATE[network]))

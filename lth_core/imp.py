@@ -195,7 +195,7 @@ class IMPRunner:
                 for split in eval_splits:
                     rows.append(self._control_row(control, r, state, reset_target, split))
         if r < cfg.rounds:
-            weights = _logical_weights(found.best_state, state.masks)
+            weights = {name: found.best_state[name] for name in state.masks}
             rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
             next_masks = prune_layerwise(weights, state.masks, rates)
         else:
@@ -222,12 +222,3 @@ class IMPRunner:
         while state.round <= self.cfg.rounds:
             state = self.run_round(state)
         return state
-
-
-def _logical_weights(state: dict, masks: Masks) -> dict[str, torch.Tensor]:
-    """Map mask names ('1.weight') to the stored raw weights in a parametrized state_dict."""
-    out = {}
-    for name in masks:
-        mod = name.rsplit(".", 1)[0]
-        out[name] = state[f"{mod}.parametrizations.weight.original"]
-    return out

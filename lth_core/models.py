@@ -151,14 +151,8 @@ def prunable_weights(model: nn.Module, include_bn: bool = False) -> dict[str, nn
     out = {}
     for mod_name, m in model.named_modules():
         if isinstance(m, kinds):
-            out[f"{mod_name}.weight"] = _raw_weight(m)
+            out[f"{mod_name}.weight"] = m.weight
     return out
-
-
-def _raw_weight(m: nn.Module) -> nn.Parameter:
-    # with a mask parametrization registered, the stored tensor is `original`
-    p = getattr(m, "parametrizations", None)
-    return p.weight.original if p is not None and "weight" in p else m.weight
 
 
 def output_layer_name(model: nn.Module) -> str:

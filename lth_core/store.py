@@ -29,7 +29,8 @@ from . import paths
 from .imp import IMPConfig, IMPRunner, IMPState
 from .training import TrainConfig
 
-FORMAT_VERSION = 1
+# 2: plain state_dicts with `<layer>.weight_mask` buffers (1 held torch parametrizations)
+FORMAT_VERSION = 2
 
 
 class CorruptRunError(RuntimeError):
@@ -122,6 +123,10 @@ def load_state(cfg: IMPConfig) -> IMPState | None:
         raise _corrupt(d, f"config.json does not parse ({e})") from None
     if not same:
         raise _corrupt(d, "config.json describes a different configuration than its name")
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise CorruptRunError(f"run directory {d} was written in store format {saved.get('format_version')}, "
+                              f"and this lth_core reads format {FORMAT_VERSION}; its checkpoints do not load "
+                              "into today's models. Delete the directory to recompute this run.")
     if not (d / "init.pt").exists():
         return None  # killed between config.json and init.pt: nothing trained yet
     init = _load(d / "init.pt", ("init_state", "rewind_state"))

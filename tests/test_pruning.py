@@ -1,5 +1,9 @@
+import copy
+import io
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lth_core.models import build_model, prunable_weights
 from lth_core.pruning import (attach_masks, density_table, get_masks, layer_rates, n_to_prune, ones_masks,
@@ -78,6 +82,72 @@ def test_masks_apply_in_forward_and_pruned_weights_stay_zero_through_adam():
         assert torch.all(opt.state[raw]["exp_avg"][~m] == 0)
         mod = model.get_submodule(name.rsplit(".", 1)[0])
         assert torch.all(mod.weight[~m] == 0)  # the effective (forward) weight
+
+
+def _half_pruned_lenet():
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    masks = prune_layerwise(_weights(model), get_masks(model), layer_rates(model, 0.5))
+    set_masks(model, masks)
+    return model, masks
+
+
+def test_forward_masks_weights_written_after_pruning():
+    model, masks = _half_pruned_lenet()
+    with torch.no_grad():  # e.g. a state loaded from an unpruned network
+        for p in prunable_weights(model).values():
+            p.add_(1.0)
+    plain = build_model("lenet_300_100")
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("_mask")})
+    with torch.no_grad():
+        for n, p in prunable_weights(plain).items():
+            p.mul_(masks[n])
+    x = torch.randn(8, 1, 28, 28)
+    assert torch.equal(model(x), plain(x))
+    assert all(torch.all(p.detach()[~masks[n]] == 0) for n, p in prunable_weights(model).items())
+
+
+def _train_steps(model, steps=5):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,))).backward()
+        opt.step()
+
+
+def _reload(model):
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, _reload])
+def test_copies_of_a_masked_model_keep_gradients_masked(clone):
+    # copying makes new Parameters without hooks; the forward pass must install the gradient mask again
+    model, masks = _half_pruned_lenet()
+    twin = clone(model)
+    _train_steps(twin)
+    for n, p in prunable_weights(twin).items():
+        assert torch.all(p.detach()[~masks[n]] == 0) and torch.all(p.grad[~masks[n]] == 0), n
+        assert not torch.equal(p.detach(), prunable_weights(model)[n].detach())  # the copy trained, alone
+        assert len(p._post_accumulate_grad_hooks) == 1, "one gradient hook, however many forward passes"
+
+
+def test_two_forward_passes_then_one_backward():
+    model, masks = _half_pruned_lenet()
+    x1, x2 = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    (model(x1).sum() + model(x2).sum()).backward()  # the second forward must not invalidate the first graph
+    for n, p in prunable_weights(model).items():
+        assert torch.all(p.grad[~masks[n]] == 0) and torch.any(p.grad[masks[n]] != 0), n
+
+
+def test_masks_move_with_the_model_and_load_from_a_state_dict():
+    model, masks = _half_pruned_lenet()
+    fresh = attach_masks(build_model("lenet_300_100", seed=1))
+    fresh.load_state_dict(model.state_dict())
+    assert all(torch.equal(get_masks(fresh)[n], masks[n]) for n in masks)
+    assert set(model.state_dict()) == {f"fc{i}.{k}" for i in (1, 2, 3) for k in ("weight", "weight_mask", "bias")}
+    assert attach_masks(fresh) is fresh and torch.equal(get_masks(fresh)["fc1.weight"], masks["fc1.weight"])
 
 
 def test_random_masks_keep_per_layer_counts():

@@ -137,3 +137,13 @@ def test_config_mismatch_is_reported():
     p.write_text(json.dumps(saved))
     with pytest.raises(CorruptRunError, match="different configuration"):
         run_cached(CFG, synthetic_dataset(), progress=False)
+
+
+def test_run_of_an_older_store_format_is_reported():
+    run_cached(CFG, synthetic_dataset(), progress=False)
+    p = run_dir(CFG) / "config.json"
+    saved = json.loads(p.read_text())
+    saved["format_version"] = 1  # masks stored as torch parametrizations
+    p.write_text(json.dumps(saved))
+    with pytest.raises(CorruptRunError, match="store format 1, and this lth_core reads format 2.*Delete"):
+        run_cached(CFG, synthetic_dataset(), progress=False)
