@@ -11,6 +11,11 @@ With `patience`, training stops once the best is that many evaluations old.
 Minibatches are drawn by index from a seeded permutation per epoch (the last
 incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
 the learning rate changes at epoch boundaries.
+
+Same seed, same device, same numbers: on CPU that holds as is (at a fixed torch
+thread count); on CUDA, `train()` first calls `select_deterministic_kernels()`:
+cuDNN's deterministic algorithms and no autotuning (cuBLAS's workspace is fixed
+when lth_core is imported).
 """
 import time
 from dataclasses import dataclass, field
@@ -95,6 +100,12 @@ def evaluate(model: nn.Module, batches) -> tuple[float, float]:
     return float(loss) / n, 100.0 * float(correct) / n
 
 
+def select_deterministic_kernels() -> None:
+    """cuDNN: deterministic algorithms only, no per-shape autotuning (which may pick differently per run)."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def state_copy(model: nn.Module) -> dict:
     """A detached CPU copy of the model's state_dict (checkpoints survive further training)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -107,6 +118,8 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     if len(train_idx) == 0:
         raise ValueError("no training rows: the training split is empty")
     device = data.device
+    if device.type == "cuda":
+        select_deterministic_kernels()
     gen = torch.Generator().manual_seed(seed)
     train_idx = train_idx.cpu()
     per_epoch = max(1, len(train_idx) // cfg.batch_size)

@@ -27,6 +27,22 @@ def test_same_seed_same_numbers_on_cpu():
     assert c.history != a.history
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("network", ["lenet_300_100", "conv2", "shufflenet"])
+def test_same_seed_same_numbers_on_cuda(network):
+    from lth_core.benchmark import synthetic_dataset as shaped_like
+    from lth_core.models import DATASET_OF
+    data = shaped_like(DATASET_OF[network], torch.device("cuda"), 50)
+    cfg = TrainConfig(iterations=20, batch_size=50, eval_every=10)
+    runs = []
+    for _ in range(2):
+        model = attach_masks(build_model(network, seed=0)).cuda()
+        res = train(model, data, torch.arange(100, 2000), torch.arange(100), cfg, seed=0, progress=False)
+        runs.append((res.history, model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1].values(), runs[1][1].values()))
+
+
 def test_learns_and_reports_the_best_validation_checkpoint():
     res, _ = _run()
     assert [h["iteration"] for h in res.history] == [10, 20, 30, 40, 50, 60]
