@@ -1,7 +1,9 @@
 """Notebook parameters: declared once in a notebook's `parameters` cell, validated right after.
 
 A notebook's parameters cell holds flat annotated assignments
-(`seeds: list = [0]  # comment`). `declared_parameters(notebook)` reads them from
+(`seeds: list = [0]  # comment`, `limit: Optional[int] = None  # comment`), in
+the form papermill's own parser reads (`--help-notebook`, its unknown-parameter
+warnings): `Optional[...]` rather than `... | None`, and no `=` in comments. `declared_parameters(notebook)` reads them from
 the notebook file with `ast`; `validate_parameters(globals(), notebook)` checks
 the values papermill injected: a name no project notebook declares is an error
 naming the valid ones (papermill itself only warns), and a value whose type
@@ -42,6 +44,15 @@ def _parameters_source(path: Path) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
+def _type_names(annotation: ast.expr) -> list[str]:
+    """`int` -> [int]; `Optional[int]` and `int | None` -> [int, None]. Notebooks write Optional[...]:
+    papermill's parameter parser does not read `|`, and would call those parameters unknown."""
+    if (isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name)
+            and annotation.value.id == "Optional"):
+        return _type_names(annotation.slice) + ["None"]
+    return [n.strip() for n in ast.unparse(annotation).split("|")]
+
+
 def declared_parameters(notebook: str, notebooks_dir: Path | None = None
                         ) -> dict[str, tuple[tuple[type, ...], bool, object]]:
     """{name: (accepted types, None allowed, default)} from the notebook's parameters cell."""
@@ -50,7 +61,7 @@ def declared_parameters(notebook: str, notebooks_dir: Path | None = None
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
             raise ParameterError(f"{notebook}: parameters cell lines must be `name: type = value`, "
                                  f"got {ast.unparse(node)!r}")
-        names = [n.strip() for n in ast.unparse(node.annotation).split("|")]
+        names = _type_names(node.annotation)
         unknown = [n for n in names if n not in _TYPES and n != "None"]
         if unknown:
             raise ParameterError(f"{notebook}: parameter {node.target.id} has unsupported type {unknown}")

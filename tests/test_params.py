@@ -7,14 +7,15 @@ import pytest
 from lth_core import paths
 from lth_core.params import ParameterError, declared_parameters, load_profile, validate_parameters
 
-PARAMS_A = 'seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: int | None = None  # rows\nname: str = "x"\n'
+PARAMS_A = ('seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: Optional[int] = None  # rows\n'
+            'name: str = "x"\nratio: float | None = 0.5\n')
 PARAMS_B = 'seeds: list = [0]\nwidth: int = 3\n'
 
 
 def _notebook(path, params_src):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("from lth_core.params import validate_parameters"),
+    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional\nfrom lth_core.params import validate_parameters"),
                 nbformat.v4.new_code_cell(params_src, metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {path.stem!r}, {str(path.parent)!r})")]
     nbformat.write(nb, path)
@@ -33,21 +34,33 @@ def notebooks(tmp_path, monkeypatch):
 
 def test_declared_parameters_read_types_and_defaults(notebooks):
     decl = declared_parameters("01_a")
-    assert list(decl) == ["seeds", "lr", "limit", "name"]
-    assert decl["lr"] == ((float, int), False, 0.1) and decl["limit"][1] is True
+    assert list(decl) == ["seeds", "lr", "limit", "name", "ratio"]
+    assert decl["lr"] == ((float, int), False, 0.1)
+    assert decl["limit"] == ((int,), True, None) and decl["ratio"] == ((float, int), True, 0.5)
+
+
+@pytest.mark.parametrize("notebook", ["01_trainability_unseen", "02_faster_tickets", "03_shufflenet"])
+def test_papermill_reads_every_parameter_of_the_project_notebooks(notebook):
+    # a parameter papermill cannot parse is one it warns about as unknown when passed with -p
+    from papermill.inspection import _infer_parameters
+    from papermill.iorw import load_notebook_node
+    nb = load_notebook_node(str(paths.NOTEBOOKS_DIR / f"{notebook}.ipynb"))
+    assert [p.name for p in _infer_parameters(nb)] == list(declared_parameters(notebook))
 
 
 def _ns(**over):
-    ns = {"seeds": [0], "lr": 0.1, "limit": None, "name": "x", "json": json, "validate_parameters": validate_parameters}
+    ns = {"seeds": [0], "lr": 0.1, "limit": None, "name": "x", "ratio": None, "json": json,
+          "validate_parameters": validate_parameters}
     ns.update(over)
     return ns
 
 
 def test_valid_values_pass_and_other_notebooks_names_are_accepted(notebooks):
-    assert validate_parameters(_ns(lr=1, limit=5, width=4), "01_a") == {"seeds": [0], "lr": 1, "limit": 5, "name": "x"}
+    assert validate_parameters(_ns(lr=1, limit=5, width=4), "01_a") == {"seeds": [0], "lr": 1, "limit": 5, "name": "x",
+                                                                          "ratio": None}
 
 
-@pytest.mark.parametrize("over,match", [({"lrr": 0.2}, r"unknown parameter 'lrr'; valid parameters: seeds, lr, limit, name"),
+@pytest.mark.parametrize("over,match", [({"lrr": 0.2}, r"unknown parameter 'lrr'; valid parameters: seeds, lr, limit, name, ratio"),
                                         ({"lr": "fast"}, r"'lr' must be float or int, got 'fast'"),
                                         ({"seeds": 3}, "'seeds' must be list"),
                                         ({"limit": 2.5}, "'limit' must be int or None"),
