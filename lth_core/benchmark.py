@@ -54,6 +54,9 @@ DEFAULT_ITERATIONS = {
     "cuda": {"lenet_300_100": 1000, "conv2": 200, "shufflenet": 100},
 }
 TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}
+# the fastest of this many alternating measurements; on a shared machine, with fewer, one burst of
+# load from other processes moves LeNet's ratio by several hundredths
+DEFAULT_REPEATS = 5
 BARE_BATCHES = 16  # distinct preloaded batches the bare loop cycles through
 SEED = 0
 COLUMNS = ["network", "batch", "device", "threads", "iterations",
@@ -170,7 +173,7 @@ class BareTimer:
 
 
 def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
-                  warmup: int | None = None, repeats: int = 3) -> pd.DataFrame:
+                  warmup: int | None = None, repeats: int = DEFAULT_REPEATS) -> pd.DataFrame:
     """One row per network (see the module docstring); `iterations`/`warmup` None: per-network defaults."""
     dev = resolve_device(device)
     if (iterations is not None and iterations < 1) or (warmup is not None and warmup < 0) or repeats < 1:
@@ -210,7 +213,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed iterations before each measurement "
                              "(default: a tenth of --iterations, at least 1)")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="measurements per network; the fastest is reported")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for the run (default: PyTorch's choice)")
