@@ -38,5 +38,6 @@ def winning_levels(df: pd.DataFrame, reference: pd.Series, tolerance: float) -> 
     return m
 
 
-def pct_pruned(pct_remaining: float | None) -> str:
-    return "n/a" if pct_remaining is None else f"{100 - pct_remaining:.1f}%"
+def points(x: float) -> str:
+    """An accuracy difference in words: "1 point", "0.5 points"."""
+    return f"{x:g} point" + ("" if x == 1 else "s")

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IMAGE_SHAPE, NUM_CLASSES, Dataset
+from .data import IMAGE_SHAPE, NUM_CLASSES, TRAIN_SIZE, Dataset
 from .executors import resolve_device
 from .imp import PAPER_PRUNE_RATE, PAPER_TRAINING
 from .models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
@@ -53,7 +53,6 @@ DEFAULT_ITERATIONS = {
     "cpu": {"lenet_300_100": 200, "conv2": 2, "shufflenet": 5},
     "cuda": {"lenet_300_100": 1000, "conv2": 200, "shufflenet": 100},
 }
-TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}
 # the fastest of this many alternating measurements; on a shared machine, with fewer, one burst of
 # load from other processes moves LeNet's ratio by several hundredths
 DEFAULT_REPEATS = 5

@@ -36,6 +36,7 @@ DATASETS = ("mnist", "cifar10")
 MEAN_STD = {"mnist": ((0.1307,), (0.3081,)), "cifar10": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 IMAGE_SHAPE = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
+TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}  # official training-set rows
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 TENSOR_KEYS = ("train_x", "train_y", "test_x", "test_y")

@@ -40,11 +40,22 @@ EXECUTORS = ("local", "processes", "slurm")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when torch sees a GPU, else cpu; an explicit cuda without a GPU is an error."""
+def check_device(device: str) -> str:
+    """The device name, if it is one of DEVICES or cuda:N; else a clear error."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
-    if device == "auto":
+    return device
+
+
+def check_executor(executor: str) -> str:
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    return executor
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when torch sees a GPU, else cpu; an explicit cuda without a GPU is an error."""
+    if check_device(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
@@ -225,8 +236,7 @@ def execute_runs(configs: list[IMPConfig], device: str, executor: str = "local",
     `device` is resolved where runs execute: "auto" in a Slurm job means that job's GPU.
     Raises `RunFailedError` after every run ended when any run failed.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    check_executor(executor)
     if not isinstance(options, ExecutorOptions):
         options = ExecutorOptions.from_dict(options or {})
     if executor != "slurm":

@@ -3,13 +3,15 @@
 A notebook's parameters cell holds flat annotated assignments
 (`seeds: list = [0]  # comment`, `limit: Optional[int] = None  # comment`), in
 the form papermill's own parser reads (`--help-notebook`, its unknown-parameter
-warnings): `Optional[...]` rather than `... | None`, and no `=` in comments. `declared_parameters(notebook)` reads them from
-the notebook file with `ast`; `validate_parameters(globals(), notebook)` checks
-the values papermill injected: a name no project notebook declares is an error
-naming the valid ones (papermill itself only warns), and a value whose type
-does not match its annotation is an error. Names declared by another notebook
+warnings): `Optional[...]` rather than `... | None`, and no `=` in comments.
+`declared_parameters(notebook)` reads them from the notebook file with `ast`;
+`validate_parameters(globals(), notebook)` checks the values papermill injected:
+a name no project notebook declares is an error naming the valid ones (papermill
+itself only warns), and a value whose type does not match its annotation is an
+error. Names declared by another notebook
 are accepted, so one profile file (`notebooks/params/<profile>.yaml`) can serve
-every notebook. `load_profile(name)` reads such a file.
+every notebook. `load_profile(name)` reads such a file; `network_overrides(P, network)`
+turns a network's prefixed parameters (`lenet_iterations`, ...) into config overrides.
 """
 import ast
 import json
@@ -20,6 +22,7 @@ import yaml
 
 from . import paths
 
+PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
@@ -107,6 +110,14 @@ def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | No
     for name, spec in mine.items():
         check_value(notebook, name, namespace[name], spec)
     return {name: namespace[name] for name in mine}
+
+
+def network_overrides(params: dict, network: str) -> dict:
+    """The per-network notebook parameters (lenet_iterations, ...) as paper_config overrides."""
+    p = PARAM_PREFIX[network]
+    return {"iterations": params[f"{p}_iterations"], "eval_every": params[f"{p}_eval_every"],
+            "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
+            "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"]}
 
 
 def profile_path(profile: str) -> Path:

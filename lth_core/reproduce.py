@@ -25,7 +25,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import paths
-from .executors import DEVICES, EXECUTORS, ExecutorOptions
+from .executors import ExecutorOptions, check_device, check_executor
 from .params import declared_parameters, load_profile
 
 
@@ -46,10 +46,8 @@ def _marker(notebook: str, profile: str):
 def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | None = None,
               force: bool = False, executor: str = "local", executor_options: dict | None = None) -> list[str]:
     """Execute the profile's notebooks; returns the names executed (not skipped)."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    check_device(device)
+    check_executor(executor)
     ExecutorOptions.from_dict(executor_options or {})  # fail now, not inside the first notebook
     parameters = {**load_profile(profile), "device": device, "executor": executor,
                   "executor_options": dict(executor_options or {})}
@@ -64,7 +62,8 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     executed = []
     for name in tqdm(names, desc=f"reproduce [{profile}]", unit="notebook"):
         # each notebook gets its own parameters: papermill warns about every other name
-        mine = {k: v for k, v in parameters.items() if k in declared_parameters(name)}
+        declared = declared_parameters(name)
+        mine = {k: v for k, v in parameters.items() if k in declared}
         marker, fp = _marker(name, profile), _fingerprint(name, mine)
         if not force and marker.exists() and marker.read_text() == fp:
             tqdm.write(f"{name}: already done with these parameters, skipped")

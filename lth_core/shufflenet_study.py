@@ -31,7 +31,7 @@ from .experiment import grid, run_experiment
 from .imp import IMPConfig, paper_config
 from .models import build_model, prunable_weights
 from .plots import new_figure, save_table
-from .pruning import attach_masks, layer_rates, n_to_prune
+from .pruning import layer_rates, n_to_prune
 from .store import run_name
 
 ARMS = ("reset", "bn_pruned", "constant_lr", "rewind")
@@ -80,7 +80,7 @@ def arm_label(arm: str, cfg: IMPConfig) -> str:
 
 def planned_pct_pruned(cfg: IMPConfig) -> list[float]:
     """Percent of prunable weights pruned at each level of `cfg`, from the layer sizes alone (no training)."""
-    model = attach_masks(build_model(cfg.network), include_bn=cfg.prune_bn)
+    model = build_model(cfg.network)
     rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
     sizes = {n: p.numel() for n, p in prunable_weights(model, include_bn=cfg.prune_bn).items()}
     alive, total, out = dict(sizes), sum(sizes.values()), []
@@ -91,8 +91,11 @@ def planned_pct_pruned(cfg: IMPConfig) -> list[float]:
 
 
 def trainings(cfg: IMPConfig) -> int:
-    """Training runs of one IMP run: a ticket per level, plus each control at every pruned level."""
-    return (cfg.rounds + 1) * max(1, len(cfg.retrain_on)) + cfg.rounds * len(cfg.controls)
+    """Training runs of one IMP run, as imp.IMPRunner.run_round does them: per level the finding run and a
+    retraining on each other split; per pruned level each control on every split tickets are evaluated on."""
+    retrain = sum(split != cfg.find_on for split in cfg.retrain_on)
+    eval_splits = len(cfg.retrain_on) or 1
+    return (cfg.rounds + 1) * (1 + retrain) + cfg.rounds * len(cfg.controls) * eval_splits
 
 
 def scale_sentence(arms: dict[str, list[IMPConfig]], n_weights: int) -> str:
@@ -152,8 +155,7 @@ def arm_levels(df: pd.DataFrame, arm: str, tolerance: float) -> pd.DataFrame:
     extra = t.groupby("pct_remaining", as_index=False)[["val_acc", "round"]].mean()
     m = m.merge(extra, on="pct_remaining")
     m["winning"] &= m["round"] > 0
-    m["pct_pruned"] = 100.0 - m["pct_remaining"]
-    return m
+    return add_pct_pruned(m)
 
 
 def linear_fit(levels: pd.DataFrame, y: str = "test_acc") -> tuple[float, float] | None:

@@ -23,13 +23,15 @@ All sentences are computed from the rows (`claim_sentences`, `cost_sentences`, `
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .analysis import points
+from .data import TRAIN_SIZE
 from .experiment import grid
 from .imp import IMPConfig, make_splits, paper_config
 from .plots import new_figure, plot_vs_remaining
+from .training import iterations_per_epoch
 
 REFERENCE_PERCENT = 100.0
 # Official training-set sizes, used only to count the rows (and so the epoch length) of each finding set.
-TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}
 NETWORK_TITLE = {"lenet_300_100": "LeNet-300-100 on MNIST", "conv2": "Conv-2 on CIFAR-10"}
 FIGURE_SUFFIX = {"lenet_300_100": "lenet_mnist", "conv2": "conv2_cifar10"}
 # The paper's section 4 text: (early-stopping iteration on a 10% subset, on 100%), as it states them.
@@ -85,7 +87,7 @@ def finding_setup(configs: list[IMPConfig]) -> pd.DataFrame:
         t = cfg.train
         out[key] = {"network": cfg.network, "subset_percent": key[1], "finding_set_rows": n_rows,
                     "batch_size": min(t.batch_size, n_rows),
-                    "iterations_per_epoch": max(1, n_rows // t.batch_size),  # as training.train counts them
+                    "iterations_per_epoch": iterations_per_epoch(n_rows, t.batch_size),
                     "eval_every": t.eval_every, "budget": t.iterations,
                     "patience": -1 if t.patience is None else t.patience}
     return pd.DataFrame(list(out.values()))
@@ -163,8 +165,7 @@ def speedup_table(df: pd.DataFrame, setup: pd.DataFrame, tolerance: float) -> pd
     if find.empty:
         raise ValueError("no ticket-finding rows in the table")
     _need_reference(find, "early-stopping iterations")
-    budget = find["budget"] if "budget" in find else find["iterations"]
-    find = find.assign(at_end=(find["es_iteration"] >= budget).astype(float),
+    find = find.assign(at_end=(find["es_iteration"] >= find["budget"]).astype(float),
                        to_es=find["wall_seconds"] * find["es_iteration"] / find["iterations"])
     keys = ["network", "subset_percent"]
     per_seed = find.groupby(keys + ["seed"], as_index=False).agg(finding_seconds=("wall_seconds", "sum"),
@@ -240,7 +241,7 @@ def figure3(df: pd.DataFrame, network: str):
     rows = rows[rows["network"] == network]
     fig, axes = new_figure(ncols=1)
     ax = axes[0][0]
-    budget = rows["budget"].max() if "budget" in rows else rows["iterations"].max()
+    budget = rows["budget"].max()
     plot_vs_remaining(_with_labels(rows), "es_iteration", ax, hue="subset",
                       ylabel="early-stopping iteration while finding",
                       title=f"{NETWORK_TITLE.get(network, network)}: ticket finding on s% of the data")
@@ -255,10 +256,6 @@ def figure3(df: pd.DataFrame, network: str):
 
 def _f(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
-
-
-def _points(tolerance: float) -> str:
-    return f"{tolerance:g} point" + ("" if tolerance == 1 else "s")
 
 
 def _n(x: float, unit: str) -> str:
@@ -297,7 +294,7 @@ def claim_sentences(table: pd.DataFrame) -> str:
         note = "" if s == PAPER_CLAIM_PERCENT else f" (the paper's 10% was not run; {s:g}% is the closest)"
         fast = row["es_speedup"] >= PAPER_CLAIM_RATIO
         n_off = int(row["levels"] - row["levels_within_tolerance"])
-        pts = _points(tolerance)
+        pts = points(tolerance)
         speed = f"the speed-up {'reaches' if fast else 'stays below'} {PAPER_CLAIM_RATIO:g}x"
         acc = (f"the retrained accuracy is within {pts} of the 100% tickets at every level" if n_off == 0 else
                f"the retrained accuracy falls more than {pts} below the 100% tickets at {n_off} of "
@@ -315,7 +312,7 @@ def claim_sentences(table: pd.DataFrame) -> str:
                 f"on 100%{paper_txt}: **{row['es_speedup']:.1f}x fewer iterations**. Retrained on the full set, "
                 f"these tickets differ from the 100% tickets by {row['acc_diff_mean']:+.2f} accuracy points on "
                 f"average (worst level {row['acc_diff_worst']:+.2f}), and are within the tolerance of "
-                f"{_points(tolerance)} at {int(row['levels_within_tolerance'])} of {int(row['levels'])} levels. "
+                f"{pts} at {int(row['levels_within_tolerance'])} of {int(row['levels'])} levels. "
                 f"The paper's {PAPER_CLAIM_RATIO:g}x at equal accuracy therefore {verdict}.")
         if ref["es_at_budget_end"] > 0:
             both = row["es_at_budget_end"] > 0
@@ -337,6 +334,12 @@ def _claim_rows(table: pd.DataFrame):
                    _pick(table, network, REFERENCE_PERCENT))
 
 
+def patience_sentence(patience: int | None) -> str:
+    """Markdown: whether finding runs trained their whole budget (what the wall-clock figures cover)."""
+    return ("Here every run trained its full budget (no patience)." if patience is None
+            else f"Here runs stopped after {patience} evaluations without improvement.")
+
+
 def cost_sentences(table: pd.DataFrame) -> str:
     """Markdown: the wall-clock cost of ticket finding, what a user pays, for the claim's subset."""
     out = []
@@ -349,7 +352,7 @@ def cost_sentences(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def caveat_sentences(table: pd.DataFrame, setup: pd.DataFrame) -> str:
+def caveat_sentences(table: pd.DataFrame) -> str:
     """Markdown: why early-stopping iterations on a small subset are bounded by its short epochs."""
     out = []
     for name, s, row, ref in _claim_rows(table):

@@ -100,6 +100,11 @@ def evaluate(model: nn.Module, batches) -> tuple[float, float]:
     return float(loss) / n, 100.0 * float(correct) / n
 
 
+def iterations_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Steps per epoch as train() takes them: full batches only, at least one."""
+    return max(1, n_rows // batch_size)
+
+
 def select_deterministic_kernels() -> None:
     """cuDNN: deterministic algorithms only, no per-shape autotuning (which may pick differently per run)."""
     torch.backends.cudnn.deterministic = True
@@ -122,7 +127,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
         select_deterministic_kernels()
     gen = torch.Generator().manual_seed(seed)
     train_idx = train_idx.cpu()
-    per_epoch = max(1, len(train_idx) // cfg.batch_size)
+    per_epoch = iterations_per_epoch(len(train_idx), cfg.batch_size)
     bs = min(cfg.batch_size, len(train_idx))
     # fused: one kernel per step, and no slowdown on the exact zeros pruned weights keep in Adam's state
     # (torch.sqrt on zero entries is several times slower here; measured by lth_core.benchmark)

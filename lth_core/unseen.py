@@ -28,10 +28,10 @@ from .data import load_dataset
 from .imp import IMPConfig, make_splits, paper_config
 from .models import DATASET_OF, build_model, count_prunable, output_layer_name, prunable_weights
 from .pruning import layer_rates
+from .training import iterations_per_epoch
 
 FIGURE1_NETWORKS = ("lenet_300_100", "conv2")
 TABLE1_NETWORKS = ("lenet_300_100", "conv2", "shufflenet")
-PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 NETWORK_LABEL = {"lenet_300_100": "LeNet-300-100", "conv2": "Conv-2", "shufflenet": "ShuffleNet"}
 DATASET_LABEL = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 FIG_STEM = {"lenet_300_100": "fig1_lenet_mnist", "conv2": "fig1_conv2_cifar10"}
@@ -153,14 +153,6 @@ def unseen_config(network: str, controls=("reinit",), **overrides) -> IMPConfig:
     return paper_config(network, find_on=S1, retrain_on=(S2,), controls=tuple(controls), **overrides)
 
 
-def network_overrides(params: dict, network: str) -> dict:
-    """The per-network notebook parameters (lenet_iterations, ...) as paper_config overrides."""
-    p = PARAM_PREFIX[network]
-    return {"iterations": params[f"{p}_iterations"], "eval_every": params[f"{p}_eval_every"],
-            "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
-            "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"]}
-
-
 def _dataset_sizes(dataset: str) -> tuple[int, int]:
     d = load_dataset(dataset)
     return len(d.train_y), len(d.test_y)
@@ -190,7 +182,7 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
             "rounds": cfg.rounds, "iterations": tc.iterations, "batch_size": tc.batch_size,
             "eval_every": tc.eval_every, "learning_rate": describe_lr(tc), "S1_rows": len(s1), "S2_rows": len(s2),
             "validation_rows": len(val), "test_rows": n_test if cfg.test_limit is None else min(cfg.test_limit, n_test),
-            "epochs_on_S1": round(tc.iterations / max(1, len(s1) // tc.batch_size), 2),
+            "epochs_on_S1": round(tc.iterations / iterations_per_epoch(len(s1), tc.batch_size), 2),
             "controls": ", ".join(cfg.controls) or "none",
         })
     return pd.DataFrame(rows)
@@ -286,10 +278,6 @@ def findings(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _points(x: float) -> str:
-    return f"{x:g} point" + ("" if x == 1 else "s")
-
-
 def _sentence(f: pd.Series) -> str:
     name = NETWORK_LABEL[f["network"]]
     seeds = f"{f['seeds']} seed" + ("s" if f["seeds"] != 1 else "")
@@ -298,11 +286,11 @@ def _sentence(f: pd.Series) -> str:
          f"(iteration {f['dense_S2_es_iteration']:.0f}). ")
     sparsest, tol = f["sparsest_within_tolerance"], f["tolerance"]
     if sparsest is None or sparsest >= 100:
-        s += (f"Already the first pruned ticket, trained on the unseen half S2, falls more than {_points(tol)} "
+        s += (f"Already the first pruned ticket, trained on the unseen half S2, falls more than {analysis.points(tol)} "
               f"below it (the paper: within tolerance up to {f['paper_pct_pruned']:g}% pruned). ")
     else:
         s += (f"Tickets found on S1 and trained from their reset weights on the unseen half S2 stay within "
-              f"{_points(tol)} of it down to {sparsest:.3g}% of weights remaining, i.e. "
+              f"{analysis.points(tol)} of it down to {sparsest:.3g}% of weights remaining, i.e. "
               f"{100 - sparsest:.1f}% pruned (the paper: {f['paper_pct_pruned']:g}% pruned)")
         if f["within_tolerance_to_the_end"]:
             s += (", which is the sparsest level this run reached: the limit lies beyond it, "
@@ -347,9 +335,8 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
     plots.plot_vs_remaining(d, "test_acc", ax_acc, hue="curve", reference=ref["test_acc"],
                             reference_label="unpruned, trained on S2",
                             ylabel="test accuracy at early stopping (%)", title="test accuracy")
-    unit = "point" if tolerance == 1 else "points"
     ax_acc.axhspan(ref["test_acc"] - tolerance, ref["test_acc"] + tolerance, color="grey", alpha=0.15, lw=0,
-                   label=f"unpruned ± {tolerance:g} {unit} (tolerance)")
+                   label=f"unpruned ± {analysis.points(tolerance)} (tolerance)")
     sparsest = analysis.sparsest_within_tolerance(_select(rows, network, "ticket", S2), ref["test_acc"], tolerance)
     if sparsest is not None and sparsest < 100:
         ax_acc.axvline(sparsest, color="grey", ls=":", lw=1.2, label="S2 last within tolerance")

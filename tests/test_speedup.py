@@ -155,11 +155,11 @@ def test_claim_sentences_give_the_verdict_from_the_numbers():
 
 def test_caveat_and_cost_sentences_use_the_setup():
     table = speedup.speedup_table(_rows(), _setup(), tolerance=1.0)
-    caveat = speedup.caveat_sentences(table, _setup())
+    caveat = speedup.caveat_sentences(table)
     assert "one epoch is 5 iterations" in caveat and "nor fall below 50" in caveat
     assert "10.0 epochs of the subset" in caveat and "smaller than one batch" not in caveat
     small = _setup().assign(batch_size=[40, 100], iterations_per_epoch=[1, 50])
-    caveat = speedup.caveat_sentences(speedup.speedup_table(_rows(), small, tolerance=1.0), small)
+    caveat = speedup.caveat_sentences(speedup.speedup_table(_rows(), small, tolerance=1.0))
     assert "one epoch is 1 iteration," in caveat and "smaller than one batch of 100" in caveat
     cost = speedup.cost_sentences(table)
     assert "6.0 s on 10%" in cost and "12.0 s on 100%" in cost and "(2.0x)" in cost

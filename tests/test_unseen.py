@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
+from lth_core.params import network_overrides
 from lth_core import imp, training, unseen
 from lth_core.imp import IMPRunner
 from lth_core.plots import save_figure
@@ -115,7 +116,7 @@ def test_check_networks_names_the_valid_ones():
 def test_network_overrides_read_the_prefixed_parameters():
     params = {"lenet_iterations": 11, "lenet_eval_every": 5, "lenet_rounds": 2, "lenet_train_limit": None,
               "lenet_val_size": 50, "lenet_test_limit": 70}
-    cfg = unseen.unseen_config("lenet_300_100", **unseen.network_overrides(params, "lenet_300_100"))
+    cfg = unseen.unseen_config("lenet_300_100", **network_overrides(params, "lenet_300_100"))
     assert (cfg.train.iterations, cfg.train.eval_every, cfg.rounds) == (11, 5, 2)
     assert (cfg.train_limit, cfg.val_size, cfg.test_limit) == (None, 50, 70)
 
