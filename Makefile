@@ -18,14 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
+	$(PY) -m lth_core.report.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax notebooks
 
 benchmark: $(VENV)/.installed
-	$(PY) -m lth_core.benchmark
+	$(PY) -m lth_core.report.benchmark
 
 
 lab: $(VENV)/.installed

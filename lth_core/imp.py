@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import data as data_mod
-from .data import Dataset
-from .models import DATASET_OF, build_model, check_model_name
-from .pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, prune_layerwise,
+from lth_core import data as data_mod
+from lth_core.data import Dataset
+from lth_core.models import DATASET_OF, build_model, check_model_name
+from lth_core.pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, prune_layerwise,
                       random_masks_like, set_masks)
-from .training import TrainConfig, state_copy, train
+from lth_core.training import TrainConfig, state_copy, train
 
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")

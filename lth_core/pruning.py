@@ -20,7 +20,7 @@ A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
   Why not `torch.nn.utils.parametrize` (the first version used it): computing
   `weight = original * mask` out of place allocates a masked copy of every
   weight and a second product in backward at each step. `python -m
-  lth_core.benchmark` measured LeNet-300-100 at about 1.22x a bare loop with
+  lth_core.report.benchmark` measured LeNet-300-100 at about 1.22x a bare loop with
   parametrizations against 1.09x with these hooks (mask costs alone). A plain
   state_dict (`weight`, `weight_mask`, `bias`) is a side benefit.
 - `random_masks_like` builds the random-pruning control: same per-layer count.
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .models import output_layer_name, prunable_weights
+from lth_core.models import output_layer_name, prunable_weights
 
 Masks = dict[str, torch.Tensor]
 MASK_BUFFER = "weight_mask"  # the buffer holding a layer's mask, beside its weight

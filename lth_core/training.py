@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Dataset
+from lth_core.data import Dataset
 
 SCHEDULES = ("constant", "step", "exponential")
 CRITERIA = ("val_loss", "val_acc")
@@ -116,6 +116,54 @@ def state_copy(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+class EarlyStopping:
+    """The bookkeeping of one training's validations: history, best checkpoint, patience.
+
+    `record(it, val_loss, val_acc, train_loss, lr, state_fn)` appends one evaluation to
+    `history`, keeps `state_fn()` when the score is the best so far, and returns True when
+    patience has run out. Solo and fused training share it, so both stop at the same iteration.
+    """
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.history: list[dict] = []
+        self.best_score = None
+        self.best: tuple | None = None  # (iteration, val_loss, val_acc, state)
+        self.stale = 0
+
+    def record(self, it: int, val_loss: float, val_acc: float, train_loss: float, lr: float, state_fn) -> bool:
+        self.history.append({"iteration": it, "val_loss": val_loss, "val_acc": val_acc,
+                             "train_loss": train_loss, "lr": lr})
+        score = val_loss if self.cfg.criterion == "val_loss" else -val_acc
+        if self.best_score is None or score < self.best_score:
+            self.best_score, self.best, self.stale = score, (it, val_loss, val_acc, state_fn()), 0
+        else:
+            self.stale += 1
+        return self.cfg.patience is not None and self.stale >= self.cfg.patience
+
+    def due(self, it: int) -> bool:
+        """Whether iteration `it` (1-based, just finished) is an evaluation point."""
+        return it % self.cfg.eval_every == 0 or it == self.cfg.iterations
+
+
+def batch_order(train_idx: torch.Tensor, gen: torch.Generator, device) -> torch.Tensor:
+    """One epoch's row order: a seeded permutation of the training rows."""
+    return train_idx[torch.randperm(len(train_idx), generator=gen)].to(device)
+
+
+def finish(model: nn.Module, data: Dataset, stopping: EarlyStopping, iterations: int, t0: float,
+           snapshot: dict | None, eval_batch: int) -> TrainResult:
+    """Evaluate the early-stopping checkpoint on the test set; the model keeps its last state."""
+    es_it, vl, va, best_state = stopping.best
+    current = state_copy(model)
+    model.load_state_dict(best_state)
+    test_loss, test_acc = evaluate(model, data.test_batches(eval_batch))
+    model.load_state_dict(current)
+    return TrainResult(es_iteration=es_it, val_loss=vl, val_acc=va, test_acc=test_acc, test_loss=test_loss,
+                       iterations=iterations, wall_seconds=time.perf_counter() - t0, history=stopping.history,
+                       best_state=best_state, snapshot_state=snapshot)
+
+
 def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: torch.Tensor,
           cfg: TrainConfig, seed: int, snapshot_at: int | None = None,
           progress: bool = True, desc: str = "train", eval_batch: int = 1000) -> TrainResult:
@@ -130,50 +178,31 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     per_epoch = iterations_per_epoch(len(train_idx), cfg.batch_size)
     bs = min(cfg.batch_size, len(train_idx))
     # fused: one kernel per step, and no slowdown on the exact zeros pruned weights keep in Adam's state
-    # (torch.sqrt on zero entries is several times slower here; measured by lth_core.benchmark)
+    # (torch.sqrt on zero entries is several times slower here; measured by lth_core.report.benchmark)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     model.train()
-    best_score, best, history = None, None, []
+    stopping = EarlyStopping(cfg)
     snapshot = state_copy(model) if snapshot_at == 0 else None
-    stale, t0, it = 0, time.perf_counter(), 0
+    t0, it, stop, order = time.perf_counter(), 0, False, None
     bar = tqdm(total=cfg.iterations, desc=desc, disable=not progress, leave=False, mininterval=1.0)
-    while it < cfg.iterations:
-        epoch = it // per_epoch
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at_epoch(epoch)
-        order = train_idx[torch.randperm(len(train_idx), generator=gen)].to(device)
-        for b in range(per_epoch):
-            x, y = data.train_batch(order[b * bs:(b + 1) * bs])
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            it += 1
-            if it == snapshot_at:
-                snapshot = state_copy(model)
-            if it % cfg.eval_every == 0 or it == cfg.iterations:
-                vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
-                history.append({"iteration": it, "val_loss": vl, "val_acc": va, "train_loss": loss.item()})
-                score = vl if cfg.criterion == "val_loss" else -va
-                if best_score is None or score < best_score:
-                    best_score, best, stale = score, (it, vl, va, state_copy(model)), 0
-                else:
-                    stale += 1
-                bar.update(it - bar.n)
-                bar.set_postfix(val_acc=f"{va:.2f}", best_it=best[0], refresh=False)
-                if cfg.patience is not None and stale >= cfg.patience:
-                    break
-            if it >= cfg.iterations:
-                break
-        else:
-            continue
-        break  # patience or budget ended the epoch early
+    while it < cfg.iterations and not stop:
+        step = it % per_epoch
+        if step == 0:  # a new epoch: new order, the epoch's learning rate
+            order = batch_order(train_idx, gen, device)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at_epoch(it // per_epoch)
+        x, y = data.train_batch(order[step * bs:(step + 1) * bs])
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        it += 1
+        if it == snapshot_at:
+            snapshot = state_copy(model)
+        if stopping.due(it):
+            vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
+            stop = stopping.record(it, vl, va, loss.item(), opt.param_groups[0]["lr"], lambda: state_copy(model))
+            bar.update(it - bar.n)
+            bar.set_postfix(val_acc=f"{va:.2f}", best_it=stopping.best[0], refresh=False)
     bar.close()
-    es_it, vl, va, best_state = best
-    current = state_copy(model)
-    model.load_state_dict(best_state)
-    test_loss, test_acc = evaluate(model, data.test_batches(eval_batch))
-    model.load_state_dict(current)
-    return TrainResult(es_iteration=es_it, val_loss=vl, val_acc=va, test_acc=test_acc, test_loss=test_loss,
-                       iterations=it, wall_seconds=time.perf_counter() - t0, history=history,
-                       best_state=best_state, snapshot_state=snapshot)
+    return finish(model, data, stopping, it, t0, snapshot, eval_batch)

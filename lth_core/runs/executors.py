@@ -32,9 +32,10 @@ import submitit
 import torch
 from tqdm.auto import tqdm
 
-from . import paths, store
-from .data import load_dataset
-from .imp import IMPConfig
+from lth_core import paths
+from lth_core.runs import store
+from lth_core.data import load_dataset
+from lth_core.imp import IMPConfig
 
 EXECUTORS = ("local", "processes", "slurm")
 DEVICES = ("auto", "cpu", "cuda")

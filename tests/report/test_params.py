@@ -5,7 +5,7 @@ import papermill
 import pytest
 
 from lth_core import paths
-from lth_core.params import ParameterError, declared_parameters, load_profile, validate_parameters
+from lth_core.report.params import ParameterError, declared_parameters, load_profile, validate_parameters
 
 PARAMS_A = ('seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: Optional[int] = None  # rows\n'
             'name: str = "x"\nratio: float | None = 0.5\n')
@@ -15,7 +15,7 @@ PARAMS_B = 'seeds: list = [0]\nwidth: int = 3\n'
 def _notebook(path, params_src):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional\nfrom lth_core.params import validate_parameters"),
+    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional\nfrom lth_core.report.params import validate_parameters"),
                 nbformat.v4.new_code_cell(params_src, metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {path.stem!r}, {str(path.parent)!r})")]
     nbformat.write(nb, path)

@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import paths
-from .imp import IMPConfig, IMPRunner, IMPState
-from .training import TrainConfig
+from lth_core import paths
+from lth_core.imp import IMPConfig, IMPRunner, IMPState
+from lth_core.training import TrainConfig
 
 # 2: plain state_dicts with `<layer>.weight_mask` buffers (1 held torch parametrizations)
 FORMAT_VERSION = 2
@@ -175,7 +175,7 @@ def run_cached(cfg: IMPConfig, data=None, device: str | torch.device = "cpu", pr
             raise _corrupt(d, "done.json exists but not every round file does")
         return rows_frame(cfg, state.rows)
     if data is None:
-        from .data import load_dataset
+        from lth_core.data import load_dataset
         data = load_dataset(cfg.dataset, device=device)
     runner = IMPRunner(cfg, data, progress=progress)
     state = load_state(cfg)

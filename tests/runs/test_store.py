@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from conftest import synthetic_dataset
-from lth_core import imp, paths, store
+from lth_core import imp
+from lth_core import paths
+from lth_core.runs import store
 from lth_core.imp import IMPConfig
-from lth_core.store import CorruptRunError, atomic_text, config_hash, run_cached, run_dir
+from lth_core.runs.store import CorruptRunError, atomic_text, config_hash, run_cached, run_dir
 from lth_core.training import TrainConfig
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
@@ -80,7 +82,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tmp_outputs):
     script.write_text(textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(paths.REPO_ROOT / 'tests')!r})
         from conftest import synthetic_dataset
-        from lth_core.store import run_cached
+        from lth_core.runs.store import run_cached
         from lth_core.imp import IMPConfig
         from lth_core.training import TrainConfig
         cfg = {cfg!r}

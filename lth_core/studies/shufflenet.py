@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .analysis import dense_reference, sparsest_within_tolerance, winning_levels
-from .experiment import grid, run_experiment
-from .imp import IMPConfig, paper_config
-from .models import build_model, prunable_weights
-from .plots import new_figure, save_table
-from .pruning import layer_rates, n_to_prune
-from .store import run_name
+from lth_core.studies.analysis import dense_reference, sparsest_within_tolerance, winning_levels
+from lth_core.runs.experiment import grid, run_experiment
+from lth_core.imp import IMPConfig, paper_config
+from lth_core.models import build_model, prunable_weights
+from lth_core.report.plots import new_figure, save_table
+from lth_core.pruning import layer_rates, n_to_prune
+from lth_core.runs.store import run_name
 
 ARMS = ("reset", "bn_pruned", "constant_lr", "rewind")
 ARM_COLORS = {"reset": "tab:blue", "bn_pruned": "tab:purple", "constant_lr": "tab:orange", "rewind": "tab:green"}

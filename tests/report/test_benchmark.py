@@ -1,7 +1,7 @@
 """The benchmark's table: its columns, positive finite times, and ratio = lth_core / bare (no timing targets)."""
 import math
 
-from lth_core.benchmark import COLUMNS, run_benchmark
+from lth_core.report.benchmark import COLUMNS, run_benchmark
 
 
 def test_lenet_table_has_positive_times_and_their_ratio():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
+from lth_core import paths
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}

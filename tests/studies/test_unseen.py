@@ -1,4 +1,4 @@
-"""lth_core.unseen: Table 1 from the code, the experiment's configuration, and the computed statements."""
+"""lth_core.studies.unseen: Table 1 from the code, the experiment's configuration, and the computed statements."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
-from lth_core.params import network_overrides
-from lth_core import imp, training, unseen
+from lth_core.report.params import network_overrides
+from lth_core import imp
+from lth_core import training
+from lth_core.studies import unseen
 from lth_core.imp import IMPRunner
-from lth_core.plots import save_figure
+from lth_core.report.plots import save_figure
 from lth_core.training import TrainConfig
 
 LEVELS = [100.0, 80.0, 64.0, 51.2]

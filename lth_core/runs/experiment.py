@@ -4,18 +4,17 @@
 config fields. `run_experiment(name, configs, executor=...)` brings every run to
 the finished state (in this process, in worker processes, or as Slurm jobs: see
 `executors.py`; finished runs are read, interrupted ones resume) and returns all
-rows as one tidy DataFrame, also saved as `outputs/tables/<name>.csv`. Each row
-carries its run's name and the config fields that experiments vary
-(learning-rate schedule, BN pruning, rewinding, budget).
+rows as one tidy DataFrame (the caller saves what it shows). Each row carries its
+run's name and the config fields that experiments vary (learning-rate schedule,
+BN pruning, rewinding, budget).
 """
 import dataclasses
 import itertools
 
 import pandas as pd
 
-from .executors import execute_runs
-from .imp import IMPConfig
-from .plots import save_table
+from lth_core.runs.executors import execute_runs
+from lth_core.imp import IMPConfig
 
 
 def grid(base: IMPConfig, seeds=(0,), **axes) -> list[IMPConfig]:
@@ -37,10 +36,9 @@ def config_columns(cfg: IMPConfig) -> dict:
 
 def run_experiment(name: str, configs: list[IMPConfig], device: str = "auto", progress: bool = True,
                    executor: str = "local", executor_options: dict | None = None) -> pd.DataFrame:
-    """Finish (or read) every config's run and gather their rows; saves outputs/tables/<name>.csv."""
+    """Finish (or read) every config's run and gather their rows into one table."""
     if not configs:
         raise ValueError(f"experiment {name!r} has no runs: check its seeds and grid parameters")
     frames = execute_runs(configs, device, executor, executor_options, progress=progress)
     table = pd.concat([df.assign(**config_columns(c)) for c, df in zip(configs, frames)], ignore_index=True)
-    save_table(table, name)
     return table

@@ -3,7 +3,7 @@
 Inside:
 - `run_benchmark(networks, iterations, device, warmup)`: one row per network with its Table 1
   batch size, the device and CPU thread count, the two timings and their ratio.
-- `main()`: `python -m lth_core.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
+- `main()`: `python -m lth_core.report.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
   [--warmup N] [--repeats N] [--threads N]` prints that table.
 
 Each network is timed twice in the same process, at its Table 1 optimiser settings
@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IMAGE_SHAPE, NUM_CLASSES, TRAIN_SIZE, Dataset
-from .executors import resolve_device
-from .imp import PAPER_PRUNE_RATE, PAPER_TRAINING
-from .models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
-from .pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
-from .training import select_deterministic_kernels, train
+from lth_core.data import IMAGE_SHAPE, NUM_CLASSES, TRAIN_SIZE, Dataset
+from lth_core.runs.executors import resolve_device
+from lth_core.imp import PAPER_PRUNE_RATE, PAPER_TRAINING
+from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
+from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
+from lth_core.training import select_deterministic_kernels, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
 # alone takes seconds there), enough steps on a GPU for launch overheads to average out
@@ -201,7 +201,7 @@ def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lth_core.benchmark",
+        prog="python -m lth_core.report.benchmark",
         description="ms per training iteration: lth_core's train() on a masked network "
                     "versus a bare PyTorch loop, at each network's Table 1 batch size.")
     parser.add_argument("--networks", nargs="+", default=list(MODELS), choices=list(MODELS))

@@ -13,8 +13,10 @@ import submitit
 import torch
 
 from conftest import synthetic_dataset
-from lth_core import executors, paths, store
-from lth_core.executors import ExecutorOptions, RunFailedError, execute_runs
+from lth_core.runs import executors
+from lth_core import paths
+from lth_core.runs import store
+from lth_core.runs.executors import ExecutorOptions, RunFailedError, execute_runs
 from lth_core.imp import IMPConfig
 from lth_core.training import TrainConfig
 

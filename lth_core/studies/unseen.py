@@ -23,12 +23,14 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import analysis, imp, plots
-from .data import load_dataset
-from .imp import IMPConfig, make_splits, paper_config
-from .models import DATASET_OF, build_model, count_prunable, output_layer_name, prunable_weights
-from .pruning import layer_rates
-from .training import iterations_per_epoch
+from lth_core.studies import analysis
+from lth_core import imp
+from lth_core.report import plots
+from lth_core.data import load_dataset
+from lth_core.imp import IMPConfig, make_splits, paper_config
+from lth_core.models import DATASET_OF, build_model, count_prunable, output_layer_name, prunable_weights
+from lth_core.pruning import layer_rates
+from lth_core.training import iterations_per_epoch
 
 FIGURE1_NETWORKS = ("lenet_300_100", "conv2")
 TABLE1_NETWORKS = ("lenet_300_100", "conv2", "shufflenet")

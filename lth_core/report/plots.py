@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from . import paths
+from lth_core import paths
 
 sns.set_theme(style="whitegrid", context="notebook")
 

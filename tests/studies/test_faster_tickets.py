@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from lth_core import speedup
+from lth_core.studies import faster_tickets as speedup
 from lth_core.imp import PAPER_TRAINING
 
 PCT = {0: 100.0, 1: 80.0, 2: 64.0}
@@ -166,7 +166,7 @@ def test_caveat_and_cost_sentences_use_the_setup():
 
 
 def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):
-    from lth_core.plots import save_figure
+    from lth_core.report.plots import save_figure
     df = _rows()
     lo, hi = speedup.figure2(df, "lenet_300_100").axes[0].get_ylim()
     assert hi - lo >= 4.0  # accuracies 97.0 and 97.5 are not blown up to fill the axis

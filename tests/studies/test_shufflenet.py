@@ -1,4 +1,4 @@
-"""lth_core.shufflenet_study: arm configs, winning-ticket bookkeeping, computed sentences, figures."""
+"""lth_core.studies.shufflenet: arm configs, winning-ticket bookkeeping, computed sentences, figures."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -7,7 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_core import executors, paths, shufflenet_study as ss
+from lth_core.runs import executors
+
+from lth_core import paths
+
+from lth_core.studies import shufflenet as ss
 from conftest import synthetic_dataset
 
 SMALL = dict(iterations=10, rounds=2, eval_every=5, train_limit=100, val_size=50, test_limit=50, batch_size=10)
@@ -44,7 +48,7 @@ def test_study_configs_builds_every_arm_with_its_one_difference():
     assert const.train.lr == 2e-4 and const.train.lr_schedule == "constant" and not const.prune_bn
     assert rew.rewind_iteration == 3 and rew.train == reset.train and not rew.prune_bn
     # arms differ from each other, so the run store keeps them apart
-    from lth_core.store import config_hash
+    from lth_core.runs.store import config_hash
     assert len({config_hash(a[0]) for a in arms.values()}) == 4
 
 

@@ -17,7 +17,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from lth_core import data, paths
+from lth_core import data
+
+from lth_core import paths
 from lth_core.data import CorruptCacheError, DataError, load_dataset
 
 REAL_DATA = Path(os.environ.get("LTH_DATA_DIR", paths.REPO_ROOT.parent / "shared" / "data"))

@@ -1,6 +1,6 @@
 """The main job: execute every notebook of a profile headless with papermill.
 
-    python -m lth_core.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
+    python -m lth_core.report.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
 
 Each notebook `notebooks/NN_*.ipynb` runs with the profile's parameters
 (`notebooks/params/<profile>.yaml`) plus `device`, `executor` and
@@ -24,9 +24,9 @@ import papermill
 import yaml
 from tqdm.auto import tqdm
 
-from . import paths
-from .executors import ExecutorOptions, check_device, check_executor
-from .params import declared_parameters, load_profile
+from lth_core import paths
+from lth_core.runs.executors import ExecutorOptions, check_device, check_executor
+from lth_core.report.params import declared_parameters, load_profile
 
 
 def notebooks() -> list[str]:

@@ -23,12 +23,12 @@ All sentences are computed from the rows (`claim_sentences`, `cost_sentences`, `
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .analysis import points
-from .data import TRAIN_SIZE
-from .experiment import grid
-from .imp import IMPConfig, make_splits, paper_config
-from .plots import new_figure, plot_vs_remaining
-from .training import iterations_per_epoch
+from lth_core.studies.analysis import points
+from lth_core.data import TRAIN_SIZE
+from lth_core.runs.experiment import grid
+from lth_core.imp import IMPConfig, make_splits, paper_config
+from lth_core.report.plots import new_figure, plot_vs_remaining
+from lth_core.training import iterations_per_epoch
 
 REFERENCE_PERCENT = 100.0
 # Official training-set sizes, used only to count the rows (and so the epoch length) of each finding set.
