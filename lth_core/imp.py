@@ -4,6 +4,9 @@
 splits, training settings, pruning rates, controls); it is the unit the run
 store caches. `IMPRunner(cfg, data).run_round(state)` performs one round and
 returns the next state, so a caller can persist between rounds and resume.
+A round is `round_jobs(state)` (each training with its reset model), the
+trainings, then `finish_round(state, jobs, results)`: a caller may train the
+jobs of many runs together (runs/fused.py) and finish each run's round alike.
 
 Round r (r = 0 is the dense network):
 1. reset: every parameter (biases and BN included) back to its initial value,
@@ -15,7 +18,10 @@ Round r (r = 0 is the dense network):
    `reinit` (same mask, fresh random init) and `random_prune` (random mask of
    the same per-layer density, same init);
 5. prune the early-stopping weights of 2 layer-wise -> the mask of round r+1.
-Every training yields one tidy row (see `ROW_COLUMNS`).
+Every training yields one tidy row (see `ROW_COLUMNS`). `round_trainings(cfg, r)`
+lists the trainings of round r in the order run_round does them, and
+`planned_remaining_pct(cfg)` the percent of weights left at each level, so
+callers count and label without re-deriving either.
 
 Data splits: a seeded validation holdout (`val_size`) comes out of the training
 set first; the rest is the pool. `all` is the pool, `half1`/`half2` its seeded
@@ -31,9 +37,10 @@ import torch
 from lth_core import data as data_mod
 from lth_core.data import Dataset
 from lth_core.models import DATASET_OF, build_model, check_model_name
-from lth_core.pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, prune_layerwise,
-                      random_masks_like, set_masks)
-from lth_core.training import TrainConfig, state_copy, train
+from lth_core.pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, planned_remaining,
+                              prune_layerwise, random_masks_like, set_masks)
+from lth_core.models import prunable_weights
+from lth_core.training import TrainConfig, TrainResult, state_copy, train
 
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
@@ -103,6 +110,30 @@ def paper_config(network: str, **overrides) -> IMPConfig:
     return IMPConfig(**{"network": network, "prune_rate": PAPER_PRUNE_RATE[network], "train": tc, **overrides})
 
 
+def round_trainings(cfg: IMPConfig, r: int) -> list[tuple[str, str]]:
+    """(kind, split) of every training of round r, in run_round's order: the finding run, the reset
+    ticket on each other `retrain_on` split, then (pruned rounds only) each control on every split
+    tickets are evaluated on."""
+    out = [("ticket", cfg.find_on)]
+    out += [("ticket", split) for split in cfg.retrain_on if split != cfg.find_on]
+    if r > 0:  # the dense network has nothing to control for
+        out += [(control, split) for control in cfg.controls for split in (cfg.retrain_on or (cfg.find_on,))]
+    return out
+
+
+def trainings_per_run(cfg: IMPConfig) -> int:
+    """Trainings of a whole IMP run (rounds 0..cfg.rounds)."""
+    return sum(len(round_trainings(cfg, r)) for r in range(cfg.rounds + 1))
+
+
+def planned_remaining_pct(cfg: IMPConfig) -> list[float]:
+    """Percent of prunable weights (BN gammas included when pruned) left at each level, without training."""
+    model = build_model(cfg.network)
+    rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
+    sizes = {n: p.numel() for n, p in prunable_weights(model, include_bn=cfg.prune_bn).items()}
+    return planned_remaining(sizes, rates, cfg.rounds)
+
+
 def derive_seed(*parts) -> int:
     """A 63-bit seed from any tuple of values: independent streams per (seed, round, purpose)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
@@ -136,6 +167,21 @@ class IMPState:
     checkpoint: dict | None = None  # early-stopping state of the last finished round's ticket
 
 
+@dataclass
+class TrainingJob:
+    """One training of a round: what `training.train` needs, plus the row's kind, split and mask."""
+    kind: str  # ticket | reinit | random_prune
+    split: str
+    model: torch.nn.Module  # reset, masked, on the data's device
+    masks: Masks
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    cfg: TrainConfig
+    seed: int
+    snapshot_at: int | None
+    desc: str
+
+
 class IMPRunner:
     """Runs the rounds of one IMPConfig on a loaded dataset."""
 
@@ -160,10 +206,12 @@ class IMPRunner:
         set_masks(model, masks)
         return model
 
-    def _train(self, model, split: str, r: int, purpose: str, snapshot_at=None):
-        return train(model, self.data, self.splits[split], self.splits["val"], self.cfg.train,
-                     seed=derive_seed(self.cfg.seed, r, purpose, split), snapshot_at=snapshot_at,
-                     progress=self.progress, desc=f"{self.cfg.network} r{r} {purpose} on {split}")
+    def job(self, model, split: str, r: int, purpose: str, kind: str, masks: Masks,
+            snapshot_at=None) -> TrainingJob:
+        return TrainingJob(kind=kind, split=split, model=model, masks=masks, train_idx=self.splits[split],
+                           val_idx=self.splits["val"], cfg=self.cfg.train,
+                           seed=derive_seed(self.cfg.seed, r, purpose, split), snapshot_at=snapshot_at,
+                           desc=f"{self.cfg.network} r{r} {purpose} on {split}")
 
     def _row(self, r: int, masks: Masks, kind: str, trained_on: str, res) -> dict:
         row = {"network": self.cfg.network, "seed": self.cfg.seed, "round": r,
@@ -176,33 +224,48 @@ class IMPRunner:
             row[f"pct_remaining[{name}]"] = 100.0 * float(m.sum()) / m.numel()
         return row
 
-    def run_round(self, state: IMPState) -> IMPState:
+    def round_jobs(self, state: IMPState) -> list[TrainingJob]:
+        """The trainings of round `state.round` (see `round_trainings`), each with its reset model."""
         cfg, r = self.cfg, state.round
         if r > cfg.rounds:
             raise ValueError(f"round {r} is past the last round {cfg.rounds}")
-        reset_target = state.rewind_state if (r > 0 and state.rewind_state is not None) else state.init_state
-        model = self.reset(self.new_model(0), reset_target, state.masks)
-        snap = cfg.rewind_iteration if (r == 0 and cfg.rewind_iteration is not None) else None
-        found = self._train(model, cfg.find_on, r, "ticket", snapshot_at=snap)
-        rows = [self._row(r, state.masks, "ticket", cfg.find_on, found)]
-        eval_splits = cfg.retrain_on or (cfg.find_on,)
-        for split in cfg.retrain_on:
-            if split != cfg.find_on:  # training the reset ticket on find_on is the finding run itself
-                model = self.reset(model, reset_target, state.masks)
-                rows.append(self._row(r, state.masks, "ticket", split, self._train(model, split, r, "retrain")))
-        if r > 0:  # the dense network has nothing to control for
-            for control in cfg.controls:
-                for split in eval_splits:
-                    rows.append(self._control_row(control, r, state, reset_target, split))
+        reset_target = self.reset_target(state)
+        jobs = []
+        for i, (kind, split) in enumerate(round_trainings(cfg, r)):
+            if kind == "ticket":
+                model = self.reset(self.new_model(0), reset_target, state.masks)
+                snap = cfg.rewind_iteration if (i == 0 and r == 0) else None  # the finding run of round 0
+                jobs.append(self.job(model, split, r, "ticket" if i == 0 else "retrain", kind, state.masks, snap))
+            else:
+                model, masks = self.control_model(kind, r, state, reset_target)
+                jobs.append(self.job(model, split, r, kind, kind, masks))
+        return jobs
+
+    def finish_round(self, state: IMPState, jobs: list[TrainingJob], results: list[TrainResult]) -> IMPState:
+        """The next state from the round's trained jobs: rows, and the mask pruned from the finding run."""
+        cfg, r = self.cfg, state.round
+        rows = [self._row(r, job.masks, job.kind, job.split, res) for job, res in zip(jobs, results)]
+        found = results[0]
         if r < cfg.rounds:
             weights = {name: found.best_state[name] for name in state.masks}
-            rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
+            rates = layer_rates(jobs[0].model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
             next_masks = prune_layerwise(weights, state.masks, rates)
         else:
             next_masks = state.masks
-        rewind = found.snapshot_state if snap is not None else state.rewind_state
+        rewind = found.snapshot_state if jobs[0].snapshot_at is not None else state.rewind_state
         return IMPState(round=r + 1, masks=next_masks, init_state=state.init_state, rewind_state=rewind,
                         rows=state.rows + rows, checkpoint=found.best_state)
+
+    def run_round(self, state: IMPState) -> IMPState:
+        """One round, its trainings one after another."""
+        jobs = self.round_jobs(state)
+        results = [train(j.model, self.data, j.train_idx, j.val_idx, j.cfg, seed=j.seed, snapshot_at=j.snapshot_at,
+                         progress=self.progress, desc=j.desc) for j in jobs]
+        return self.finish_round(state, jobs, results)
+
+    def reset_target(self, state: IMPState) -> dict:
+        """Initial weights, or from round 1 on with late rewinding, the weights at the rewind iteration."""
+        return state.rewind_state if (state.round > 0 and state.rewind_state is not None) else state.init_state
 
     def control_model(self, control: str, r: int, state: IMPState, reset_target: dict):
         """(model, masks) of a control at round r: the ticket's mask on a fresh init, or a random mask."""
@@ -212,10 +275,6 @@ class IMPRunner:
             return model, state.masks
         masks = random_masks_like(state.masks, torch.Generator().manual_seed(derive_seed(self.cfg.seed, r, control)))
         return self.reset(self.new_model(0), reset_target, masks), masks
-
-    def _control_row(self, control: str, r: int, state: IMPState, reset_target: dict, split: str) -> dict:
-        model, masks = self.control_model(control, r, state, reset_target)
-        return self._row(r, masks, control, split, self._train(model, split, r, control))
 
     def run(self, state: IMPState | None = None) -> IMPState:
         state = state or self.initial_state()

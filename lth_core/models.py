@@ -7,6 +7,8 @@
 `build_model(name, **options)` is the entry point; `prunable_weights(model)`
 lists the conv and linear weights pruning acts on, in forward order, and
 `output_layer_name(model)` names the classifier (pruned at half rate).
+`NETWORK_LABEL`, `DATASET_LABEL` and `network_title` are the names figures and
+tables print; `FIGURE_STEM` names each network's figure files (`fig1_<stem>`, ...).
 Initialisations follow the spec (reproduction-spec.md): linear N(0, std=1e-3),
 conv Xavier-uniform (Conv-2) or He-normal fan-out (ShuffleNet), biases 0, BN 1/0.
 """
@@ -127,6 +129,14 @@ def shufflenet(groups: int = 1, linear_init_std: float = LINEAR_INIT_STD) -> nn.
 
 MODELS = {"lenet_300_100": lenet_300_100, "conv2": conv2, "shufflenet": shufflenet}
 DATASET_OF = {"lenet_300_100": "mnist", "conv2": "cifar10", "shufflenet": "cifar10"}
+NETWORK_LABEL = {"lenet_300_100": "LeNet-300-100", "conv2": "Conv-2", "shufflenet": "ShuffleNet"}
+DATASET_LABEL = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+FIGURE_STEM = {"lenet_300_100": "lenet_mnist", "conv2": "conv2_cifar10", "shufflenet": "shufflenet_cifar10"}
+
+
+def network_title(name: str) -> str:
+    """"LeNet-300-100 on MNIST": how figures and sentences name a network."""
+    return f"{NETWORK_LABEL[check_model_name(name)]} on {DATASET_LABEL[DATASET_OF[name]]}"
 
 
 def check_model_name(name: str) -> str:

@@ -23,6 +23,8 @@ A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
   lth_core.report.benchmark` measured LeNet-300-100 at about 1.22x a bare loop with
   parametrizations against 1.09x with these hooks (mask costs alone). A plain
   state_dict (`weight`, `weight_mask`, `bias`) is a side benefit.
+- `planned_remaining(sizes, rates, rounds)`: percent of weights remaining at each
+  level of an IMP run, from the layer sizes alone (what `prune_layerwise` will do).
 - `random_masks_like` builds the random-pruning control: same per-layer count.
 - `density_table` reports the fraction remaining per layer and overall.
 """
@@ -83,6 +85,15 @@ def check_rate(name: str, rate: float) -> float:
 def n_to_prune(n_alive: int, rate: float) -> int:
     """round(rate * n_alive), halves rounded up (Python's round() would round half to even)."""
     return int(rate * n_alive + 0.5)
+
+
+def planned_remaining(sizes: dict[str, int], rates: dict[str, float], rounds: int) -> list[float]:
+    """Percent of the weights in `sizes` remaining at levels 0..rounds, pruning each layer at its rate."""
+    alive, total, out = dict(sizes), sum(sizes.values()), []
+    for _ in range(rounds + 1):
+        out.append(100.0 * sum(alive.values()) / total)
+        alive = {n: a - n_to_prune(a, check_rate(n, rates.get(n, 0.0))) for n, a in alive.items()}
+    return out
 
 
 def prune_layerwise(weights: dict[str, torch.Tensor], masks: Masks, rates: dict[str, float]) -> Masks:

@@ -27,12 +27,14 @@ from tqdm.auto import tqdm
 
 from lth_core.data import Dataset
 
+OPTIMIZERS = ("adam",)  # the paper's and the authors' optimiser for every network
 SCHEDULES = ("constant", "step", "exponential")
 CRITERIA = ("val_loss", "val_acc")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    optimizer: str = "adam"  # Adam (betas 0.9/0.999, eps 1e-8), as the authors' torch.optim.Adam
     iterations: int = 30_000
     batch_size: int = 100
     lr: float = 1e-3
@@ -52,6 +54,8 @@ class TrainConfig:
                 f"({self.eval_every}) must be positive integers")
         if self.lr <= 0 or self.weight_decay < 0:
             bad(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in SCHEDULES:
             bad(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.criterion not in CRITERIA:
@@ -103,6 +107,15 @@ def evaluate(model: nn.Module, batches) -> tuple[float, float]:
 def iterations_per_epoch(n_rows: int, batch_size: int) -> int:
     """Steps per epoch as train() takes them: full batches only, at least one."""
     return max(1, n_rows // batch_size)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser `cfg.optimizer` names, over the model's parameters."""
+    if cfg.optimizer == "adam":
+        # fused: one kernel per step, and no slowdown on the exact zeros pruned weights keep in Adam's state
+        # (torch.sqrt on zero entries is several times slower here; measured by lth_core.report.benchmark)
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 def select_deterministic_kernels() -> None:
@@ -177,9 +190,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     train_idx = train_idx.cpu()
     per_epoch = iterations_per_epoch(len(train_idx), cfg.batch_size)
     bs = min(cfg.batch_size, len(train_idx))
-    # fused: one kernel per step, and no slowdown on the exact zeros pruned weights keep in Adam's state
-    # (torch.sqrt on zero entries is several times slower here; measured by lth_core.report.benchmark)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    opt = make_optimizer(model, cfg)
     model.train()
     stopping = EarlyStopping(cfg)
     snapshot = state_copy(model) if snapshot_at == 0 else None
