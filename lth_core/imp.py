@@ -90,6 +90,17 @@ class IMPConfig:
                 raise ValueError(f"unknown control {c!r}; valid controls: {', '.join(CONTROLS)}")
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        # a rate of 1 would prune every weight; past it (or negative) the masks would be nonsense,
+        # and without this check that surfaces only after round 0 has trained
+        for name, rate in (("prune_rate", self.prune_rate), ("output_rate", self.output_rate)):
+            if rate is not None and not 0 <= rate < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        n_train = data_mod.TRAIN_SIZE[self.dataset]
+        if not 1 <= self.val_size < n_train:  # 0 would fail only at the first evaluation
+            raise ValueError(f"val_size must be in [1, {n_train}) for {self.dataset}, got {self.val_size}")
+        for name, limit in (("train_limit", self.train_limit), ("test_limit", self.test_limit)):
+            if limit is not None and limit < 1:  # negative limits would slice from the end
+                raise ValueError(f"{name} must be None or >= 1, got {limit}")
         if not 0 < self.subset_percent <= 100:
             raise ValueError(f"subset_percent must be in (0, 100], got {self.subset_percent}")
         if self.rewind_iteration is not None and not 0 <= self.rewind_iteration <= self.train.iterations:
@@ -108,6 +119,14 @@ def paper_config(network: str, **overrides) -> IMPConfig:
     train_over = {k: overrides.pop(k) for k in list(overrides) if k in train_fields}
     tc = dataclasses.replace(PAPER_TRAINING[network], **train_over)
     return IMPConfig(**{"network": network, "prune_rate": PAPER_PRUNE_RATE[network], "train": tc, **overrides})
+
+
+def is_paper_scale(cfg: IMPConfig) -> bool:
+    """Table 1's training settings on the full data (evaluation frequency and patience aside)."""
+    paper = PAPER_TRAINING[cfg.network]
+    same_training = dataclasses.replace(cfg.train, eval_every=paper.eval_every, patience=None) == paper
+    return (same_training and cfg.train_limit is None and cfg.test_limit is None
+            and cfg.val_size == IMPConfig.val_size)
 
 
 def round_trainings(cfg: IMPConfig, r: int) -> list[tuple[str, str]]:

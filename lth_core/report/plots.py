@@ -1,10 +1,13 @@
-"""Figures in the paper's style: metrics against percent of weights remaining.
+"""Figures in the paper's style: metrics against percent of weights remaining (or pruned).
 
-`plot_vs_remaining` draws seaborn lines with a 95% confidence band over seeds on
-a log x axis running from 100% on the left down to the sparsest ticket, with
-optional reference line (the dense network). `save_figure` writes PNG and PDF
-under `outputs/figures/`; `save_table` writes tidy CSV (and Markdown) under
-`outputs/tables/`.
+- `new_figure(ncols, nrows)`: a grid of axes in the project's seaborn style (set here,
+  not on import, so importing lth_core never changes a user's matplotlib settings);
+- `line_with_band(ax, df, x, y, ...)`: the one way a metric is drawn: the mean over
+  seeds with a 95% confidence band when there are several seeds;
+- `plot_vs_remaining`: that line on a log x axis running from 100% on the left
+  down to the sparsest ticket, with an optional reference line (the dense network);
+- `save_figure` writes PNG and PDF under `outputs/figures/`; `show_figure` saves,
+  displays (in a notebook) and closes, so every notebook shows figures the same way.
 """
 from pathlib import Path
 
@@ -15,16 +18,20 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from lth_core import paths
 
-sns.set_theme(style="whitegrid", context="notebook")
+
+def line_with_band(ax, df: pd.DataFrame, x: str, y: str, **style):
+    """Mean of `y` per `x` over seeds, with a 95% CI band when `df` holds several seeds."""
+    n_seeds = df["seed"].nunique() if "seed" in df else 1
+    sns.lineplot(data=df, x=x, y=y, ax=ax, marker=style.pop("marker", "o"), markersize=4,
+                 errorbar=("ci", 95) if n_seeds > 1 else None, **style)
+    return ax
 
 
 def plot_vs_remaining(df: pd.DataFrame, y: str, ax, hue: str | None = None, style: str | None = None,
                       reference: float | None = None, reference_label: str = "unpruned",
                       x: str = "pct_remaining", ylabel: str | None = None, title: str | None = None):
     """Mean of `y` over seeds with a 95% CI band, against percent remaining (log, decreasing)."""
-    n_seeds = df["seed"].nunique() if "seed" in df else 1
-    sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, ax=ax, marker="o", markersize=4,
-                 errorbar=("ci", 95) if n_seeds > 1 else None)
+    line_with_band(ax, df, x, y, hue=hue, style=style)
     if reference is not None:
         ax.axhline(reference, color="black", ls="--", lw=1, label=reference_label)
     ax.set_xscale("log")
@@ -56,16 +63,21 @@ def save_figure(fig, stem: str) -> list[Path]:
     return files
 
 
-def save_table(df: pd.DataFrame, stem: str, markdown: bool = False) -> list[Path]:
-    out = paths.tables_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / f"{stem}.csv"]
-    df.to_csv(files[0], index=False)
-    if markdown:
-        files.append(out / f"{stem}.md")
-        files[1].write_text(df.to_markdown(index=False) + "\n")
-    return files
-
-
 def new_figure(ncols: int = 2, nrows: int = 1, width: float = 5.5, height: float = 4.0):
+    """(figure, 2-d array of axes) in the project's style."""
+    sns.set_theme(style="whitegrid", context="notebook")
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+
+
+def show_figure(fig, stem: str) -> list[Path]:
+    """Save `fig` as outputs/figures/<stem>.{png,pdf}, show it once in a notebook, and close it."""
+    files = save_figure(fig, stem)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:  # in a notebook or IPython shell
+        display(fig)
+    plt.close(fig)  # else the inline backend would show it a second time
+    return files

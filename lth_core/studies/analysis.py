@@ -36,8 +36,3 @@ def winning_levels(df: pd.DataFrame, reference: pd.Series, tolerance: float) -> 
     m["winning"] = ((m["test_acc"] >= reference["test_acc"] - tolerance)
                     & (m["es_iteration"] <= reference["es_iteration"]))
     return m
-
-
-def points(x: float) -> str:
-    """An accuracy difference in words: "1 point", "0.5 points"."""
-    return f"{x:g} point" + ("" if x == 1 else "s")

@@ -18,22 +18,24 @@ Definitions used by every table, figure and sentence here:
 - a level is one pruning round; every subset size reaches the same percent of
   weights remaining at the same round, so levels are matched by round.
 
-All sentences are computed from the rows (`claim_sentences`, `cost_sentences`, `caveat_sentences`).
+The verdict on the paper's 7.5x is a row of the claims table (`claims`); the other
+sentences are computed from the rows too (`cost_sentences`, `caveat_sentences`).
 """
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lth_core.studies.analysis import points
 from lth_core.data import TRAIN_SIZE
-from lth_core.runs.experiment import grid
 from lth_core.imp import IMPConfig, make_splits, paper_config
+from lth_core.models import network_title
+from lth_core.report.claims import claim, claims_frame, not_learned
 from lth_core.report.plots import new_figure, plot_vs_remaining
+from lth_core.report.tables import fmt, plural, points
+from lth_core.runs.experiment import grid
 from lth_core.training import iterations_per_epoch
 
+NOTEBOOK = "02_faster_tickets"
+
 REFERENCE_PERCENT = 100.0
-# Official training-set sizes, used only to count the rows (and so the epoch length) of each finding set.
-NETWORK_TITLE = {"lenet_300_100": "LeNet-300-100 on MNIST", "conv2": "Conv-2 on CIFAR-10"}
-FIGURE_SUFFIX = {"lenet_300_100": "lenet_mnist", "conv2": "conv2_cifar10"}
 # The paper's section 4 text: (early-stopping iteration on a 10% subset, on 100%), as it states them.
 PAPER_CLAIM_PERCENT = 10.0
 PAPER_CLAIM_RATIO = 7.5
@@ -226,7 +228,7 @@ def figure2(df: pd.DataFrame, network: str, min_span: float = 4.0):
     fig, axes = new_figure(ncols=1)
     ax = axes[0][0]
     plot_vs_remaining(_with_labels(rows), "test_acc", ax, hue="subset", ylabel="test accuracy at early stopping (%)",
-                      title=f"{NETWORK_TITLE.get(network, network)}: tickets found on s%, retrained on 100%")
+                      title=f"{network_title(network)}: tickets found on s%, retrained on 100%")
     lo, hi = ax.get_ylim()
     if hi - lo < min_span:  # do not magnify differences of a few tenths into the whole axis
         mid = (lo + hi) / 2
@@ -244,7 +246,7 @@ def figure3(df: pd.DataFrame, network: str):
     budget = rows["budget"].max()
     plot_vs_remaining(_with_labels(rows), "es_iteration", ax, hue="subset",
                       ylabel="early-stopping iteration while finding",
-                      title=f"{NETWORK_TITLE.get(network, network)}: ticket finding on s% of the data")
+                      title=f"{network_title(network)}: ticket finding on s% of the data")
     ax.axhline(budget, color="grey", ls=":", lw=1.5, label="training budget")  # early stopping can't be later
     ax.set_ylim(0, budget * 1.05)
     ax.legend(fontsize="small")
@@ -253,14 +255,6 @@ def figure3(df: pd.DataFrame, network: str):
 
 
 # --- computed prose --------------------------------------------------------------------------
-
-def _f(x: float, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}"
-
-
-def _n(x: float, unit: str) -> str:
-    return f"{_f(x)} {unit}" + ("" if round(x) == 1 else "s")
-
 
 def _pick(table: pd.DataFrame, network: str, percent: float) -> pd.Series | None:
     hit = table[(table["network"] == network) & (table["subset_percent"] == percent)]
@@ -275,54 +269,34 @@ def claim_subset(table: pd.DataFrame, network: str) -> float | None:
     return PAPER_CLAIM_PERCENT if PAPER_CLAIM_PERCENT in sizes else sizes[0]
 
 
-def claim_sentences(table: pd.DataFrame) -> str:
-    """Markdown: per network, whether the paper's 7.5x fewer iterations at equal accuracy holds here
-    (at the table's tolerance)."""
+def claims(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The claims table of Figures 2-3: per network, the paper's 7.5x fewer iterations at equal accuracy."""
     out = []
     for network in table["network"].unique():
-        name = NETWORK_TITLE.get(network, network)
-        ref = _pick(table, network, REFERENCE_PERCENT)
         s = claim_subset(table, network)
         if s is None:
-            out.append(f"- **{name}**: only the 100% set was run, so there is no speed-up to report.")
             continue
-        row = _pick(table, network, s)
-        tolerance = row["tolerance"]
-        paper = PAPER_ES.get(network)
-        paper_txt = (f" (paper, 10% vs 100%: ~{_f(paper[0])} vs ~{_f(paper[1])}, {paper[1] / paper[0]:.1f}x)"
-                     if paper else "")
-        note = "" if s == PAPER_CLAIM_PERCENT else f" (the paper's 10% was not run; {s:g}% is the closest)"
+        row, ref = _pick(table, network, s), _pick(table, network, REFERENCE_PERCENT)
+        tol = row["tolerance"]
+        dense = retrained_rows(df)
+        dense = dense[(dense["network"] == network) & (dense["subset_percent"] == REFERENCE_PERCENT)
+                      & (dense["round"] == 0)]["test_acc"].mean()
         fast = row["es_speedup"] >= PAPER_CLAIM_RATIO
-        n_off = int(row["levels"] - row["levels_within_tolerance"])
-        pts = points(tolerance)
-        speed = f"the speed-up {'reaches' if fast else 'stays below'} {PAPER_CLAIM_RATIO:g}x"
-        acc = (f"the retrained accuracy is within {pts} of the 100% tickets at every level" if n_off == 0 else
-               f"the retrained accuracy falls more than {pts} below the 100% tickets at {n_off} of "
-               f"{int(row['levels'])} levels")
-        if fast and n_off == 0:
-            verdict = f"**holds** here: {speed} and {acc}"
-        elif n_off == 0:
-            verdict = f"**does not hold** here: {acc}, but {speed}"
-        elif fast:
-            verdict = f"**does not hold** here: {speed}, but {acc}"
-        else:
-            verdict = f"**does not hold** here: {speed} and {acc}"
-        text = (f"- **{name}**{note}: finding tickets on {s:g}% of the training data early-stops at "
-                f"{_f(row['mean_es_iteration'])} iterations on average, against {_f(ref['mean_es_iteration'])} "
-                f"on 100%{paper_txt}: **{row['es_speedup']:.1f}x fewer iterations**. Retrained on the full set, "
-                f"these tickets differ from the 100% tickets by {row['acc_diff_mean']:+.2f} accuracy points on "
-                f"average (worst level {row['acc_diff_worst']:+.2f}), and are within the tolerance of "
-                f"{pts} at {int(row['levels_within_tolerance'])} of {int(row['levels'])} levels. "
-                f"The paper's {PAPER_CLAIM_RATIO:g}x at equal accuracy therefore {verdict}.")
-        if ref["es_at_budget_end"] > 0:
-            both = row["es_at_budget_end"] > 0
-            text += (f" Caution: {100 * ref['es_at_budget_end']:.0f}% of the finding runs on the full set had "
-                     f"their best validation at the last iteration of the {_f(ref['budget'])}-iteration budget: "
-                     "their early-stopping iteration is cut off by the budget; "
-                     + ("the subset runs are censored too, so the ratio says little."
-                        if both else "the true ratio can only be larger than the one shown."))
-        out.append(text)
-    return "\n".join(out)
+        # a reference stopped by its budget could have stopped later: its ratio is only a lower bound
+        bound = (f"{100 * ref['es_at_budget_end']:.0f}% of the 100% finding runs stop at the end of their budget, "
+                 f"so {row['es_speedup']:.1f}x is a lower bound" if ref["es_at_budget_end"] > 0 and not fast else None)
+        other = None if s == PAPER_CLAIM_PERCENT else f"the paper's 10% was not run; {s:g}% is the closest"
+        paper = PAPER_ES.get(network)
+        out.append(claim(
+            NOTEBOOK, network, f"finding tickets on a {PAPER_CLAIM_PERCENT:g}% subset takes {PAPER_CLAIM_RATIO:g}x "
+            f"fewer iterations, at retrained accuracy within {points(tol)} of the 100% tickets at every level",
+            "Figs. 2-3", f"{PAPER_CLAIM_RATIO:g}x" + (f" ({fmt(paper[0], ',.0f')} vs {fmt(paper[1], ',.0f')})"
+                                                      if paper else ""),
+            f"{row['es_speedup']:.1f}x ({fmt(row['mean_es_iteration'], ',.0f')} vs "
+            f"{fmt(ref['mean_es_iteration'], ',.0f')}); worst level {row['acc_diff_worst']:+.2f} points",
+            f"es_speedup >= {PAPER_CLAIM_RATIO:g} and acc_diff_worst >= -tolerance",
+            bool(fast and row["acc_diff_worst"] >= -tol), [not_learned(dense), bound, other], int(row["seeds"])))
+    return claims_frame(out)
 
 
 def _claim_rows(table: pd.DataFrame):
@@ -330,7 +304,7 @@ def _claim_rows(table: pd.DataFrame):
     for network in table["network"].unique():
         s = claim_subset(table, network)
         if s is not None:
-            yield (NETWORK_TITLE.get(network, network), s, _pick(table, network, s),
+            yield (network_title(network), s, _pick(table, network, s),
                    _pick(table, network, REFERENCE_PERCENT))
 
 
@@ -345,9 +319,9 @@ def cost_sentences(table: pd.DataFrame) -> str:
     out = []
     for name, s, row, ref in _claim_rows(table):
         out.append(f"- **{name}**: finding one trajectory of tickets (every round's finding run) took "
-                   f"{_f(row['finding_seconds'], 1)} s on {s:g}% against {_f(ref['finding_seconds'], 1)} s on 100% "
+                   f"{fmt(row['finding_seconds'], ',.1f')} s on {s:g}% against {fmt(ref['finding_seconds'], ',.1f')} s on 100% "
                    f"({row['wall_speedup']:.1f}x); up to the early-stopping iterations it was "
-                   f"{_f(row['seconds_to_es_est'], 1)} s against {_f(ref['seconds_to_es_est'], 1)} s "
+                   f"{fmt(row['seconds_to_es_est'], ',.1f')} s against {fmt(ref['seconds_to_es_est'], ',.1f')} s "
                    f"({row['es_wall_speedup']:.1f}x).")
     return "\n".join(out)
 
@@ -356,23 +330,23 @@ def caveat_sentences(table: pd.DataFrame) -> str:
     """Markdown: why early-stopping iterations on a small subset are bounded by its short epochs."""
     out = []
     for name, s, row, ref in _claim_rows(table):
-        text = (f"- **{name}**: the {s:g}% set has {_f(row['finding_set_rows'])} rows, so one epoch is "
-                f"{_n(row['iterations_per_epoch'], 'iteration')}, against {_f(ref['iterations_per_epoch'])} on 100%. "
+        text = (f"- **{name}**: the {s:g}% set has {fmt(row['finding_set_rows'], ',.0f')} rows, so one epoch is "
+                f"{plural(row['iterations_per_epoch'], 'iteration')}, against {fmt(ref['iterations_per_epoch'], ',.0f')} on 100%. "
                 f"Finding runs early-stopped after {row['mean_es_epochs']:.1f} epochs of their data on "
                 f"{s:g}% and {ref['mean_es_epochs']:.1f} on 100%: ")
         ratio_epochs = ref["iterations_per_epoch"] / row["iterations_per_epoch"]
         text += (f"the epoch-length ratio alone is {ratio_epochs:.1f}x, against the {row['es_speedup']:.1f}x "
                  "measured in iterations. ")
         if row["batch_size"] < ref["batch_size"]:
-            text += (f"The {s:g}% set is smaller than one batch of {_f(ref['batch_size'])}, so its batches hold "
-                     f"{_f(row['batch_size'])} rows and its iterations are cheaper than those on 100%. ")
+            text += (f"The {s:g}% set is smaller than one batch of {fmt(ref['batch_size'], ',.0f')}, so its batches hold "
+                     f"{fmt(row['batch_size'], ',.0f')} rows and its iterations are cheaper than those on 100%. ")
         if row["eval_every"] > row["iterations_per_epoch"]:
-            text += (f"Validation runs every {_f(row['eval_every'])} iterations, "
+            text += (f"Validation runs every {fmt(row['eval_every'], ',.0f')} iterations, "
                      f"{row['eval_every'] / row['iterations_per_epoch']:.1f} epochs of the subset: its "
                      f"early-stopping iteration cannot be resolved more finely, nor fall below "
-                     f"{_f(row['eval_every'])}.")
+                     f"{fmt(row['eval_every'], ',.0f')}.")
         else:
-            text += (f"Validation runs every {_f(row['eval_every'])} iterations, within one epoch of the subset, "
+            text += (f"Validation runs every {fmt(row['eval_every'], ',.0f')} iterations, within one epoch of the subset, "
                      "so the early-stopping iteration is resolved finely enough.")
         out.append(text)
     return "\n".join(out)

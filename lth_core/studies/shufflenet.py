@@ -16,7 +16,8 @@ The study has up to four arms, each a full IMP run per seed on CIFAR-10:
 labels the rows, `arm_summary` computes per arm the dense reference and the
 winning tickets (a pruned level whose mean test accuracy is within `tolerance`
 of the arm's own unpruned network and whose early stopping is not later), the
-`*_sentence` functions turn that into the prose the notebook prints, and
+`claims` judges the paper's Figure 4 claims from it (the claims table), the
+`*_sentence` functions turn it into the prose the notebook prints, and
 `arm_figure` draws accuracy and early-stopping iteration against percent of
 weights pruned on a linear axis (0 on the left, as the paper's Figure 4).
 """
@@ -24,15 +25,19 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from lth_core.studies.analysis import dense_reference, sparsest_within_tolerance, winning_levels
+from lth_core.imp import IMPConfig, is_paper_scale, paper_config, planned_remaining_pct, trainings_per_run
+from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.plots import line_with_band, new_figure
+from lth_core.report.tables import fmt, is_missing, points, save_table
 from lth_core.runs.experiment import grid, run_experiment
-from lth_core.imp import IMPConfig, paper_config
-from lth_core.models import build_model, prunable_weights
-from lth_core.report.plots import new_figure, save_table
-from lth_core.pruning import layer_rates, n_to_prune
 from lth_core.runs.store import run_name
+from lth_core.studies.analysis import dense_reference, sparsest_within_tolerance, winning_levels
+
+NOTEBOOK = "03_shufflenet"
+PAPER_WINNING_PCT_PRUNED = 40.0  # "a winning ticket at about 40% pruned"
+PAPER_ACC_FLOOR, PAPER_ACC_UNTIL = 75.0, 80.0  # "accuracy above 75% until about 80% pruned"
+LINEAR_R2 = 0.8  # "decreases roughly linearly": a straight line explains at least this share of the variance
 
 ARMS = ("reset", "bn_pruned", "constant_lr", "rewind")
 ARM_COLORS = {"reset": "tab:blue", "bn_pruned": "tab:purple", "constant_lr": "tab:orange", "rewind": "tab:green"}
@@ -78,34 +83,14 @@ def arm_label(arm: str, cfg: IMPConfig) -> str:
             "rewind": reset}.get(arm, arm)
 
 
-def planned_pct_pruned(cfg: IMPConfig) -> list[float]:
-    """Percent of prunable weights pruned at each level of `cfg`, from the layer sizes alone (no training)."""
-    model = build_model(cfg.network)
-    rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
-    sizes = {n: p.numel() for n, p in prunable_weights(model, include_bn=cfg.prune_bn).items()}
-    alive, total, out = dict(sizes), sum(sizes.values()), []
-    for _ in range(cfg.rounds + 1):
-        out.append(100.0 * (1 - sum(alive.values()) / total))
-        alive = {n: a - n_to_prune(a, rates[n]) for n, a in alive.items()}
-    return out
-
-
-def trainings(cfg: IMPConfig) -> int:
-    """Training runs of one IMP run, as imp.IMPRunner.run_round does them: per level the finding run and a
-    retraining on each other split; per pruned level each control on every split tickets are evaluated on."""
-    retrain = sum(split != cfg.find_on for split in cfg.retrain_on)
-    eval_splits = len(cfg.retrain_on) or 1
-    return (cfg.rounds + 1) * (1 + retrain) + cfg.rounds * len(cfg.controls) * eval_splits
-
-
 def scale_sentence(arms: dict[str, list[IMPConfig]], n_weights: int) -> str:
     """What this run is: the network's size, the arms, the budget per training, the pruning levels."""
     cfg = arms["reset"][0]
     tc = cfg.train
     pool = "the full training pool" if cfg.train_limit is None else f"{cfg.train_limit:,} training images"
     test = "the full test set" if cfg.test_limit is None else f"{cfg.test_limit:,} test images"
-    levels = ", ".join(f"{p:.1f}" for p in planned_pct_pruned(cfg))
-    n_train = sum(trainings(c) for configs in arms.values() for c in configs)
+    levels = ", ".join(f"{100 - p:.1f}" for p in planned_remaining_pct(cfg))
+    n_train = sum(trainings_per_run(c) for configs in arms.values() for c in configs)
     return (f"ShuffleNet has {n_weights:,} prunable weights (Table 1: 946K). Arms: {', '.join(arms)}; "
             f"{len(arms['reset'])} seed(s) each, {n_train} trainings in all. Each training runs {tc.iterations:,} "
             f"iterations at batch {tc.batch_size} on {pool} (the paper: 30,000 at batch 100 on the full set), "
@@ -123,7 +108,7 @@ def run_arms(arms: dict[str, list[IMPConfig]], device: str = "auto", progress: b
     """Run (or read) every arm's runs as one experiment; all rows with `arm`, `arm_label` and `pct_pruned`.
 
     All arms go to the executor together, so `processes` or `slurm` can run them side by side.
-    The rows are saved as outputs/tables/fig4_shufflenet.csv.
+    The rows are saved (once, here) as outputs/tables/fig4_shufflenet.csv.
     """
     configs = [cfg for configs in arms.values() for cfg in configs]
     df = run_experiment("fig4_shufflenet", configs, device=device, progress=progress, executor=executor,
@@ -199,11 +184,7 @@ def _row(summary: pd.DataFrame, arm: str) -> pd.Series:
     if hit.empty:
         raise ValueError(f"arm {arm!r} was not run; arms in the summary: {list(summary['arm'])}")
     # a DataFrame stores a missing value as NaN; the sentences test for None
-    return pd.Series({k: None if _missing(v) else v for k, v in hit.iloc[0].items()}, dtype=object)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
+    return pd.Series({k: None if is_missing(v) else v for k, v in hit.iloc[0].items()}, dtype=object)
 
 
 def _winning_phrase(s: pd.Series) -> str:
@@ -216,13 +197,9 @@ def _winning_phrase(s: pd.Series) -> str:
 
 
 def _definition(tolerance: float) -> str:
-    points = "point" if tolerance == 1 else "points"
-    return (f"A winning ticket: a pruned level whose mean test accuracy is within {tolerance:g} accuracy {points} "
+    return (f"A winning ticket: a pruned level whose mean test accuracy is within "
+            f"{points(tolerance).replace('point', 'accuracy point')} "
             "of its own unpruned network's and whose early stopping is not later.")
-
-
-def _fmt(v, spec: str = ".2f", none: str = "n/a") -> str:
-    return none if _missing(v) else format(v, spec)
 
 
 def top_sentence(df: pd.DataFrame, summary: pd.DataFrame, tolerance: float) -> str:
@@ -256,8 +233,8 @@ def bn_sentence(summary: pd.DataFrame, tolerance: float) -> str:
     direction = "falls" if b["slope_per_10pct_pruned"] < 0 else "rises"
     return (f"With BN gamma pruned too, test accuracy {direction} by {abs(b['slope_per_10pct_pruned']):.2f} points "
             f"per 10% of weights pruned (straight-line fit over {b['levels']} levels, "
-            f"R\u00b2 = {_fmt(b['linear_r2'])}); with BN kept the fitted slope is "
-            f"{_fmt(k['slope_per_10pct_pruned'], '+.2f')} points per 10% (R\u00b2 = {_fmt(k['linear_r2'])}). "
+            f"R\u00b2 = {fmt(b['linear_r2'])}); with BN kept the fitted slope is "
+            f"{fmt(k['slope_per_10pct_pruned'], '+.2f')} points per 10% (R\u00b2 = {fmt(k['linear_r2'])}). "
             f"With BN pruned, IMP {_winning_phrase(b)}. The paper: accuracy decreases roughly linearly "
             f"with the fraction pruned.")
 
@@ -274,8 +251,8 @@ def lr_sentence(summary: pd.DataFrame, tolerance: float) -> str:
 
 def sparser_verdict(reset_sparsest: float | None, rewind_sparsest: float | None) -> str:
     """Which of reset and rewinding finds the sparser winning ticket, from their sparsest winning pct pruned."""
-    reset_sparsest = None if _missing(reset_sparsest) else reset_sparsest
-    rewind_sparsest = None if _missing(rewind_sparsest) else rewind_sparsest
+    reset_sparsest = None if is_missing(reset_sparsest) else reset_sparsest
+    rewind_sparsest = None if is_missing(rewind_sparsest) else rewind_sparsest
     if reset_sparsest is None and rewind_sparsest is None:
         return "neither finds a winning ticket"
     if rewind_sparsest is None:
@@ -297,10 +274,55 @@ def rewind_sentence(summary: pd.DataFrame, tolerance: float) -> str:
             f"{rew['sparsest_test_acc']:.2f}% against {reset['sparsest_test_acc']:.2f}% for reset.")
 
 
+def claims(df: pd.DataFrame, summary: pd.DataFrame, arms: dict[str, list[IMPConfig]],
+           tolerance: float) -> pd.DataFrame:
+    """The claims table of Figure 4 (see report/claims.py): winning ticket, accuracy floor, BN, lr."""
+    reset = _row(summary, "reset")
+    seeds, learned = int(reset["seeds"]), not_learned(reset["dense_test_acc"])
+    reached = reset["sparsest_pct_pruned"]
+    small = None if is_paper_scale(arms["reset"][0]) else "a scaled-down run (budget or data below Table 1's)"
+    sparsest_win = reset["sparsest_winning_pct_pruned"]
+    out = [claim(NOTEBOOK, "shufflenet", f"IMP finds a winning ticket at about {PAPER_WINNING_PCT_PRUNED:g}% pruned "
+                 f"(within {points(tolerance)}, early stopping not later)", "Fig. 4 top",
+                 f"{PAPER_WINNING_PCT_PRUNED:g}% pruned", f"sparsest winning: {fmt(sparsest_win, '.1f', 'none')}"
+                 f" (run reaches {reached:.1f}% pruned)",
+                 f"sparsest_winning_pct_pruned >= 0.9 * {PAPER_WINNING_PCT_PRUNED:g}",
+                 not is_missing(sparsest_win) and sparsest_win >= 0.9 * PAPER_WINNING_PCT_PRUNED,
+                 [learned, None if reached >= 0.9 * PAPER_WINNING_PCT_PRUNED or not is_missing(sparsest_win)
+                  else f"the run reaches only {reached:.1f}% pruned"], seeds)]
+    lv = arm_levels(df, "reset", tolerance)
+    upto = lv[lv["pct_pruned"] <= PAPER_ACC_UNTIL]
+    floor = float(upto["test_acc"].min())
+    out.append(claim(NOTEBOOK, "shufflenet", f"test accuracy stays above {PAPER_ACC_FLOOR:g}% until about "
+                     f"{PAPER_ACC_UNTIL:g}% pruned", "Fig. 4 top", f"> {PAPER_ACC_FLOOR:g}%",
+                     f"lowest {floor:.2f}% up to {float(upto['pct_pruned'].max()):.1f}% pruned",
+                     f"min test_acc over levels <= {PAPER_ACC_UNTIL:g}% pruned >= {PAPER_ACC_FLOOR:g}",
+                     floor >= PAPER_ACC_FLOOR,
+                     [learned, small, None if reached >= PAPER_ACC_UNTIL
+                      else f"the run reaches only {reached:.1f}% pruned"], seeds))
+    if "bn_pruned" in set(summary["arm"]):
+        b = _row(summary, "bn_pruned")
+        fitted = b["slope_per_10pct_pruned"] is not None and b["levels"] >= 3
+        out.append(claim(NOTEBOOK, "shufflenet", "with BN gamma pruned, accuracy decreases roughly linearly with "
+                         "the fraction pruned", "Fig. 4 bottom", "linear decrease",
+                         f"slope {fmt(b['slope_per_10pct_pruned'], '+.2f')} points per 10%, "
+                         f"R\u00b2 {fmt(b['linear_r2'])}", f"slope < 0 and R\u00b2 >= {LINEAR_R2:g}",
+                         bool(fitted and b["slope_per_10pct_pruned"] < 0 and b["linear_r2"] >= LINEAR_R2),
+                         [not_learned(b["dense_test_acc"]),
+                          None if fitted else "fewer than 3 levels: no line to fit"], seeds))
+    if "constant_lr" in set(summary["arm"]):
+        c = _row(summary, "constant_lr")
+        out.append(claim(NOTEBOOK, "shufflenet", "a constant lr of 2e-4 finds no winning ticket; lr 1e-2 with "
+                         "x0.1 steps does", "Sec. 5 (prose)", "none vs some",
+                         f"{int(c['winning_levels'])} vs {int(reset['winning_levels'])} winning levels",
+                         "winning_levels(constant_lr) == 0 and winning_levels(reset) > 0",
+                         c["winning_levels"] == 0 and reset["winning_levels"] > 0,
+                         [learned, not_learned(c["dense_test_acc"])], seeds))
+    return claims_frame(out)
+
+
 def _line(ax, df: pd.DataFrame, y: str, label: str, color: str, ls: str = "-", marker: str = "o"):
-    bands = df["seed"].nunique() > 1
-    sns.lineplot(data=df, x="pct_pruned", y=y, ax=ax, color=color, linestyle=ls, marker=marker, markersize=4,
-                 label=label, errorbar=("ci", 95) if bands else None)
+    line_with_band(ax, df, "pct_pruned", y, color=color, linestyle=ls, marker=marker, label=label)
 
 
 def arm_figure(df: pd.DataFrame, arms, tolerance: float, title: str, control: bool = False,

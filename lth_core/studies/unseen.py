@@ -13,8 +13,9 @@ Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
 - `label_curves(rows)`: names each row's curve (ticket on S1 / on S2, controls).
 - `figure1(rows, network, tolerance)`: the figure of one network: test accuracy
   and early-stopping iteration against percent of weights remaining.
-- `level_table`, `findings`, `findings_markdown`: per-level means, and the
-  sentences the notebook states, computed from the rows.
+- `level_table`, `findings`: per-level means, and the numbers behind the statements;
+- `claims(found)`: the claims table (the paper's claim, ours, the rule, the verdict);
+  `findings_markdown`: the longer statements, computed from the rows.
 """
 import dataclasses
 from collections import Counter
@@ -23,25 +24,24 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from lth_core.studies import analysis
 from lth_core import imp
-from lth_core.report import plots
 from lth_core.data import load_dataset
-from lth_core.imp import IMPConfig, make_splits, paper_config
-from lth_core.models import DATASET_OF, build_model, count_prunable, output_layer_name, prunable_weights
+from lth_core.imp import IMPConfig, is_paper_scale, make_splits, paper_config
+from lth_core.models import (DATASET_LABEL, DATASET_OF, NETWORK_LABEL, build_model, count_prunable,
+                             network_title, output_layer_name, prunable_weights)
 from lth_core.pruning import layer_rates
+from lth_core.report import plots
+from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.tables import fmt, format_count, format_float, points
+from lth_core.studies import analysis
 from lth_core.training import iterations_per_epoch
+
+NOTEBOOK = "01_trainability_unseen"
 
 FIGURE1_NETWORKS = ("lenet_300_100", "conv2")
 TABLE1_NETWORKS = ("lenet_300_100", "conv2", "shufflenet")
-NETWORK_LABEL = {"lenet_300_100": "LeNet-300-100", "conv2": "Conv-2", "shufflenet": "ShuffleNet"}
-DATASET_LABEL = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
-FIG_STEM = {"lenet_300_100": "fig1_lenet_mnist", "conv2": "fig1_conv2_cifar10"}
 # What section 3 of the paper claims: the S2 curve matches the unpruned network up to this % pruned.
 PAPER_PCT_PRUNED = {"lenet_300_100": 80.0, "conv2": 85.0}
-# `training.train` builds torch.optim.Adam for every network (TrainConfig has no optimizer field);
-# tests/test_unseen.py checks that this stays true.
-OPTIMIZER = "Adam"
 
 S1, S2 = "half1", "half2"
 CURVES = {  # (kind, trained_on) -> label, in legend order
@@ -54,17 +54,6 @@ CONTROL_LABEL = {"reinit": "the randomly re-initialised control", "random_prune"
 
 
 # ---------------------------------------------------------------- Table 1
-
-def format_count(n: int) -> str:
-    """A weight count the way Table 1 prints it: 266K, 946K, 4.3M."""
-    if n < 0:
-        raise ValueError(f"a weight count cannot be negative, got {n}")
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1_000:
-        return f"{round(n / 1e3)}K"
-    return str(n)
-
 
 def _conv_kind(c: nn.Conv2d) -> str:
     k = "x".join(str(s) for s in c.kernel_size)
@@ -88,13 +77,6 @@ def describe_layers(model: nn.Module) -> dict:
         conv_text += f", {'max' if isinstance(p, nn.MaxPool2d) else 'avg'}-pool {k}x{k}"
     fc_text = ", ".join(f"{m.in_features}→{m.out_features}" for m in fcs) or "-"
     return {"convolutions": conv_text, "fc_layers": fc_text, "n_conv": len(convs), "n_fc": len(fcs)}
-
-
-def format_float(x: float) -> str:
-    """1e-3, 2e-4, 0.95: the shortest exact form, scientific below 0.1."""
-    if x != 0 and abs(x) < 0.1:
-        return np.format_float_scientific(x, trim="-", exp_digits=1)
-    return f"{x:g}"
 
 
 def describe_lr(tc) -> str:
@@ -130,7 +112,7 @@ def table1(networks=TABLE1_NETWORKS) -> pd.DataFrame:
             "iterations": tc.iterations,
             "prune_pct_hidden": 100 * hidden.pop(),
             "prune_pct_output": 100 * rates[out_name],
-            "optimizer": OPTIMIZER,
+            "optimizer": {"adam": "Adam"}[tc.optimizer],
             "learning_rate": describe_lr(tc),
             "weight_decay": format_float(tc.weight_decay),
             "dataset": DATASET_LABEL[DATASET_OF[name]],
@@ -288,11 +270,11 @@ def _sentence(f: pd.Series) -> str:
          f"(iteration {f['dense_S2_es_iteration']:.0f}). ")
     sparsest, tol = f["sparsest_within_tolerance"], f["tolerance"]
     if sparsest is None or sparsest >= 100:
-        s += (f"Already the first pruned ticket, trained on the unseen half S2, falls more than {analysis.points(tol)} "
+        s += (f"Already the first pruned ticket, trained on the unseen half S2, falls more than {points(tol)} "
               f"below it (the paper: within tolerance up to {f['paper_pct_pruned']:g}% pruned). ")
     else:
         s += (f"Tickets found on S1 and trained from their reset weights on the unseen half S2 stay within "
-              f"{analysis.points(tol)} of it down to {sparsest:.3g}% of weights remaining, i.e. "
+              f"{points(tol)} of it down to {sparsest:.3g}% of weights remaining, i.e. "
               f"{100 - sparsest:.1f}% pruned (the paper: {f['paper_pct_pruned']:g}% pruned)")
         if f["within_tolerance_to_the_end"]:
             s += (", which is the sparsest level this run reached: the limit lies beyond it, "
@@ -319,6 +301,32 @@ def _sentence(f: pd.Series) -> str:
     return s
 
 
+def claims(found: pd.DataFrame) -> pd.DataFrame:
+    """The claims table of Figure 1, one row per network and claim (see report/claims.py)."""
+    out = []
+    for _, f in found.iterrows():
+        net, seeds, tol = f["network"], int(f["seeds"]), f["tolerance"]
+        learned = not_learned(f["dense_S2_acc"])
+        paper = f["paper_pct_pruned"]
+        within = f["pct_pruned_within_tolerance"]
+        within = 0.0 if within is None or pd.isna(within) else float(within)
+        reached = 100.0 - f["sparsest_level"]
+        short = (f"the run stops at {reached:.1f}% pruned, still within tolerance, short of the paper's {paper:g}%"
+                 if f["within_tolerance_to_the_end"] and reached < paper else None)
+        out.append(claim(
+            NOTEBOOK, net, f"tickets found on S1 and trained on unseen S2 stay within {points(tol)} of the "
+            f"unpruned network up to {paper:g}% pruned", "Fig. 1", f"{paper:g}% pruned",
+            f"{within:.1f}% pruned", "pct_pruned_within_tolerance >= paper_pct_pruned",
+            within >= paper, [learned, short], seeds))
+        if pd.notna(f.get("reinit_acc_at", float("nan"))):
+            out.append(claim(
+                NOTEBOOK, net, "the ticket on S2 beats its random re-initialisation control (our control; "
+                "not in the paper)", "-", "-",
+                f"{fmt(f['ticket_S2_acc_at'])}% vs {fmt(f['reinit_acc_at'])}% at {f['compared_at']:.3g}% remaining",
+                "ticket_S2_acc_at > reinit_acc_at", bool(f["beats_reinit"]), [learned], seeds))
+    return claims_frame(out)
+
+
 def findings_markdown(found: pd.DataFrame) -> str:
     """The notebook's computed statements, one paragraph per network."""
     return "\n\n".join(_sentence(f) for _, f in found.iterrows())
@@ -338,7 +346,7 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
                             reference_label="unpruned, trained on S2",
                             ylabel="test accuracy at early stopping (%)", title="test accuracy")
     ax_acc.axhspan(ref["test_acc"] - tolerance, ref["test_acc"] + tolerance, color="grey", alpha=0.15, lw=0,
-                   label=f"unpruned ± {analysis.points(tolerance)} (tolerance)")
+                   label=f"unpruned ± {points(tolerance)} (tolerance)")
     sparsest = analysis.sparsest_within_tolerance(_select(rows, network, "ticket", S2), ref["test_acc"], tolerance)
     if sparsest is not None and sparsest < 100:
         ax_acc.axvline(sparsest, color="grey", ls=":", lw=1.2, label="S2 last within tolerance")
@@ -349,18 +357,10 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     handles, labels = ax_acc.get_legend_handles_labels()
-    fig.suptitle(f"{NETWORK_LABEL[network]} on {DATASET_LABEL[DATASET_OF[network]]}: tickets found on S1, "
-                 f"trained on S1 and on unseen S2")
+    fig.suptitle(f"{network_title(network)}: tickets found on S1, trained on S1 and on unseen S2")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
     return fig
-
-
-def is_paper_scale(cfg: IMPConfig) -> bool:
-    """Table 1's training settings on the full data (evaluation frequency aside)."""
-    paper = imp.PAPER_TRAINING[cfg.network]
-    return (dataclasses.replace(cfg.train, eval_every=paper.eval_every) == paper and cfg.train_limit is None
-            and cfg.test_limit is None and cfg.val_size == IMPConfig.val_size)
 
 
 def scale_note(configs: list[IMPConfig]) -> str:

@@ -12,6 +12,7 @@ from lth_core.runs import executors
 from lth_core import paths
 
 from lth_core.studies import shufflenet as ss
+from lth_core.imp import planned_remaining_pct, trainings_per_run
 from conftest import synthetic_dataset
 
 SMALL = dict(iterations=10, rounds=2, eval_every=5, train_limit=100, val_size=50, test_limit=50, batch_size=10)
@@ -197,7 +198,7 @@ def test_run_arms_end_to_end_on_synthetic_data(monkeypatch):
     assert r1.loc[("reset", "ticket"), "pct_remaining[fc.weight]"] == pytest.approx(100 * (1 - 288 / 5760))
     for arm in ("reset", "bn_pruned"):  # the levels announced before training are the levels reached
         got = df[(df["arm"] == arm) & (df["kind"] == "ticket")].sort_values("round")["pct_pruned"]
-        assert list(got) == pytest.approx(ss.planned_pct_pruned(arms[arm][0]))
+        assert list(got) == pytest.approx([100 - p for p in planned_remaining_pct(arms[arm][0])])
     by_arm = df.groupby("arm").first()
     assert by_arm.loc["constant_lr", "lr_schedule"] == "constant" and by_arm.loc["rewind", "rewind_iteration"] == 1
     s = ss.arm_summary(df, tolerance=1.0)
@@ -209,15 +210,15 @@ def test_run_arms_end_to_end_on_synthetic_data(monkeypatch):
 
 def test_planned_levels_trainings_and_scale_sentence():
     arms = ss.study_configs(**SMALL, seeds=[0, 1], rewind_iteration=2)
-    levels = ss.planned_pct_pruned(arms["reset"][0])
+    levels = [100 - p for p in planned_remaining_pct(arms["reset"][0])]
     assert len(levels) == 3 and levels[0] == 0
     # 946,008 weights: convs lose 10% each round, the 5,760-weight output layer 5%
     convs, fc = 946008 - 5760, 5760
     for r in (1, 2):
         assert levels[r] == pytest.approx(100 * (1 - (0.9 ** r * convs + 0.95 ** r * fc) / 946008), abs=0.01)
-    bn_levels = ss.planned_pct_pruned(arms["bn_pruned"][0])
+    bn_levels = [100 - p for p in planned_remaining_pct(arms["bn_pruned"][0])]
     assert bn_levels[1] != levels[1]  # BN gammas are counted in the pruned fraction
-    assert ss.trainings(arms["reset"][0]) == 3 + 2 and ss.trainings(arms["rewind"][0]) == 3
+    assert trainings_per_run(arms["reset"][0]) == 3 + 2 and trainings_per_run(arms["rewind"][0]) == 3
     text = ss.scale_sentence(arms, 946008)
     assert "946,008 prunable weights" in text and "28 trainings in all" in text
     assert "10 iterations at batch 10 on 100 training images" in text and "2 seed(s)" in text
@@ -229,3 +230,12 @@ def test_one_winning_level_is_stated_in_the_singular():
     top = ss.top_sentence(df, ss.arm_summary(df, tolerance=0.5), 0.5)
     assert "IMP finds a winning ticket at 20.0% pruned." in top and "within 0.5 accuracy points" in top
     assert "up to 20.0% pruned" in top
+
+
+def test_claims_table_of_figure_4(tmp_outputs):
+    df, arms = study_rows(), ss.study_configs(**SMALL, seeds=[0])
+    summary = ss.arm_summary(df, tolerance=1.0)
+    c = ss.claims(df, summary, arms, tolerance=1.0).set_index("claim")
+    assert set(c["notebook"]) == {"03_shufflenet"} and set(c["verdict"]) <= {"holds", "does not hold", "not judged"}
+    floor = c.loc[[k for k in c.index if k.startswith("test accuracy stays above 75%")][0]]
+    assert floor["verdict"] == "not judged" and "scaled-down" in floor["why"]

@@ -10,6 +10,8 @@ import torch
 
 from conftest import synthetic_dataset
 from lth_core.report.params import network_overrides
+from lth_core.report.tables import format_count
+from lth_core.models import FIGURE_STEM, build_model
 from lth_core import imp
 from lth_core import training
 from lth_core.studies import unseen
@@ -70,32 +72,26 @@ def test_table1_follows_the_library_settings(monkeypatch):
     assert (row["batch_size"], row["iterations"]) == (64, 1234)
 
 
-def test_the_optimizer_the_table_names_is_the_one_training_uses(monkeypatch):
-    built = []
-    real = torch.optim.Adam
-
-    class Spy(real):
-        def __init__(self, *a, **kw):
-            built.append(real.__name__)
-            super().__init__(*a, **kw)
-
-    monkeypatch.setattr(training.torch.optim, "Adam", Spy)
+def test_the_optimizer_the_table_names_is_the_one_training_builds():
     data = synthetic_dataset()
-    runner = IMPRunner(imp.IMPConfig(rounds=0, train=TrainConfig(iterations=2, batch_size=50, eval_every=1),
-                                     val_size=100), data, progress=False)
-    runner.run()
-    assert built == [unseen.OPTIMIZER]
+    model = build_model("lenet_300_100", seed=0)
+    cfg = TrainConfig(iterations=2, batch_size=50, eval_every=1)
+    assert isinstance(training.make_optimizer(model, cfg), torch.optim.Adam)
+    assert set(unseen.table1(["lenet_300_100"])["optimizer"]) == {"Adam"}
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        TrainConfig(optimizer="sgd")
+    assert data is not None
 
 
 @pytest.mark.parametrize("n, text", [(266_200, "266K"), (4_300_992, "4.3M"), (946_008, "946K"),
                                      (999, "999"), (1_500, "2K"), (1_000_000, "1.0M")])
 def test_format_count(n, text):
-    assert unseen.format_count(n) == text
+    assert format_count(n) == text
 
 
 def test_format_count_rejects_negative_counts():
     with pytest.raises(ValueError, match="negative"):
-        unseen.format_count(-1)
+        format_count(-1)
 
 
 # ---------------------------------------------------------------- configuration
@@ -135,10 +131,10 @@ def test_run_settings_reports_disjoint_halves():
 
 def test_scale_note_tells_scaled_down_runs_apart():
     full = unseen.unseen_config("lenet_300_100")
-    assert unseen.is_paper_scale(full) and "Table 1's budgets" in unseen.scale_note([full])
+    assert imp.is_paper_scale(full) and "Table 1's budgets" in unseen.scale_note([full])
     small = unseen.unseen_config("lenet_300_100", iterations=100)
-    assert not unseen.is_paper_scale(small) and "scaled down for LeNet-300-100" in unseen.scale_note([small])
-    assert not unseen.is_paper_scale(unseen.unseen_config("lenet_300_100", train_limit=100))
+    assert not imp.is_paper_scale(small) and "scaled down for LeNet-300-100" in unseen.scale_note([small])
+    assert not imp.is_paper_scale(unseen.unseen_config("lenet_300_100", train_limit=100))
 
 
 # ---------------------------------------------------------------- results
@@ -189,6 +185,23 @@ def test_findings_when_no_pruned_level_is_within_tolerance_and_no_control_ran():
     assert "by -1.50 points" in text
 
 
+def test_claims_table_judges_each_network_and_says_why_not():
+    # within tolerance only to 20% pruned: the paper's 80% does not hold
+    c = unseen.claims(unseen.findings(_rows([98.0, 97.5, 96.5, 97.9], reinit=[0, 97.0, 96.0, 90.0]), 1.0))
+    assert list(c["claim"].str.startswith("tickets found on S1")) == [True, False]
+    main, control = c.iloc[0], c.iloc[1]
+    assert (main["verdict"], main["ours"], main["paper"]) == ("does not hold", "20.0% pruned", "80% pruned")
+    assert main["rule"] == "pct_pruned_within_tolerance >= paper_pct_pruned" and "one seed" in main["why"]
+    assert control["verdict"] == "holds" and control["rule"] == "ticket_S2_acc_at > reinit_acc_at"
+    # within tolerance to the end of a run that stops short of the paper's level: no verdict either way
+    short = unseen.claims(unseen.findings(_rows([98.0, 97.5, 97.6]), 1.0)).iloc[0]
+    assert short["verdict"] == "not judged" and "short of the paper's 80%" in short["why"]
+    # a network at chance supports no verdict, however flat its curve
+    chance = unseen.claims(unseen.findings(_rows([11.0, 11.0, 10.8], reinit=[0, 15.0, 9.5]), 1.0))
+    assert list(chance["verdict"]) == ["not judged", "not judged"]
+    assert chance["why"].str.contains("did not learn").all()
+
+
 def test_level_table_has_every_curve_per_level():
     rows = _rows([98.0, 97.5, 96.5], s1=[98.5, 98.0, 97.0], reinit=[0, 97.0, 92.0], es=[300, 200, 100])
     t = unseen.level_table(rows, "lenet_300_100", tolerance=1.0)
@@ -214,7 +227,7 @@ def test_figure1_draws_both_panels_with_the_papers_axis(tmp_outputs):
     legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend for both panels, below them
     assert "unpruned ± 1 point (tolerance)" in legend and ax_acc.get_legend() is None
     assert [t.get_text() for t in ax_acc.get_xticklabels()] == ["100", "80", "64", "51.2"]  # few levels: each
-    files = save_figure(fig, unseen.FIG_STEM["lenet_300_100"])
+    files = save_figure(fig, "fig1_" + FIGURE_STEM["lenet_300_100"])
     assert all(p.exists() and p.stat().st_size > 0 for p in files)
     plt.close(fig)
 

@@ -1,0 +1,69 @@
+"""Claims tables: each notebook's verdicts on the paper's claims, as data before prose.
+
+One row per (claim, network): `notebook`, `network`, `claim` (what the paper
+says), `paper_figure` (where it says it), `paper` (its value), `ours` (the value
+measured here), `rule` (the test that decides, as the study module computes it),
+`verdict` and `why`.
+
+A verdict is "holds" or "does not hold" when the rule could be applied, and
+"not judged" when a precondition fails; `why` then says which. Preconditions:
+- the network learned: its unpruned test accuracy is at least `LEARNED_MARGIN`
+  points above chance (a network at chance supports no statement about tickets);
+- claims about the paper's absolute numbers need the paper's scale (budget,
+  data); a scaled-down run is not judged on them.
+A verdict from a single seed stays a verdict, and `why` says it rests on one seed.
+
+`judge(...)` applies this; `save_claims(claims, notebook)` merges a notebook's
+rows into `outputs/tables/claims.csv`, which holds all notebooks' claims.
+"""
+import pandas as pd
+
+from lth_core import paths
+from lth_core.data import NUM_CLASSES
+from lth_core.report.tables import save_table
+
+COLUMNS = ["notebook", "network", "claim", "paper_figure", "paper", "ours", "rule", "verdict", "why"]
+VERDICTS = ("holds", "does not hold", "not judged")
+CHANCE_ACC = 100.0 / NUM_CLASSES
+LEARNED_MARGIN = 10.0  # accuracy points above chance an unpruned network needs before its tickets are judged
+
+
+def not_learned(dense_acc: float) -> str | None:
+    """Why a network with this unpruned test accuracy cannot be judged, or None when it learned."""
+    if dense_acc < CHANCE_ACC + LEARNED_MARGIN:
+        return (f"the unpruned network did not learn ({dense_acc:.1f}% test accuracy, chance is "
+                f"{CHANCE_ACC:.0f}%; at least {CHANCE_ACC + LEARNED_MARGIN:.0f}% is needed)")
+    return None
+
+
+def judge(holds: bool | None, blockers: list[str | None], seeds: int) -> tuple[str, str]:
+    """(verdict, why): "not judged" with its reasons when any blocker is set or `holds` is None."""
+    reasons = [b for b in blockers if b]
+    if reasons or holds is None:
+        return "not judged", "; ".join(reasons) or "the rule could not be applied"
+    note = "one seed only: no confidence interval" if seeds == 1 else f"mean over {seeds} seeds"
+    return ("holds" if holds else "does not hold"), note
+
+
+def claim(notebook: str, network: str, claim: str, paper_figure: str, paper: str, ours: str, rule: str,
+          holds: bool | None, blockers: list[str | None], seeds: int) -> dict:
+    """One row of the claims table."""
+    verdict, why = judge(holds, blockers, seeds)
+    return dict(zip(COLUMNS, (notebook, network, claim, paper_figure, paper, ours, rule, verdict, why)))
+
+
+def claims_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def save_claims(claims: pd.DataFrame, notebook: str) -> pd.DataFrame:
+    """Replace `notebook`'s rows in outputs/tables/claims.csv (other notebooks' rows stay); the whole table."""
+    if set(claims["notebook"]) - {notebook}:
+        raise ValueError(f"claims of other notebooks {sorted(set(claims['notebook']) - {notebook})} "
+                         f"passed as {notebook!r}'s")
+    path = paths.tables_dir() / "claims.csv"
+    others = pd.read_csv(path) if path.exists() else claims_frame([])
+    table = pd.concat([others[others["notebook"] != notebook], claims], ignore_index=True)
+    table = table.sort_values("notebook", kind="stable", ignore_index=True)
+    save_table(table, "claims")
+    return table
