@@ -3,8 +3,8 @@
 Inside:
 - `load_dataset(name)`: MNIST or CIFAR-10 as a `Dataset` of four tensors (train/test images
   as uint8 N x C x H x W, labels as int64). Read once from the data root (torchvision's
-  official on-disk layouts, or CIFAR-10 as an ImageFolder tree of JPEG/PNG files), or
-  downloaded with torchvision when asked, then cached decoded in `paths.CACHE_DIR`.
+  official on-disk layouts, or CIFAR-10 as an ImageFolder tree of JPEG/PNG files), or else
+  downloaded with torchvision (unless $LTH_DOWNLOAD=0), then cached decoded in `paths.CACHE_DIR`.
 - `Dataset`: the tensors plus `normalize` and batch iterators that yield normalised float
   batches, so training code never touches uint8 pixels.
 - `validation_split`, `split_halves`, `random_subset`: index selections that depend only on
@@ -15,12 +15,17 @@ Inside:
 Whole datasets fit in memory (CIFAR-10 is 184 MB as uint8), so batches are plain tensor
 indexing, with no DataLoader workers to compete for the few CPU cores.
 """
+import fcntl
 import gzip
 import hashlib
+import http.client
 import os
 import pickle
 import struct
+import sys
+import tarfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +56,19 @@ MNIST_FILES = {  # tensor key -> file name in MNIST/raw, and the IDX dimensional
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DOWNLOAD_ENV = "LTH_DOWNLOAD"  # 0/false/no/off: never download; unset or 1/true/yes/on: download
+DOWNLOAD_ON, DOWNLOAD_OFF = ("", "1", "true", "yes", "on"), ("0", "false", "no", "off")
+# what torchvision's download writes under the cache dir: all of it is removed if the download fails
+DOWNLOAD_PATHS = {"mnist": ("MNIST",), "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz")}
+# the downloaded archives, deleted once extracted (the extracted files are a data-root layout)
+DOWNLOAD_ARCHIVES = {"mnist": tuple(f"MNIST/raw/{file_name}.gz" for file_name, _ in MNIST_FILES.values()),
+                     "cifar10": ("cifar-10-python.tar.gz",)}
+OFFICIAL_SOURCES = {  # where users can fetch the files by hand (torchvision's first mirror)
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (the four *-ubyte.gz files)",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it)",
+}
+# how torchvision and urllib report a failed, refused, cut-off or corrupt download
+DOWNLOAD_ERRORS = (OSError, RuntimeError, EOFError, http.client.HTTPException, tarfile.TarError)
 LAYOUTS = {  # shown to the user when nothing is found
     "mnist": [
         "MNIST/raw/{train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -133,30 +151,29 @@ class Dataset:
             yield self.normalize(self.test_x[rows]), self.test_y[rows]
 
 
-def load_dataset(name: str, device="cpu", data_root=None, download: bool = False,
+def load_dataset(name: str, device="cpu", data_root=None, download: bool | None = None,
                  cache_dir=None) -> Dataset:
     """Dataset `name` on `device`: from the cache, else the data root, else a download.
 
     The cache (`cache_dir/<name>.pt`, default `paths.CACHE_DIR`) always wins, whatever the
     data root holds now; delete it to re-read the raw files. `data_root` defaults to
     `paths.data_root()` ($LTH_DATA_DIR). For CIFAR-10 the official pickles are preferred over
-    the ImageFolder tree when both exist, since JPEG copies are lossy.
+    the ImageFolder tree when both exist, since JPEG copies are lossy. Found in neither, the
+    dataset is downloaded with torchvision into `cache_dir`: `download=None` (the default)
+    follows $LTH_DOWNLOAD (unset or 1: download, 0: never), True or False override it.
+    Processes sharing a cache dir build each cache once: the others wait, then read it.
     """
     _check_name(name)
     cache_dir = Path(paths.CACHE_DIR if cache_dir is None else cache_dir)
     data_root = Path(paths.data_root() if data_root is None else data_root)
     cache_file = cache_dir / f"{name}.pt"
-    if cache_file.exists():
-        tensors = _read_cache(name, cache_file)
-    else:
-        tensors, source = _read_raw(name, data_root), data_root
-        if tensors is None and download:
-            tensors, source = _download(name, cache_dir), cache_dir
-        if tensors is None:
-            raise DataError(_not_found_message(name, data_root, cache_dir))
-        _check_tensors(name, tensors, source=str(source))
-        _write_cache(tensors, cache_file)
-    return Dataset(name, **tensors).to(device)
+    if not cache_file.exists():
+        with _build_lock(cache_file):
+            if not cache_file.exists():  # another process may have built it while this one waited
+                tensors = _build(name, data_root, cache_dir, download)
+                _write_cache(tensors, cache_file)
+                return Dataset(name, **tensors).to(device)
+    return Dataset(name, **_read_cache(name, cache_file)).to(device)
 
 
 def validation_split(n_train: int, n_val: int = 5000, seed: int = 0
@@ -234,6 +251,38 @@ def _check_tensors(name: str, tensors: dict, source: str) -> None:
             problem = f"labels span {int(y.min())}..{int(y.max())}, expected 0..{NUM_CLASSES - 1}"
         if problem:
             raise DataError(f"{name} {split} set from {source}: {problem}")
+
+
+def _build(name: str, data_root: Path, cache_dir: Path, download: bool | None) -> dict:
+    """The dataset's checked tensors from the raw files in `data_root`, else from a download."""
+    tensors, source = _read_raw(name, data_root), data_root
+    if tensors is None:
+        why_not = _why_no_download(download)
+        if why_not:
+            raise DataError(_not_found_message(name, data_root, cache_dir, why_not))
+        tensors, source = _download(name, data_root, cache_dir), cache_dir
+    _check_tensors(name, tensors, source=str(source))
+    return tensors
+
+
+@contextmanager
+def _build_lock(cache_file: Path):
+    """Hold an exclusive lock on `cache_file`'s build, so parallel workers read or download once.
+
+    The lock file (`.<name>.pt.lock` beside the cache) is deleted on release; a waiter that then
+    holds a lock on the deleted file takes the lock again on the current one.
+    """
+    lock_file = cache_file.with_name(f".{cache_file.name}.lock")
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        with open(lock_file, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when f closes
+            if lock_file.exists() and os.path.samestat(os.fstat(f.fileno()), os.stat(lock_file)):
+                try:
+                    yield
+                finally:
+                    lock_file.unlink(missing_ok=True)
+                return
 
 
 def _checksum(tensors: dict) -> str:
@@ -419,27 +468,82 @@ def _read_image_folder(split_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([label for _, label in files], dtype=torch.int64))
 
 
-def _download(name: str, cache_dir: Path) -> dict:
-    """Fetch the official files with torchvision into `cache_dir`, then read them like a data root."""
+def _why_no_download(download: bool | None) -> str | None:
+    """Why downloading is off, for the error message; None when it is allowed."""
+    if download is not None:
+        return None if download else "load_dataset was called with download=False"
+    value = os.environ.get(DOWNLOAD_ENV, "")
+    if value.strip().lower() in DOWNLOAD_ON:
+        return None
+    if value.strip().lower() in DOWNLOAD_OFF:
+        return f"{DOWNLOAD_ENV}={value}"
+    raise DataError(f"{DOWNLOAD_ENV}={value!r} is not understood: set it to 1 (download missing "
+                    "datasets, the default) or 0 (never download)")
+
+
+def _download(name: str, data_root: Path, cache_dir: Path) -> dict:
+    """Fetch the official files with torchvision into `cache_dir`, then read them like a data root.
+
+    torchvision shows a progress bar and checks the archives' md5. The extracted files stay in
+    `cache_dir` (a data-root layout), the archives are deleted. Whatever the download created is
+    deleted again if it fails or is interrupted, so no partial raw files are left behind.
+    """
     import torchvision.datasets  # here, not at the top: it is slow to import and rarely needed
 
     dataset_class = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    targets = [cache_dir / path for path in DOWNLOAD_PATHS[name]]
+    existing = _paths_under(targets)
+    print(f"{name} is in neither the cache {cache_dir / f'{name}.pt'} nor the data root {data_root}; "
+          f"downloading it with torchvision into {cache_dir} ({DOWNLOAD_ENV}=0 turns this off)",
+          file=sys.stderr, flush=True)
     try:
-        dataset_class(root=str(cache_dir), train=True, download=True)
-    except (OSError, RuntimeError) as err:  # torchvision's errors for failed or corrupt downloads
-        raise DataError(f"downloading {name} into {cache_dir} failed ({err}); check the internet "
-                        "connection, or put the files in a data root (see LTH_DATA_DIR)") from err
-    tensors = _read_raw(name, cache_dir)
-    if tensors is None:
-        raise DataError(f"torchvision downloaded {name} but none of the layouts "
-                        f"{LAYOUTS[name]} appeared in {cache_dir}")
+        try:
+            dataset_class(root=str(cache_dir), train=True, download=True)
+        except DOWNLOAD_ERRORS as err:
+            raise DataError(f"downloading {name} into {cache_dir} failed ({type(err).__name__}: "
+                            f"{err}); nothing of it was kept. Check the internet connection and "
+                            f"retry, or get the data by hand: "
+                            + _manual_instructions(name, data_root)) from err
+        tensors = _read_raw(name, cache_dir)
+        if tensors is None:
+            raise DataError(f"torchvision downloaded {name} but none of the layouts "
+                            f"{LAYOUTS[name]} appeared in {cache_dir}")
+    except BaseException:  # an interruption too: a half-written file must not pass for data
+        _remove_new(targets, existing)
+        raise
+    _remove_new([cache_dir / path for path in DOWNLOAD_ARCHIVES[name]], existing)
     return tensors
 
 
-def _not_found_message(name: str, data_root: Path, cache_dir: Path) -> str:
+def _paths_under(roots: list[Path]) -> set[Path]:
+    """Every existing file and folder in `roots`, the roots included."""
+    found = set()
+    for root in roots:
+        if root.exists():
+            found.add(root)
+            found.update(root.rglob("*"))
+    return found
+
+
+def _remove_new(roots: list[Path], before: set[Path]) -> None:
+    """Delete what exists in `roots` now but was not in `before`."""
+    # deepest first, so that each folder is empty when its turn comes
+    for path in sorted(_paths_under(roots) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink()
+
+
+def _manual_instructions(name: str, data_root: Path) -> str:
     layouts = "\n".join(f"  {data_root}/{layout}" for layout in LAYOUTS[name])
+    return (f"set the environment variable LTH_DATA_DIR (or pass data_root=) to a folder holding "
+            f"one of these layouts:\n{layouts}\nThe official files are at {OFFICIAL_SOURCES[name]}.")
+
+
+def _not_found_message(name: str, data_root: Path, cache_dir: Path, why_not: str) -> str:
     return (f"{name} not found: no cache at {cache_dir / f'{name}.pt'} and no raw files in the "
-            f"data root {data_root}. Set the environment variable LTH_DATA_DIR (or pass "
-            f"data_root=) to a folder holding one of these layouts:\n{layouts}\n"
-            f"or call load_dataset({name!r}, download=True) on a machine with internet access "
-            f"to fetch it into {cache_dir}.")
+            f"data root {data_root}, and downloading is off ({why_not}). On a machine with "
+            f"internet access, unset {DOWNLOAD_ENV} (or set it to 1) or call "
+            f"load_dataset({name!r}, download=True) to fetch it with torchvision into {cache_dir}; "
+            "or " + _manual_instructions(name, data_root))

@@ -7,29 +7,54 @@ Notebooks and library code import these; nobody builds paths by hand.
 `LTH_OUTPUTS_DIR` moves all outputs (tests use it to write into a tmp folder);
 `LTH_RUNS_DIR` moves the run store alone (the main job keeps it shared while
 each profile gets its own outputs folder).
+A relative value of any of these variables (LTH_DATA_DIR, LTH_CACHE_DIR too) means the folder
+below the working directory of the process that first imports this module; the value is made
+absolute in os.environ there, so notebook kernels and other child processes started in another
+folder see the same place.
 """
 import os
 from pathlib import Path
+
+
+def _env_path(var: str, default: Path) -> Path:
+    """$var as an absolute path (relative to the working directory), else `default` when unset or empty.
+
+    The absolute path is written back to os.environ, so that child processes started in another
+    folder (papermill starts notebook kernels in notebooks/) resolve it to the same place.
+    """
+    value = os.environ.get(var)
+    if not value:
+        return default
+    path = Path(value).expanduser().resolve()
+    if str(path) != value:
+        os.environ[var] = str(path)
+    return path
+
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOKS_DIR / "params"
 # decoded tensors; always writable, unlike the data root. $LTH_CACHE_DIR moves it (tests use a tmp folder)
-CACHE_DIR = Path(os.environ.get("LTH_CACHE_DIR", REPO_ROOT / "data")).expanduser().resolve()
+CACHE_DIR = _env_path("LTH_CACHE_DIR", REPO_ROOT / "data")
 
 
 def data_root() -> Path:
     """Folder the raw datasets are read from: $LTH_DATA_DIR, else the project's data/."""
-    return Path(os.environ.get("LTH_DATA_DIR", REPO_ROOT / "data")).expanduser().resolve()
+    return _env_path("LTH_DATA_DIR", REPO_ROOT / "data")
 
 
 def outputs_dir() -> Path:
-    return Path(os.environ.get("LTH_OUTPUTS_DIR", REPO_ROOT / "outputs")).expanduser().resolve()
+    """Folder of every generated output: $LTH_OUTPUTS_DIR, else outputs/ in the repository."""
+    return _env_path("LTH_OUTPUTS_DIR", REPO_ROOT / "outputs")
 
 
 def runs_dir() -> Path:
     """The run store: $LTH_RUNS_DIR, else outputs/runs (the main job shares it between profiles)."""
-    return Path(os.environ.get("LTH_RUNS_DIR", outputs_dir() / "runs")).expanduser().resolve()
+    return _env_path("LTH_RUNS_DIR", outputs_dir() / "runs")
+
+
+# pin relative values to this process's working directory now, before it can start a child elsewhere
+data_root(), outputs_dir(), runs_dir()
 
 
 def tables_dir() -> Path:
