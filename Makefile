@@ -9,7 +9,7 @@ PROFILE ?= quick
 DEVICE ?= auto
 EXECUTOR ?= local
 
-.PHONY: reproduce test benchmark lab clean-outputs
+.PHONY: reproduce test nbval benchmark gpu-check lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,25 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval-lax notebooks
+	$(MAKE) --no-print-directory nbval
+
+# The notebooks under nbval (their smoke defaults) write outputs, runs and the decoded-data cache into a
+# temporary folder, removed afterwards: a test never replaces a real run's results in outputs/ or data/.
+# tests/report/test_outputs.py runs this target on one notebook (NBVAL_NOTEBOOKS=...) to check that.
+NBVAL_NOTEBOOKS ?= notebooks
+nbval: $(VENV)/.installed
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	LTH_OUTPUTS_DIR="$$tmp/outputs" LTH_RUNS_DIR="$$tmp/runs" LTH_CACHE_DIR="$$tmp/data" \
+	$(PY) -m pytest -q --nbval-lax $(NBVAL_NOTEBOOKS)
 
 benchmark: $(VENV)/.installed
 	$(PY) -m lth_core.report.benchmark
+
+# On a machine with a CUDA GPU, at most 8 minutes: CUDA tests, benchmark, Figure 1's Conv-2 at paper settings
+# (see lth_core/gpu_check.py); GPU_PYTHON=python3 uses an interpreter that already has torch instead of .venv.
+GPU_PYTHON ?=
+gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.installed)
+	$(or $(GPU_PYTHON),$(PY)) -m lth_core.gpu_check
 
 
 lab: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Shared fixtures: a synthetic learnable dataset, the offline data folder, a tmp outputs dir."""
+"""Shared fixtures: a synthetic learnable dataset, the offline data folder, tmp outputs and data-cache dirs."""
 import os
 from pathlib import Path
 
@@ -49,4 +49,20 @@ def tmp_outputs(tmp_path, monkeypatch):
     """Every test writes its outputs into its own tmp folder, never the repo's outputs/."""
     out = tmp_path / "outputs"
     monkeypatch.setenv("LTH_OUTPUTS_DIR", str(out))
+    monkeypatch.delenv("LTH_RUNS_DIR", raising=False)  # a user's run store must not receive test runs
+    monkeypatch.setenv("LTH_DOWNLOAD", "0")  # no test reaches the internet (download tests serve 127.0.0.1)
     return out
+
+
+@pytest.fixture(scope="session")
+def _session_data_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture(autouse=True)
+def tmp_data_cache(_session_data_cache, monkeypatch):
+    """The decoded-data cache of this test session, never the user's data/ (a cache written from a test's
+    data root would win over the user's data root later). Kernels started by tests read LTH_CACHE_DIR."""
+    monkeypatch.setattr(paths, "CACHE_DIR", _session_data_cache)
+    monkeypatch.setenv("LTH_CACHE_DIR", str(_session_data_cache))
+    return _session_data_cache

@@ -1,10 +1,19 @@
-"""Training speed: milliseconds per iteration of lth_core's training path against a bare loop.
+"""Training speed: lth_core's training path against a bare loop, and fused training against solo.
 
 Inside:
 - `run_benchmark(networks, iterations, device, warmup)`: one row per network with its Table 1
   batch size, the device and CPU thread count, the two timings and their ratio.
+- `run_fusion_benchmark(networks, ks, ...)`: per network and group size K, ms per model-step
+  of K trainings run one after another with `train()` (solo) and together with
+  `runs.fused.train_fused` (fused), and `speedup` = solo / fused.
 - `main()`: `python -m lth_core.report.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
-  [--warmup N] [--repeats N] [--threads N]` prints that table.
+  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--no-fusion]` prints both tables and writes
+  the fusion table to `outputs/tables/benchmark.csv` (what `reproduce --estimate` projects from).
+
+Fused: K members of the masked network (seeds 0..K-1), Table 1 settings, validation beyond the
+budget. A call of train_fused also validates once, tests and copies states at the end; those
+once-per-call costs cancel in the difference of two calls, one of `warmup + iterations` and one
+of `warmup` iterations, which is what the fused figure divides by K * iterations.
 
 Each network is timed twice in the same process, at its Table 1 optimiser settings
 (`imp.PAPER_TRAINING`), on synthetic uint8 data with the real dataset's image shape and
@@ -41,10 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth_core.data import IMAGE_SHAPE, NUM_CLASSES, TRAIN_SIZE, Dataset
-from lth_core.runs.executors import resolve_device
 from lth_core.imp import PAPER_PRUNE_RATE, PAPER_TRAINING
 from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
+from lth_core.report.tables import save_table
+from lth_core.runs.executors import resolve_device
+from lth_core.runs.fused import FusedMember, train_fused
 from lth_core.training import select_deterministic_kernels, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
@@ -60,6 +71,14 @@ BARE_BATCHES = 16  # distinct preloaded batches the bare loop cycles through
 SEED = 0
 COLUMNS = ["network", "batch", "device", "threads", "iterations",
            "lth_core ms/iter", "bare ms/iter", "ratio"]
+FUSION_KS = {"lenet_300_100": (1, 2, 4, 8, 16, 32), "conv2": (1, 2, 4, 8, 16), "shufflenet": (1, 2, 4, 8, 16)}
+# timed iterations of each fused measurement: K of these steps run per iteration
+FUSION_ITERATIONS = {
+    "cpu": {"lenet_300_100": 50, "conv2": 2, "shufflenet": 3},
+    "cuda": {"lenet_300_100": 300, "conv2": 100, "shufflenet": 50},
+}
+FUSION_COLUMNS = ["network", "device", "threads", "K", "iterations", "solo ms/model-step", "fused ms/model-step",
+                  "speedup"]
 
 
 def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Dataset:
@@ -77,9 +96,9 @@ def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Datas
                    test_x=images(batch_size), test_y=labels(batch_size)).to(device)
 
 
-def masked_model(network: str, device: torch.device) -> nn.Module:
+def masked_model(network: str, device: torch.device, seed: int = SEED) -> nn.Module:
     """The network with masks attached, holding one round of pruning at the paper's rate."""
-    model = attach_masks(build_model(network, seed=SEED).to(device))
+    model = attach_masks(build_model(network, seed=seed).to(device))
     masks = prune_layerwise(prunable_weights(model), get_masks(model),
                             layer_rates(model, PAPER_PRUNE_RATE[network]))
     set_masks(model, masks)
@@ -199,6 +218,49 @@ def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
+                            warmup: int) -> float:
+    """ms per model-step of K members trained together (see the module docstring)."""
+    base = PAPER_TRAINING[network]
+    val_idx = torch.arange(base.batch_size)  # one batch: the untimed end-of-call evaluations stay short
+    train_idx = torch.arange(base.batch_size, len(data.train_y))
+
+    def seconds(budget: int) -> float:
+        cfg = dataclasses.replace(base, iterations=budget, eval_every=budget + 1)
+        members = [FusedMember(masked_model(network, device, seed=i), train_idx, val_idx, cfg, seed=i)
+                   for i in range(k)]
+        start = _now(device)
+        train_fused(members, data, progress=False, eval_batch=base.batch_size)
+        return _now(device) - start
+
+    return 1000.0 * (seconds(warmup + iterations) - seconds(max(1, warmup))) / (k * iterations)
+
+
+def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, iterations: int | None = None,
+                         device: str = "auto", warmup: int | None = None, repeats: int = 1) -> pd.DataFrame:
+    """One row per (network, K): solo and fused ms per model-step, speedup = solo / fused."""
+    dev = resolve_device(device)
+    if repeats < 1 or (iterations is not None and iterations < 1):
+        raise ValueError(f"iterations and repeats must be positive, got {iterations}, {repeats}")
+    rows = []
+    for network in map(check_model_name, networks):
+        n = FUSION_ITERATIONS[dev.type][network] if iterations is None else iterations
+        n_warm = max(1, n // 5) if warmup is None else warmup
+        batch = PAPER_TRAINING[network].batch_size
+        data = synthetic_dataset(DATASET_OF[network], dev, batch)
+        if dev.type == "cuda":
+            select_deterministic_kernels()
+        solo_timer = LthCoreTimer(network, data, dev)
+        solo = min(solo_timer.ms_per_iteration(n, n_warm) for _ in range(repeats))
+        group_sizes = ks if isinstance(ks, (list, tuple)) else (ks or FUSION_KS)[network]
+        for k in group_sizes:
+            fused = min(fused_ms_per_model_step(network, data, dev, k, n, n_warm) for _ in range(repeats))
+            rows.append({"network": network, "device": str(dev), "threads": torch.get_num_threads(), "K": k,
+                         "iterations": n, "solo ms/model-step": solo, "fused ms/model-step": fused,
+                         "speedup": solo / fused})
+    return pd.DataFrame(rows, columns=FUSION_COLUMNS)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m lth_core.report.benchmark",
@@ -216,11 +278,22 @@ def main(argv=None) -> None:
                         help="measurements per network; the fastest is reported")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for the run (default: PyTorch's choice)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None,
+                        help=f"group sizes for the fusion table (default: per network, {FUSION_KS})")
+    parser.add_argument("--fusion-iterations", type=int, default=None,
+                        help=f"timed iterations per fused measurement (default: per network and device, "
+                             f"CPU {FUSION_ITERATIONS['cpu']}, CUDA {FUSION_ITERATIONS['cuda']})")
+    parser.add_argument("--no-fusion", action="store_true", help="only the lth_core vs bare table")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     table = run_benchmark(args.networks, args.iterations, args.device, args.warmup, args.repeats)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if not args.no_fusion:
+        fusion = run_fusion_benchmark(args.networks, args.ks, args.fusion_iterations, args.device)
+        print()
+        print(fusion.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"written to {save_table(fusion, 'benchmark')[0]}")
 
 
 if __name__ == "__main__":

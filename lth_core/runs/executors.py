@@ -4,7 +4,9 @@
 finished state in the run store and returns each config's rows, in the order of
 `configs`, read back from the store exactly as when running locally, so callers
 (and figures) never learn where a run ran:
-- `local`: one run after another in this process;
+- `local`: in this process, all runs in lockstep (`lockstep.py`): round by round, the
+  trainings of every run's round trained together as stacked models (`fused.py`);
+  `fuse=False` trains them one after another, the reference path;
 - `processes`: a pool of spawned worker processes, one per visible GPU (each pinned
   to its own GPU) or `workers` CPU processes sharing the cores;
 - `slurm`: one submitit job per run (an array). A preempted or timed-out job is
@@ -33,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lth_core import paths
-from lth_core.runs import store
+from lth_core.runs import lockstep, store
 from lth_core.data import load_dataset
 from lth_core.imp import IMPConfig
 
@@ -77,6 +79,9 @@ class ExecutorOptions:
     # pruning amplifies that, so only equal counts give identical rows across executors. None: local
     # keeps this process's setting, processes share the cores out, slurm uses cpus_per_job.
     threads: int | None = None
+    # train each round's trainings (and, with `local`, every run's) together as stacked models; False:
+    # one at a time with training.train, the reference path (results agree to float rounding)
+    fuse: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExecutorOptions":
@@ -108,14 +113,31 @@ def _tail(text: str, n: int = 4) -> str:
     return "\n".join([line for line in text.splitlines() if line.strip()][-n:])
 
 
-def _run_logged(cfg: IMPConfig, device: str, loader, datasets: dict, progress: bool) -> None:
-    """store.run_cached, leaving a failure's traceback in <run_dir>/error.log for the report."""
+def _dataset_loader(device: str, loader, datasets: dict):
+    """dataset name -> Dataset on `device`, each loaded once into `datasets`."""
+    def load(name: str):
+        if name not in datasets:
+            datasets[name] = (loader or load_dataset)(name).to(device)
+        return datasets[name]
+    return load
+
+
+def _log_failure(cfg: IMPConfig, error: BaseException) -> None:
+    store.atomic_text("".join(traceback.format_exception(error)), _error_log(cfg))
+
+
+def _run_logged(cfg: IMPConfig, device: str, loader, datasets: dict, progress: bool, fuse: bool = True) -> None:
+    """Compute one run (its rounds' trainings fused when `fuse`), leaving a failure's traceback in
+    <run_dir>/error.log for the report."""
     try:
-        if cfg.dataset not in datasets:
-            datasets[cfg.dataset] = (loader or load_dataset)(cfg.dataset).to(device)
-        store.run_cached(cfg, datasets[cfg.dataset], device=device, progress=progress)
-    except Exception:
-        store.atomic_text(traceback.format_exc(), _error_log(cfg))
+        if fuse:
+            failed = lockstep.run_lockstep([cfg], _dataset_loader(device, loader, datasets), progress=progress)
+            if failed:
+                raise failed[store.run_name(cfg)]
+        store.run_cached(cfg, _dataset_loader(device, loader, datasets)(cfg.dataset), device=device,
+                         progress=progress)  # fused: reads the finished run (or waits for its other owner)
+    except Exception as e:
+        _log_failure(cfg, e)
         raise
     _error_log(cfg).unlink(missing_ok=True)
 
@@ -131,12 +153,23 @@ def _run_local(pending, device, options, loader, bar) -> list:
     datasets, failures, threads = {}, [], torch.get_num_threads()
     torch.set_num_threads(options.threads or threads)
     try:
-        for cfg in pending:
-            try:  # like a job's, a run's failure does not stop the others
-                _run_logged(cfg, device, loader, datasets, progress=not bar.disable)
-            except Exception as e:
-                failures.append(_failure(cfg, e, _error_log(cfg)))
-            bar.update()
+        if options.fuse:  # every run's round at once; a run's failure does not stop the others
+            for cfg in pending:
+                _error_log(cfg).unlink(missing_ok=True)
+            failed = lockstep.run_lockstep(pending, _dataset_loader(device, loader, datasets),
+                                           progress=not bar.disable)
+            for cfg in pending:
+                if store.run_name(cfg) in failed:
+                    _log_failure(cfg, failed[store.run_name(cfg)])
+                    failures.append(_failure(cfg, failed[store.run_name(cfg)], _error_log(cfg)))
+                bar.update()
+        else:
+            for cfg in pending:
+                try:  # like a job's, a run's failure does not stop the others
+                    _run_logged(cfg, device, loader, datasets, progress=not bar.disable, fuse=False)
+                except Exception as e:
+                    failures.append(_failure(cfg, e, _error_log(cfg)))
+                bar.update()
     finally:
         torch.set_num_threads(threads)  # this process's setting is the caller's
     return failures
@@ -152,8 +185,8 @@ def _init_worker(threads: int, gpu_ids) -> None:
     torch.set_num_threads(threads)
 
 
-def _work(cfg_dict: dict, device: str, loader) -> None:
-    _run_logged(store.config_from_json(cfg_dict), device, loader, _WORKER_DATASETS, progress=False)
+def _work(cfg_dict: dict, device: str, loader, fuse: bool) -> None:
+    _run_logged(store.config_from_json(cfg_dict), device, loader, _WORKER_DATASETS, progress=False, fuse=fuse)
 
 
 def _visible_gpus() -> list[str]:
@@ -176,7 +209,7 @@ def _run_processes(pending, device, options, loader, bar) -> list:
     failures = []
     pool = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init_worker, (threads, gpu_ids))
     try:
-        futures = {pool.submit(_work, dataclasses.asdict(cfg), device, loader): cfg for cfg in pending}
+        futures = {pool.submit(_work, dataclasses.asdict(cfg), device, loader, options.fuse): cfg for cfg in pending}
         for fut in concurrent.futures.as_completed(futures):
             if fut.exception() is not None:
                 cfg = futures[fut]

@@ -28,6 +28,7 @@ from lth_core.data import TRAIN_SIZE
 from lth_core.imp import IMPConfig, make_splits, paper_config
 from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.params import network_overrides
 from lth_core.report.plots import new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
 from lth_core.runs.experiment import grid
@@ -75,6 +76,15 @@ def subset_configs(network: str, subset_percents, seeds, **overrides) -> list[IM
         else:
             base = paper_config(network, find_on="subset", subset_percent=s, retrain_on=("all",), **overrides)
         configs += grid(base, seeds=seeds)
+    return configs
+
+
+def configs_from_parameters(P: dict) -> list[IMPConfig]:
+    """The notebook's IMP runs from its validated parameters: per network, subset size and seed."""
+    configs = []
+    for network, percents in {"lenet_300_100": P["lenet_subset_percents"], "conv2": P["conv2_subset_percents"]}.items():
+        configs += subset_configs(network, percents, P["seeds"], patience=P["faster_patience"],
+                                  criterion=P["faster_criterion"], **network_overrides(P, network))
     return configs
 
 

@@ -12,7 +12,7 @@ The study has up to four arms, each a full IMP run per seed on CIFAR-10:
 - `rewind`: the same as `reset` with late rewinding to iteration k instead of
   the reset to initialisation (the paper's future work).
 
-`study_configs` builds the arms, `run_arms` runs them through the run store and
+`study_configs` builds the arms (`arms_from_parameters` from the notebook's parameters), `run_arms` runs them through the run store and
 labels the rows, `arm_summary` computes per arm the dense reference and the
 winning tickets (a pruned level whose mean test accuracy is within `tolerance`
 of the arm's own unpruned network and whose early stopping is not later), the
@@ -70,6 +70,23 @@ def study_configs(*, iterations: int, rounds: int, eval_every: int, train_limit:
                              f"0..{iterations} (shufflenet_iterations)")
         arms["rewind"] = dataclasses.replace(base, rewind_iteration=rewind_iteration)
     return {arm: grid(cfg, seeds=list(seeds)) for arm, cfg in arms.items()}
+
+
+def arms_from_parameters(P: dict) -> dict[str, list[IMPConfig]]:
+    """The notebook's arms from its validated parameters (see `study_configs`)."""
+    return study_configs(
+        iterations=P["shufflenet_iterations"], rounds=P["shufflenet_rounds"], eval_every=P["shufflenet_eval_every"],
+        train_limit=P["shufflenet_train_limit"], val_size=P["shufflenet_val_size"],
+        test_limit=P["shufflenet_test_limit"], batch_size=P["shufflenet_batch_size"], seeds=P["seeds"],
+        prune_rate=P["shufflenet_prune_rate"], reinit_control=P["shufflenet_reinit_control"],
+        bn_pruned=P["shufflenet_bn_pruned_arm"],
+        constant_lr=P["shufflenet_constant_lr"] if P["shufflenet_compare_lr"] else None,
+        rewind_iteration=P["shufflenet_rewind_iteration"])
+
+
+def configs_from_parameters(P: dict) -> list[IMPConfig]:
+    """Every run of every arm, as one list."""
+    return [cfg for configs in arms_from_parameters(P).values() for cfg in configs]
 
 
 def arm_label(arm: str, cfg: IMPConfig) -> str:

@@ -8,6 +8,7 @@ Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
 - `unseen_config(network, ...)`: the experiment's IMP configuration: tickets
   found on S1 (`half1`), each round's ticket also trained from its reset
   weights on S2 (`half2`), controls trained on S2.
+- `configs_from_parameters(P)`: the notebook's runs from its parameters;
 - `run_settings(configs)`: what a run actually used (budgets, split sizes), with
   a check that S1, S2 and the validation rows are disjoint.
 - `label_curves(rows)`: names each row's curve (ticket on S1 / on S2, controls).
@@ -32,6 +33,8 @@ from lth_core.models import (DATASET_LABEL, DATASET_OF, NETWORK_LABEL, build_mod
 from lth_core.pruning import layer_rates
 from lth_core.report import plots
 from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.params import network_overrides
+from lth_core.runs.experiment import grid
 from lth_core.report.tables import fmt, format_count, format_float, points
 from lth_core.studies import analysis
 from lth_core.training import iterations_per_epoch
@@ -135,6 +138,15 @@ def unseen_config(network: str, controls=("reinit",), **overrides) -> IMPConfig:
     """Table 1's settings for `network`, tickets found on S1, retrained on S2, controls on S2."""
     check_networks([network])
     return paper_config(network, find_on=S1, retrain_on=(S2,), controls=tuple(controls), **overrides)
+
+
+def configs_from_parameters(P: dict) -> list[IMPConfig]:
+    """The notebook's IMP runs from its validated parameters: one per Figure 1 network and seed."""
+    configs = []
+    for network in check_networks(P["unseen_networks"]):
+        base = unseen_config(network, controls=P["controls"], **network_overrides(P, network))
+        configs += grid(base, seeds=P["seeds"])
+    return configs
 
 
 def _dataset_sizes(dataset: str) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The benchmark's table: its columns, positive finite times, and ratio = lth_core / bare (no timing targets)."""
 import math
 
-from lth_core.report.benchmark import COLUMNS, run_benchmark
+from lth_core.report.benchmark import COLUMNS, FUSION_COLUMNS, run_benchmark, run_fusion_benchmark
 
 
 def test_lenet_table_has_positive_times_and_their_ratio():
@@ -17,3 +17,13 @@ def test_lenet_table_has_positive_times_and_their_ratio():
     assert math.isfinite(lth) and lth > 0
     assert math.isfinite(bare) and bare > 0
     assert row["ratio"] == lth / bare
+
+
+def test_fusion_table_has_both_times_per_group_size_and_their_speedup():
+    table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=3, device="cpu", warmup=1)
+    assert list(table.columns) == FUSION_COLUMNS
+    assert list(table["K"]) == [1, 2] and set(table["network"]) == {"lenet_300_100"}
+    for _, row in table.iterrows():
+        solo, fused = row["solo ms/model-step"], row["fused ms/model-step"]
+        assert math.isfinite(solo) and solo > 0 and math.isfinite(fused) and fused > 0
+        assert row["speedup"] == solo / fused

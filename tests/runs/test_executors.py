@@ -37,7 +37,9 @@ def synthetic_loader(name: str):
 @pytest.fixture(autouse=True)
 def importable_tests(monkeypatch):
     # submitit's jobs are fresh interpreters that unpickle `synthetic_loader` by importing this module
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(paths.REPO_ROOT / "tests"),
+    # (pytest imports this file as `test_executors` from its own folder, and conftest from tests/)
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(here), str(paths.REPO_ROOT / "tests"),
                                                                    os.environ.get("PYTHONPATH")])))
 
 

@@ -1,0 +1,143 @@
+"""The GPU check: what a lent GPU must show, in one command of at most 8 minutes (`make gpu-check`).
+
+    python -m lth_core.gpu_check [--minutes 8] [--data-pack .gpu/cifar10-jpg.npz]
+
+In order, each within the time left, results written as they come to
+`outputs/gpu_check.json` (so a run cut short still reports what it finished):
+1. the CUDA-only tests (same seed same numbers on CUDA, fused equal to solo on CUDA);
+2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size
+   (`report.benchmark.run_fusion_benchmark`), and lth_core vs a bare loop;
+3. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
+   three seeds, tickets found on S1, trained on S1 and S2, re-init control), all runs in
+   lockstep with their trainings fused, as many rounds as fit in the time left: per training
+   its test accuracy and early-stopping iteration.
+
+The device machine has no copy of the datasets and takes at most 64 MiB of files along, so
+`pack_jpeg_folder` packs CIFAR-10's JPEG files byte for byte into one .npz (57 MB), which
+`unpack_jpeg_folder` writes back as the `CIFAR10-jpg` tree that `data.load_dataset` reads.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lth_core import paths
+
+CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused.py"]
+
+
+def pack_jpeg_folder(root: Path, out: Path) -> Path:
+    """Every file under `root` (e.g. .../CIFAR10-jpg) as one .npz: bytes, offsets, relative paths."""
+    files = sorted(p for p in Path(root).rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no files under {root}")
+    blobs = [p.read_bytes() for p in files]
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = "\n".join(str(p.relative_to(root)) for p in files).encode()  # bytes: a string array is 4x larger
+    np.savez(out, blob=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offsets,
+             paths=np.frombuffer(names, dtype=np.uint8), name=np.array(Path(root).name))
+    return out
+
+
+def unpack_jpeg_folder(pack: Path, dest: Path) -> Path:
+    """Write the files of a `pack_jpeg_folder` pack under dest/<its folder name>; that folder."""
+    z = np.load(pack)
+    root = Path(dest) / str(z["name"])
+    blob, offsets = z["blob"], z["offsets"]
+    for i, rel in enumerate(z["paths"].tobytes().decode().split("\n")):
+        path = root / str(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob[offsets[i]:offsets[i + 1]].tobytes())
+    return root
+
+
+class Report:
+    """The JSON summary, rewritten after every section."""
+
+    def __init__(self, path: Path):
+        self.path, self.data = path, {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.data["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+        self.data["torch"] = torch.__version__
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+        print(f"[gpu-check] {key} written to {self.path}", flush=True)
+
+
+def cuda_tests(timeout: float) -> dict:
+    """The CUDA-only tests (`-k cuda`): pytest's summary line and the tail of its output."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider", *CUDA_TESTS]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=paths.REPO_ROOT)
+        out, rc = done.stdout + done.stderr, done.returncode
+    except subprocess.TimeoutExpired as e:
+        out, rc = f"timed out after {timeout:.0f} s\n{e.stdout or ''}", None
+    lines = [line for line in out.splitlines() if line.strip()]
+    return {"returncode": rc, "summary": lines[-1] if lines else "", "tail": "\n".join(lines[-30:])}
+
+
+def benchmark(repeats: int) -> list[dict]:
+    from lth_core.report.benchmark import run_benchmark, run_fusion_benchmark
+    rows = run_fusion_benchmark(device="cuda", repeats=repeats).to_dict("records")
+    bare = run_benchmark(device="cuda", repeats=repeats).to_dict("records")
+    return rows + [{"table": "lth_core vs bare", **r} for r in bare]
+
+
+def figure1_conv2(deadline: float, seeds=(0, 1, 2), rounds: int = 20) -> list[dict]:
+    """Figure 1's Conv-2 runs at Table 1's settings, in lockstep, until `deadline`; rows of finished rounds."""
+    from lth_core.data import load_dataset
+    from lth_core.runs import lockstep, store
+    from lth_core.runs.experiment import grid
+    from lth_core.studies.unseen import unseen_config
+    configs = grid(unseen_config("conv2", rounds=rounds), seeds=list(seeds))
+    failed = lockstep.run_lockstep(configs, lambda name: load_dataset(name, device="cuda"), deadline=deadline,
+                                   progress=True)
+    if failed:
+        raise RuntimeError(f"runs failed: {failed}")
+    keep = ["seed", "round", "kind", "trained_on", "pct_remaining", "test_acc", "es_iteration", "iterations",
+            "wall_seconds"]
+    rows = []
+    for cfg in configs:
+        state = store.load_state(cfg)
+        rows += [{k: r[k] for k in keep} for r in (state.rows if state else [])]
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lth_core.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=8.0, help="the whole check's time limit")
+    parser.add_argument("--data-pack", type=Path, default=paths.REPO_ROOT / ".gpu" / "cifar10-jpg.npz",
+                        help="CIFAR-10 packed by pack_jpeg_folder (unpacked to a temporary data root)")
+    parser.add_argument("--repeats", type=int, default=2, help="benchmark repeats (the fastest is kept)")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON summary (default outputs/gpu_check.json)")
+    args = parser.parse_args(argv)
+    start = time.time()
+    deadline = start + 60 * args.minutes - 20  # leave time to write the summary
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_check needs a CUDA GPU; torch sees none")
+    report = Report(args.out or paths.outputs_dir() / "gpu_check.json")
+    report.put("tests", cuda_tests(timeout=150))
+    t = time.time()
+    report.put("benchmark", benchmark(args.repeats))
+    report.put("benchmark_seconds", round(time.time() - t, 1))
+    if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
+        root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))
+        os.environ["LTH_DATA_DIR"] = str(root.parent)
+    t = time.time()
+    report.put("figure1_conv2", figure1_conv2(deadline))
+    report.put("figure1_seconds", round(time.time() - t, 1))
+    report.put("total_seconds", round(time.time() - start, 1))
+
+
+if __name__ == "__main__":
+    main()
