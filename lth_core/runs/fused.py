@@ -21,25 +21,31 @@ stack, so it costs nothing afterwards; the group ends when all have stopped.
 
 Masks as in solo training: the stacked weights are multiplied by their masks before every
 forward pass and their gradients after every backward pass, so pruned weights get exactly
-zero gradient, and Adam (implemented here over stacked tensors, per-member learning rate,
-weight decay and step) keeps them and their moments exactly zero.
+zero gradient, and Adam keeps them and their moments exactly zero.
 
-Route, measured before choosing (LeNet-300-100, batch 100, one thread of this 2-core
-Xeon, forward + backward + Adam, ms per step of the whole group):
-  torch.func (stack_module_state-style stacked tensors, vmap over functional_call):
-    K=1 7.95, K=2 16.9, K=4 36.7, K=8 72.0
-  explicit fused layers (baddbmm over [K, out, in]):
-    K=1 7.04, K=2 14.0, K=4 31.3, K=8 72.9
-  (first prototype, before the Adam fix below; solo train() step: 2.2 ms)
-Both routes cost the same at K=8, and only torch.func runs all three networks without
-rewriting them (vmap turns convolutions, depthwise included, into grouped convolutions,
-and updates batched BN running statistics in place), so this module uses torch.func: the
-networks of lth_core.models run unchanged, member by member under vmap.
-The prototypes' cost was Adam, not the network: torch.sqrt on exact zeros (which pruned
-weights' second moments are) takes 4.5 ms for 940K floats here against 0.36 ms for
-non-zeros. Adding 1 to the second moment where the mask is 0 before the square root gives
-those entries a denominator of 1 and an update of 0/1 = 0, identical to Adam's, at
-non-zero speed. Measured with this module: see `benchmark_ms` and the numbers below.
+Route, measured before choosing (LeNet-300-100, batch 100, one thread of this shared 2-core
+Xeon, forward + backward + a first vectorised Adam, ms per step of the whole group; solo
+train() step 2.2 ms in that session):
+  torch.func (stacked tensors, vmap over functional_call): K=1 7.95, 2 16.9, 4 36.7, 8 72.0
+  explicit fused layers (baddbmm over [K, out, in]):       K=1 7.04, 2 14.0, 4 31.3, 8 72.9
+Both cost the same at K=8, and only torch.func runs all three networks unchanged (vmap turns
+convolutions, depthwise included, into grouped ones and updates batched BN running
+statistics in place), so this module uses torch.func.
+The excess over solo was Adam. Vectorised over the stacked tensors with [K]-shaped learning
+rates and bias corrections, it takes about ten passes over the weights, allocates
+weight-sized temporaries (page faults on every step) and hits torch.sqrt on exact zeros,
+4.5 ms per 940K floats here against 0.36 ms on non-zeros (pruned weights' second moments
+are exact zeros): 10-20 ms per step at K=4 even with kept buffers and in-place operations,
+against 1.2-3.6 ms for torch's own fused Adam kernel called once per slot on the slot's
+views. So `FusedStack` calls that kernel per slot (per-slot lr, weight decay and step
+count): one pass, and exactly the update solo train()'s Adam(fused=True) makes.
+With it (same set-up, solo and fused alternating in one process, best of 3; the machine was
+loaded by other jobs, so solo itself read 6.8-9.0 ms instead of 2.2), ms per model-step:
+  solo 6.9-9.0;  fused K=1 10.3-10.6, K=2 9.5-9.7, K=4 8.8-9.2, K=8 6.8-8.9
+On a CPU fusion therefore buys little: one thread is already busy with one LeNet's matrix
+products. The gain expected from it is on a GPU, where a solo LeNet step is launch-bound.
+Validation runs per member on the member's own model (weights written back from the
+stack), as `train()` evaluates, so solo and fused share every evaluation and checkpoint.
 """
 import copy
 import time
