@@ -17,6 +17,7 @@ thread count); on CUDA, `train()` first calls `select_deterministic_kernels()`:
 cuDNN's deterministic algorithms and no autotuning (cuBLAS's workspace is fixed
 when lth_core is imported).
 """
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -52,7 +53,8 @@ class TrainConfig:
         if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
             bad(f"iterations ({self.iterations}), batch_size ({self.batch_size}) and eval_every "
                 f"({self.eval_every}) must be positive integers")
-        if self.lr <= 0 or self.weight_decay < 0:
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):  # written this way so that NaN fails too
             bad(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
         if self.optimizer not in OPTIMIZERS:
             bad(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
@@ -60,8 +62,9 @@ class TrainConfig:
             bad(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.criterion not in CRITERIA:
             bad(f"unknown criterion {self.criterion!r}; valid: {', '.join(CRITERIA)}")
-        if self.lr_step_epochs < 1 or self.lr_gamma <= 0:
-            bad("lr_step_epochs must be >= 1 and lr_gamma > 0")
+        if self.lr_step_epochs < 1 or not (math.isfinite(self.lr_gamma) and self.lr_gamma > 0):
+            bad(f"lr_step_epochs must be >= 1 and lr_gamma > 0, got lr_step_epochs={self.lr_step_epochs}, "
+                f"lr_gamma={self.lr_gamma}")
         if self.patience is not None and self.patience < 1:
             bad(f"patience must be None or >= 1, got {self.patience}")
 

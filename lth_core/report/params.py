@@ -10,17 +10,28 @@ a name no project notebook declares is an error naming the valid ones (papermill
 itself only warns), and a value whose type does not match its annotation is an
 error. Names declared by another notebook
 are accepted, so one profile file (`notebooks/params/<profile>.yaml`) can serve
-every notebook. `load_profile(name)` reads such a file; `network_overrides(P, network)`
-turns a network's prefixed parameters (`lenet_iterations`, ...) into config overrides.
+every notebook. Values are then range-checked (`RANGES`, by parameter name): sizes,
+limits, rates, tolerance, seeds, patience, the batch against the pool, the device (a
+GPU when cuda is asked for) and the executor, each error naming the parameter, its
+value and the valid range, before any data loads. `load_profile(name)` reads such a
+file and checks it the same way against every notebook, so the main job stops before
+its first notebook; `network_overrides(P, network)` turns a network's prefixed
+parameters (`lenet_iterations`, ...) into config overrides.
 """
 import ast
 import json
+import math
 import types
 from pathlib import Path
 
 import yaml
 
 from lth_core import paths
+from lth_core.data import TRAIN_SIZE
+from lth_core.imp import CONTROLS, PAPER_TRAINING
+from lth_core.models import DATASET_OF
+from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, resolve_device
+from lth_core.training import CRITERIA
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
@@ -94,6 +105,152 @@ def check_value(notebook: str, name: str, value, spec) -> None:
                              f"({type(value).__name__})")
 
 
+TEST_SIZE = 10_000  # rows of the official MNIST and CIFAR-10 test sets
+NETWORK_OF_PREFIX = {"lenet": "lenet_300_100", "conv2": "conv2", "shufflenet": "shufflenet"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(value, lo: int, hi: int | None = None, optional: bool = False) -> str | None:
+    """None when `value` is an integer in [lo, hi] (or None, if optional); else the valid range in words."""
+    if (value is None and optional) or (_is_int(value) and lo <= value and (hi is None or value <= hi)):
+        return None
+    return ("None or " if optional else "") + (f"an integer in [{lo}, {hi}]" if hi is not None
+                                               else f"an integer >= {lo}")
+
+
+def _distinct(values, allowed, what: str, empty_ok: bool = True) -> str | None:
+    """None when `values` lists distinct members of `allowed`; a repeated name would repeat its runs."""
+    if all(v in allowed for v in values) and len(set(values)) == len(values) and (values or empty_ok):
+        return None
+    return f"{'a' if empty_ok else 'a non-empty'} list of distinct {what} from {list(allowed)}"
+
+
+def _seeds(values, P) -> str | None:
+    # a repeated seed would repeat every row of the results and narrow the confidence bands
+    if values and all(_is_int(v) and v >= 0 for v in values) and len(set(values)) == len(values):
+        return None
+    return "a non-empty list of distinct integers >= 0"
+
+
+def _subset_percents(values, P) -> str | None:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 100 for v in values)
+    if not values or (numbers and 100 in values and len(set(values)) == len(values)):
+        return None
+    return "[] or a list of distinct percents in (0, 100] that includes 100 (the reference)"
+
+
+def _nonnegative_number(value, P) -> str | None:
+    return None if math.isfinite(value) and value >= 0 else "a finite number >= 0"
+
+
+def _positive_number(value, P) -> str | None:
+    return None if math.isfinite(value) and value > 0 else "a finite number > 0"
+
+
+def _device(value, P) -> str | None:
+    try:
+        resolve_device(value)
+    except ValueError:
+        if value in DEVICES or value.startswith("cuda:"):
+            return "auto or cpu: torch sees no CUDA GPU here"
+        return f"one of {', '.join(DEVICES)} or cuda:N"
+    return None
+
+
+def _executor_options(value, P) -> str | None:
+    try:
+        ExecutorOptions.from_dict(value)
+    except (TypeError, ValueError) as err:
+        return f"a dict of executor settings; {err}"
+    return None
+
+
+def _unseen_networks(values, P) -> str | None:
+    from lth_core.studies.unseen import FIGURE1_NETWORKS  # here: that module imports this one
+    return _distinct(values, FIGURE1_NETWORKS, "networks", empty_ok=False)
+
+
+def _network_ranges(prefix: str) -> dict:
+    """The ranges of one network's prefixed parameters (lenet_iterations, ...)."""
+    network = NETWORK_OF_PREFIX[prefix]
+    dataset = DATASET_OF[network]
+    n_train = TRAIN_SIZE[dataset]
+
+    def fixed_batch(P) -> int | None:
+        """The batch size when it is not a notebook parameter (LeNet, Conv-2: Table 1's); the training pool
+        must hold one batch, so then the pool's own parameters (val_size, train_limit) are checked for it."""
+        return None if f"{prefix}_batch_size" in P else PAPER_TRAINING[network].batch_size
+
+    def val_size(v, P):
+        batch = fixed_batch(P)
+        out = _integer(v, 1, n_train - (batch or 1))
+        return out and (f"{out} ({dataset} has {n_train:,} training rows"
+                        + (f"; the rest must hold a batch of {batch})" if batch else ")"))
+
+    def train_limit(v, P):
+        batch = fixed_batch(P)
+        out = _integer(v, batch or 1, optional=True)
+        return out and out + (f" (the pool must hold a batch of {batch})" if batch else "")
+
+    def batch_size(v, P):
+        pool, limit = n_train - P[f"{prefix}_val_size"], P[f"{prefix}_train_limit"]
+        pool = pool if limit is None else min(pool, limit)
+        out = _integer(v, 1, pool)
+        return out and f"{out} (the training pool has {pool:,} rows)"
+
+    def prune_rate(v, P):
+        return None if 0 <= v < 1 else "a fraction in [0, 1) (1 would prune every weight)"
+
+    return {f"{prefix}_iterations": lambda v, P: _integer(v, 1),
+            f"{prefix}_rounds": lambda v, P: _integer(v, 0),
+            f"{prefix}_eval_every": lambda v, P: _integer(v, 1, P[f"{prefix}_iterations"]),
+            f"{prefix}_val_size": val_size,
+            f"{prefix}_train_limit": train_limit,
+            f"{prefix}_batch_size": batch_size,
+            f"{prefix}_test_limit": lambda v, P: _integer(v, 1, TEST_SIZE, optional=True),
+            f"{prefix}_prune_rate": prune_rate,
+            f"{prefix}_rewind_iteration": lambda v, P: _integer(v, 0, P[f"{prefix}_iterations"], optional=True),
+            f"{prefix}_constant_lr": _positive_number,
+            f"{prefix}_subset_percents": _subset_percents}
+
+
+# Valid values by parameter name, for every notebook that declares the name. A check gets the value
+# (already of its declared type) and all of the notebook's values, and returns None when the value is
+# valid, else the valid range in words. Checks run in this order, so one that reads another parameter
+# (eval_every reads iterations, batch_size reads val_size and train_limit) runs after that parameter's own check.
+RANGES = {
+    "device": _device,
+    "executor": lambda v, P: None if v in EXECUTORS else f"one of {', '.join(EXECUTORS)}",
+    "executor_options": _executor_options,
+    "seeds": _seeds,
+    "tolerance": _nonnegative_number,  # a negative tolerance puts the dense network outside its own band
+    "controls": lambda v, P: _distinct(v, CONTROLS, "controls"),
+    "unseen_networks": _unseen_networks,
+    "faster_patience": lambda v, P: _integer(v, 1, optional=True),
+    "faster_criterion": lambda v, P: None if v in CRITERIA else f"one of {', '.join(CRITERIA)}",
+    **{name: check for prefix in NETWORK_OF_PREFIX for name, check in _network_ranges(prefix).items()},
+}
+
+
+def check_parameters(notebook: str, values: dict, notebooks_dir: Path | None = None) -> dict:
+    """Type- and range-check all of `notebook`'s parameter values (every declared name); returns them."""
+    declared = declared_parameters(notebook, notebooks_dir)
+    missing = sorted(set(declared) - set(values))
+    if missing:
+        raise ParameterError(f"{notebook}: no value for parameters {missing}")
+    for name, spec in declared.items():
+        check_value(notebook, name, values[name], spec)
+    for name, check in RANGES.items():
+        valid = check(values[name], values) if name in declared else None
+        if valid is not None:
+            raise ParameterError(f"{notebook}: parameter {name!r} = {values[name]!r} is out of range; "
+                                 f"valid: {valid}")
+    return {name: values[name] for name in declared}
+
+
 def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | None = None) -> dict:
     """Check the notebook's parameter values in `namespace`; return {name: value} of its parameters.
 
@@ -107,9 +264,7 @@ def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | No
         if isinstance(value, (types.ModuleType, types.FunctionType, type)) or callable(value):
             continue
         raise ParameterError(f"{notebook}: unknown parameter {name!r}; valid parameters: {', '.join(mine)}")
-    for name, spec in mine.items():
-        check_value(notebook, name, namespace[name], spec)
-    return {name: namespace[name] for name in mine}
+    return check_parameters(notebook, {name: namespace[name] for name in mine}, notebooks_dir)
 
 
 def network_overrides(params: dict, network: str) -> dict:
@@ -135,4 +290,10 @@ def load_profile(profile: str) -> dict:
     if unknown:
         raise ParameterError(f"profile {profile!r} sets unknown parameters {unknown}; "
                              f"valid parameters: {', '.join(sorted(known))}")
+    for notebook, declared in all_declared().items():  # each notebook's defaults, overridden by the profile
+        try:
+            check_parameters(notebook, {**{n: spec[2] for n, spec in declared.items()},
+                                        **{n: v for n, v in values.items() if n in declared}})
+        except ParameterError as err:
+            raise ParameterError(f"profile {profile!r}: {err}") from None
     return values

@@ -5,77 +5,249 @@
 Each notebook `notebooks/NN_*.ipynb` runs with the profile's parameters
 (`notebooks/params/<profile>.yaml`) plus `device`, `executor` and
 `executor_options` (where the IMP runs execute: see `executors.py`; results do
-not depend on it, so changing it does not re-execute a finished notebook);
-the executed copy goes to
-`outputs/notebooks/`, the figures and tables to `outputs/figures/` and
-`outputs/tables/`. A notebook that finished with the same source and
-parameters is skipped (a marker beside its executed copy records that), and the
-run store caches every finished IMP round, so a second call after an
-interruption only computes what is missing. `--force` re-executes notebooks
-(runs stay cached).
+not depend on it, so changing it does not re-execute a finished notebook).
+Everything is checked before the first notebook starts: the profile's values
+against every notebook's parameter ranges, the device (cuda needs a GPU that
+torch sees), the executor and its options.
+
+Each profile has its own folder, so no profile's outputs replace another's:
+
+    outputs/runs/                  the run store, shared: runs are named by a hash of their config
+    outputs/<profile>/manifest.json        parameters, git commit, time; per notebook its status,
+                                           parameters, fingerprint and published files (sha256)
+    outputs/<profile>/notebooks/NN.ipynb   the last successful execution (NN.failed.ipynb: a failed one)
+    outputs/<profile>/{tables,figures}/    what the successful executions saved
+    outputs/<profile>/work/NN/             an execution in progress: its kernel's LTH_OUTPUTS_DIR
+                                           (tables, figures, Slurm logs)
+
+A notebook executes into its work folder. Only a success moves the executed copy,
+tables and figures into place, replacing the notebook's previous ones and removing
+those it no longer writes; a failure leaves the published outputs as they were and
+keeps the failed copy as `NN.failed.ipynb`. A table several notebooks write
+(claims.csv, each replacing its own rows) starts from the published one. A notebook is skipped ("already done")
+only when the manifest records a success with the same notebook source and
+parameters and every file it published is on disk unchanged. The run store caches
+every finished IMP round, so a second call after an interruption only computes what
+is missing. `--force` re-executes notebooks (runs stay cached).
 """
 import argparse
+import contextlib
+import datetime
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import papermill
 import yaml
 from tqdm.auto import tqdm
 
 from lth_core import paths
-from lth_core.runs.executors import ExecutorOptions, check_device, check_executor
-from lth_core.report.params import declared_parameters, load_profile
+from lth_core.runs.executors import resolve_device
+from lth_core.report.params import check_parameters, declared_parameters, load_profile
+
+MANIFEST = "manifest.json"
+PUBLISHED = ("tables", "figures")  # what a notebook saves beside its executed copy
 
 
 def notebooks() -> list[str]:
     return [p.stem for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))]
 
 
-def _fingerprint(notebook: str, parameters: dict) -> str:
+def profile_dir(profile: str) -> Path:
+    """outputs/<profile>: the main job's outputs for one profile (the run store stays shared)."""
+    return paths.outputs_dir() / profile
+
+
+def read_manifest(profile: str) -> dict:
+    path = profile_dir(profile) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    tmp = folder / f".{MANIFEST}.tmp"  # replaced in one step: a reader never sees half a manifest
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _fingerprint(notebook: str, parameters: dict, device: str) -> str:
     src = (paths.NOTEBOOKS_DIR / f"{notebook}.ipynb").read_bytes()
     results_depend_on = {k: v for k, v in parameters.items() if k not in ("executor", "executor_options")}
+    results_depend_on["device"] = device  # resolved: "auto" gives cpu results here and cuda results there
     return hashlib.sha256(src + json.dumps(results_depend_on, sort_keys=True).encode()).hexdigest()
 
 
-def _marker(notebook: str, profile: str):
-    return paths.executed_notebooks_dir() / f".{notebook}.{profile}.done"
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_done(folder: Path, record: dict | None, fingerprint: str) -> bool:
+    """Whether a notebook's manifest record shows a success with this fingerprint whose published
+    files (executed notebook, tables, figures) are all on disk, unchanged."""
+    published = (record or {}).get("published")
+    if not published or published["fingerprint"] != fingerprint:
+        return False
+    return all((folder / rel).is_file() and _sha256(folder / rel) == digest
+               for rel, digest in published["files"].items())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    """HEAD's commit, '-dirty' when tracked files differ from it; None outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+@contextlib.contextmanager
+def _kernel_environment(outputs: Path, runs: Path):
+    """Papermill's kernel inherits this environment: its outputs go to `outputs`, its runs to `runs`."""
+    saved = {k: os.environ.get(k) for k in ("LTH_OUTPUTS_DIR", "LTH_RUNS_DIR")}
+    os.environ.update(LTH_OUTPUTS_DIR=str(outputs), LTH_RUNS_DIR=str(runs))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _execute(name: str, parameters: dict, folder: Path, runs: Path, previous: dict, others: dict) -> dict[str, str]:
+    """Execute notebook `name` in its work folder; on success publish it into `folder` and return
+    {published file: sha256}. `previous`: its last publication's files (those it no longer writes go);
+    `others`: the other notebooks' published files, which it may add to (claims.csv) but never removes."""
+    work, executed_dir = folder / "work" / name, folder / "notebooks"
+    for sub in PUBLISHED:  # an earlier failed attempt's partial outputs must not be published with this one
+        shutil.rmtree(work / sub, ignore_errors=True)
+        (work / sub).mkdir(parents=True)
+    # a table that several notebooks write (claims.csv: each replaces its own rows) must start from the
+    # published one; copies the notebook leaves untouched (same mtime) are not its outputs
+    seeded = {}
+    for rel in others:
+        if rel.split("/")[0] in PUBLISHED and (folder / rel).is_file():
+            shutil.copy2(folder / rel, work / rel)
+            seeded[rel] = (work / rel).stat().st_mtime_ns
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    in_progress = work / f"{name}.ipynb"
+    try:
+        with _kernel_environment(work, runs):
+            papermill.execute_notebook(str(paths.NOTEBOOKS_DIR / f"{name}.ipynb"), str(in_progress),
+                                       parameters=parameters, cwd=str(paths.NOTEBOOKS_DIR),
+                                       kernel_name="python3", progress_bar=True)
+    except BaseException:  # an interrupted execution is kept the same way as a failed one
+        if in_progress.exists():
+            os.replace(in_progress, executed_dir / f"{name}.failed.ipynb")
+        raise
+    files = {}
+    for sub in PUBLISHED:
+        (folder / sub).mkdir(exist_ok=True)
+        for f in sorted((work / sub).glob("*")):
+            rel = f"{sub}/{f.name}"
+            if seeded.get(rel) == f.stat().st_mtime_ns:
+                f.unlink()
+                continue
+            os.replace(f, folder / rel)
+            files[rel] = _sha256(folder / rel)
+    os.replace(in_progress, executed_dir / f"{name}.ipynb")
+    (executed_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)  # superseded by this success
+    files[f"notebooks/{name}.ipynb"] = _sha256(executed_dir / f"{name}.ipynb")
+    for rel in set(previous) - set(files) - set(others):  # made with the previous parameters: gone
+        (folder / rel).unlink(missing_ok=True)
+    return files
+
+
+def _settle(records: dict, fingerprints: dict) -> None:
+    """A success is 'done' while its parameters are the profile's current ones, 'outdated' after."""
+    for name, record in records.items():
+        if record["status"] in ("done", "outdated") and name in fingerprints:
+            current = record["published"]["fingerprint"] == fingerprints[name]
+            record["status"] = "done" if current else "outdated"
 
 
 def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | None = None,
               force: bool = False, executor: str = "local", executor_options: dict | None = None) -> list[str]:
-    """Execute the profile's notebooks; returns the names executed (not skipped)."""
-    check_device(device)
-    check_executor(executor)
-    ExecutorOptions.from_dict(executor_options or {})  # fail now, not inside the first notebook
+    """Execute the profile's notebooks into outputs/<profile>/; returns the names executed (not skipped)."""
     parameters = {**load_profile(profile), "device": device, "executor": executor,
                   "executor_options": dict(executor_options or {})}
+    resolved = str(resolve_device(device))
+    folder, runs = profile_dir(profile), paths.runs_dir()
+    if folder == runs:
+        raise ValueError(f"profile {profile!r} would write into the run store {runs}; rename the profile")
     names = notebooks()
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise ValueError(f"unknown notebooks {unknown}; valid: {', '.join(names)}")
-        names = [n for n in names if n in only]
-    out_dir = paths.executed_notebooks_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # every notebook's values checked before the first one starts; all fingerprints, so that the
+    # manifest can mark outputs made with other parameters as outdated
+    mine, fingerprints = {}, {}
+    for name in names:
+        declared = declared_parameters(name)  # papermill warns about every name the notebook lacks
+        mine[name] = {k: v for k, v in parameters.items() if k in declared}
+        check_parameters(name, {**{k: spec[2] for k, spec in declared.items()}, **mine[name]})
+        fingerprints[name] = _fingerprint(name, mine[name], resolved)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(profile)
+    records = manifest.setdefault("notebooks", {})
+    manifest.update(profile=profile, parameters=parameters, git_commit=_git_commit(), updated=_now())
     executed = []
-    for name in tqdm(names, desc=f"reproduce [{profile}]", unit="notebook"):
-        # each notebook gets its own parameters: papermill warns about every other name
-        declared = declared_parameters(name)
-        mine = {k: v for k, v in parameters.items() if k in declared}
-        marker, fp = _marker(name, profile), _fingerprint(name, mine)
-        if not force and marker.exists() and marker.read_text() == fp:
-            tqdm.write(f"{name}: already done with these parameters, skipped")
-            continue
-        t0 = time.perf_counter()
-        papermill.execute_notebook(str(paths.NOTEBOOKS_DIR / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-                                   parameters=mine, cwd=str(paths.NOTEBOOKS_DIR), kernel_name="python3",
-                                   progress_bar=True)
-        marker.write_text(fp)
-        executed.append(name)
-        tqdm.write(f"{name}: done in {time.perf_counter() - t0:.0f} s -> {out_dir / (name + '.ipynb')}")
-    tqdm.write(f"figures: {paths.figures_dir()}\ntables: {paths.tables_dir()}")
+    try:
+        for name in tqdm([n for n in names if not only or n in only], desc=f"reproduce [{profile}]",
+                         unit="notebook"):
+            record = records.get(name, {})
+            if not force and is_done(folder, record, fingerprints[name]):
+                record["status"] = "done"  # even after a failed attempt since: these outputs are the current ones
+                tqdm.write(f"{name}: already done with these parameters, skipped "
+                           f"({folder / 'notebooks' / (name + '.ipynb')})")
+                continue
+            attempt = {"parameters": mine[name], "fingerprint": fingerprints[name],
+                       "git_commit": manifest["git_commit"], "started": _now()}
+            # the last success stays described (its files stay on disk) until this attempt replaces it
+            records[name] = {"status": "running", "attempt": attempt,
+                             **({"published": record["published"]} if "published" in record else {})}
+            _write_manifest(folder, manifest)
+            others = {rel: digest for other, r in records.items() if other != name
+                      for rel, digest in r.get("published", {}).get("files", {}).items()}
+            t0 = time.perf_counter()
+            try:
+                files = _execute(name, mine[name], folder, runs, record.get("published", {}).get("files", {}),
+                                 others)
+            except BaseException as err:
+                attempt["seconds"] = round(time.perf_counter() - t0, 1)
+                records[name].update(status="failed", failed_notebook=f"notebooks/{name}.failed.ipynb",
+                                     error=f"{getattr(err, 'ename', type(err).__name__)}: "
+                                           f"{getattr(err, 'evalue', err)}")
+                raise
+            attempt["seconds"] = round(time.perf_counter() - t0, 1)
+            records[name] = {"status": "done", "attempt": attempt, "published": {**attempt, "files": files}}
+            for other in records.values():  # a shared file, rewritten with their rows kept: their record follows
+                shared = other.get("published", {}).get("files", {})
+                shared.update({rel: files[rel] for rel in shared.keys() & files.keys()})
+            executed.append(name)
+            tqdm.write(f"{name}: done in {attempt['seconds']:.0f} s -> {folder / 'notebooks' / (name + '.ipynb')}")
+    finally:
+        _settle(records, fingerprints)
+        manifest["updated"] = _now()
+        _write_manifest(folder, manifest)
+    tqdm.write(f"outputs of profile {profile!r}: {folder} (manifest: {folder / MANIFEST})")
     return executed
 
 

@@ -3,9 +3,11 @@ import json
 import nbformat
 import papermill
 import pytest
+import torch
 
 from lth_core import paths
-from lth_core.report.params import ParameterError, declared_parameters, load_profile, validate_parameters
+from lth_core.report.params import (ParameterError, check_parameters, declared_parameters, load_profile,
+                                    validate_parameters)
 
 PARAMS_A = ('seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: Optional[int] = None  # rows\n'
             'name: str = "x"\nratio: float | None = 0.5\n')
@@ -90,3 +92,88 @@ def test_parameters_cell_must_be_annotated(notebooks):
     _notebook(notebooks / "03_c.ipynb", "x = 1\n")
     with pytest.raises(ParameterError, match="name: type = value"):
         declared_parameters("03_c")
+
+
+def _defaults(notebook):
+    return {name: spec[2] for name, spec in declared_parameters(notebook).items()}
+
+
+U, F, S = "01_trainability_unseen", "02_faster_tickets", "03_shufflenet"
+
+
+@pytest.mark.parametrize("notebook,over,valid", [
+    (U, {"lenet_test_limit": -5}, r"None or an integer in \[1, 10000\]"),  # was: 9,995 test rows
+    (U, {"conv2_test_limit": 20_000}, r"None or an integer in \[1, 10000\]"),
+    (U, {"tolerance": -1.0}, "a finite number >= 0"),  # was: the dense network outside its own band
+    (S, {"tolerance": float("nan")}, "a finite number >= 0"),
+    (U, {"seeds": [0, 0]}, "distinct integers >= 0"),  # was: every row twice
+    (F, {"seeds": []}, "a non-empty list"),
+    (U, {"lenet_val_size": 0}, r"an integer in \[1, 59900\]"),  # was: a failure at the first evaluation
+    (F, {"conv2_val_size": 49_900}, r"an integer in \[1, 49800\] .*batch of 200"),
+    (S, {"shufflenet_val_size": 50_000}, r"an integer in \[1, 49999\]"),  # was: RunFailedError after loading
+    (U, {"lenet_train_limit": 0}, r"None or an integer >= 100 \(the pool must hold a batch of 100\)"),
+    (S, {"shufflenet_batch_size": 301}, r"an integer in \[1, 300\] \(the training pool has 300 rows\)"),
+    (S, {"shufflenet_batch_size": 0}, r"an integer in \[1, 300\]"),
+    (S, {"shufflenet_train_limit": 0}, r"None or an integer >= 1"),
+    (U, {"lenet_rounds": -1}, r"an integer >= 0"),
+    (F, {"conv2_iterations": 0}, r"an integer >= 1"),
+    (U, {"lenet_eval_every": 301}, r"an integer in \[1, 300\]"),
+    (S, {"shufflenet_prune_rate": 1.0}, r"a fraction in \[0, 1\)"),
+    (S, {"shufflenet_prune_rate": -0.1}, r"a fraction in \[0, 1\)"),
+    (S, {"shufflenet_rewind_iteration": 7}, r"None or an integer in \[0, 6\]"),
+    (S, {"shufflenet_constant_lr": 0.0}, "a finite number > 0"),
+    (F, {"faster_patience": 0}, r"None or an integer >= 1"),
+    (F, {"faster_criterion": "loss"}, "one of val_loss, val_acc"),
+    (F, {"lenet_subset_percents": [10, 10, 100]}, "distinct percents"),
+    (F, {"conv2_subset_percents": [10, 50]}, "includes 100"),
+    (F, {"lenet_subset_percents": [0, 100]}, r"in \(0, 100\]"),
+    (U, {"controls": ["reinit", "reinit"]}, "distinct controls"),
+    (U, {"controls": ["shuffle"]}, "distinct controls from"),
+    (U, {"unseen_networks": []}, "a non-empty list of distinct networks"),
+    (U, {"unseen_networks": ["shufflenet"]}, "distinct networks from"),
+    (U, {"device": "tpu"}, "one of auto, cpu, cuda or cuda:N"),
+    (F, {"executor": "cluster"}, "one of local, processes, slurm"),
+    (S, {"executor_options": {"wrkers": 2}}, "unknown executor options"),
+])
+def test_out_of_range_values_name_the_parameter_value_and_range(notebook, over, valid):
+    (name, value), = over.items()
+    with pytest.raises(ParameterError, match=rf"{notebook}: parameter '{name}' = .* is out of range; valid: .*{valid}"):
+        check_parameters(notebook, {**_defaults(notebook), **over})
+
+
+def test_cuda_without_a_gpu_is_out_of_range(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParameterError, match="parameter 'device' = 'cuda' is out of range; valid: auto or cpu"):
+        check_parameters(U, {**_defaults(U), "device": "cuda"})
+
+
+@pytest.mark.parametrize("notebook", [U, F, S])
+def test_notebook_defaults_and_boundary_values_are_in_range(notebook):
+    values = _defaults(notebook)
+    assert check_parameters(notebook, values) == values
+    p = {U: "lenet", F: "conv2", S: "shufflenet"}[notebook]
+    edge = {f"{p}_test_limit": 10_000, f"{p}_eval_every": values[f"{p}_iterations"], f"{p}_rounds": 0,
+            "tolerance": 0, "seeds": [2, 0]}
+    assert check_parameters(notebook, {**values, **edge})["seeds"] == [2, 0]
+
+
+def test_validate_parameters_checks_ranges_in_the_notebook():
+    ns = {**_defaults(U), "lenet_test_limit": -5, "validate_parameters": validate_parameters}
+    with pytest.raises(ParameterError, match=r"parameter 'lenet_test_limit' = -5 is out of range"):
+        validate_parameters(ns, U)
+
+
+def test_profiles_are_range_checked_against_every_notebook(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "PARAMS_DIR", tmp_path)
+    (tmp_path / "bad.yaml").write_text("shufflenet_val_size: 60000\n")
+    with pytest.raises(ParameterError, match=r"profile 'bad': 03_shufflenet: parameter 'shufflenet_val_size' = 60000"):
+        load_profile("bad")
+    (tmp_path / "mistyped.yaml").write_text("lenet_rounds: three\n")
+    with pytest.raises(ParameterError, match=r"profile 'mistyped': 01_trainability_unseen: parameter 'lenet_rounds' "
+                                             r"must be int"):
+        load_profile("mistyped")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_shipped_profiles_are_in_range(profile):
+    load_profile(profile)

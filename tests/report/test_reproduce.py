@@ -1,4 +1,4 @@
-"""The main job with the smoke profile: every notebook runs and every expected output appears."""
+"""The main job with the smoke profile: every notebook runs and every expected output appears in outputs/smoke/."""
 import json
 
 import pandas as pd
@@ -17,22 +17,31 @@ def test_main_job_smoke_profile(shared_data, monkeypatch):
     executed = reproduce.reproduce("smoke", device="cpu")
     assert executed == reproduce.notebooks() == ["01_trainability_unseen", "02_faster_tickets", "03_shufflenet"]
 
+    folder = reproduce.profile_dir("smoke")
+    figures, tables, executed_dir = folder / "figures", folder / "tables", folder / "notebooks"
     for stem in FIGURES:
-        png, pdf = paths.figures_dir() / f"{stem}.png", paths.figures_dir() / f"{stem}.pdf"
+        png, pdf = figures / f"{stem}.png", figures / f"{stem}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, stem
         assert pdf.read_bytes()[:5] == b"%PDF-", stem
 
-    table1 = pd.read_csv(paths.tables_dir() / "table1.csv")
-    assert len(table1) == 3 and (paths.tables_dir() / "table1.md").read_text().count("|") > 10
-    speedup = pd.read_csv(paths.tables_dir() / "speedup.csv")
+    table1 = pd.read_csv(tables / "table1.csv")
+    assert len(table1) == 3 and (tables / "table1.md").read_text().count("|") > 10
+    speedup = pd.read_csv(tables / "speedup.csv")
     assert not speedup.empty and speedup.notna().any().all()
 
     for name in executed:
-        nb = json.loads((paths.executed_notebooks_dir() / f"{name}.ipynb").read_text())
+        nb = json.loads((executed_dir / f"{name}.ipynb").read_text())
         errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, name
         injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
         assert injected and "device = \"cpu\"" in "".join(injected[0]["source"])
+
+    manifest = reproduce.read_manifest("smoke")
+    assert {n: r["status"] for n, r in manifest["notebooks"].items()} == dict.fromkeys(executed, "done")
+    published = {f for r in manifest["notebooks"].values() for f in r["published"]["files"]}
+    assert {f"figures/{stem}.png" for stem in FIGURES} <= published and "tables/table1.csv" in published
+    # the run store is shared by the profiles; nothing lands in the profile-less folders
+    assert paths.runs_dir() == paths.outputs_dir() / "runs" and not paths.figures_dir().exists()
 
     runs_before = sorted(p.name for p in paths.runs_dir().iterdir())
     assert reproduce.reproduce("smoke", device="cpu") == []  # a second call has nothing left to do
