@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import synthetic_dataset
 from lth_core import imp
@@ -72,7 +73,8 @@ def test_cache_hit_does_no_training(monkeypatch):
     assert len(calls) == n
     pd.testing.assert_frame_equal(first, again)
     files = sorted(p.name for p in run_dir(CFG).iterdir())
-    assert files == ["config.json", "done.json", "init.pt", "round_000.pt", "round_001.pt", "round_002.pt", "rows.csv"]
+    assert files == ["config.json", "done.json", "init.pt", "lock", "round_000.pt", "round_001.pt", "round_002.pt",
+                     "rows.csv"]
     assert json.loads((run_dir(CFG) / "config.json").read_text())["non_default"]["rounds"] == 2
 
 
@@ -88,7 +90,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tmp_outputs):
         cfg = {cfg!r}
         run_cached(cfg, synthetic_dataset(), progress=False)
     """))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the resume below runs in this process: the store refuses to resume under another CPU thread count
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen([sys.executable, str(script)], env=env)
     d = run_dir(cfg)
     deadline = time.time() + 300
