@@ -30,7 +30,7 @@ import torch
 
 from lth_core import paths
 
-CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused.py"]
+CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused_cuda.py"]
 
 
 def pack_jpeg_folder(root: Path, out: Path) -> Path:

@@ -20,7 +20,7 @@ run resumed in the other mode goes on correctly, only not bitwise as it would ha
 A fused member's `wall_seconds` is the time from its group's start to its own stop.
 
 `deadline` (a `time.time()` value) stops before a round that would not end by then,
-judged by the last round's duration: the runs stay resumable at their next round.
+judged by the last round's seconds per training: the runs stay resumable at their next round.
 A run whose round fails (any exception) is closed and reported; the others go on.
 A run another process holds is skipped here (the caller reads it when that
 process has finished it).
@@ -101,9 +101,10 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                 opened.append(_Open(cfg, runner, run))
         bar = tqdm(total=sum(remaining_trainings(o.run) for o in opened), desc="trainings", unit="training",
                    disable=not progress)
-        last_round = 0.0
-        while opened and (deadline is None or time.time() + last_round <= deadline):
-            started = time.time()
+        per_training = 0.0  # seconds per training in the last round: the next round's estimate
+        while opened and (deadline is None or time.time() + per_training * sum(
+                len(round_trainings(o.cfg, o.run.state.round)) for o in opened) <= deadline):
+            started, trainings = time.time(), sum(len(round_trainings(o.cfg, o.run.state.round)) for o in opened)
             jobs: dict[int, list[TrainingJob]] = {}
             groups: dict[tuple, list[tuple[_Open, TrainingJob]]] = defaultdict(list)
             for o in list(opened):
@@ -143,7 +144,7 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                     failures.setdefault(name, e)
                 opened.remove(o)
                 o.run.close()
-            last_round = time.time() - started
+            per_training = (time.time() - started) / trainings
         bar.close()
     finally:
         for o in opened:  # interrupted: release the locks; finished rounds are stored

@@ -1,0 +1,57 @@
+"""Fused training on CUDA: each member matches its solo training (float32, GPU kernels).
+
+Skipped without a GPU; `make gpu-check` runs it on a lent one. On CUDA, solo and fused
+trainings use different kernels (a grouped convolution for K convolutions, a batched matmul
+for K matmuls), so they agree to float32 rounding amplified by training, not bit for bit:
+the same evaluation points, validation curves within 1e-3 and the same early-stopping
+iteration. ShuffleNet's validation loss is compared at the first evaluation only, within 1%:
+its bn2 bias has a zero gradient up to rounding, which Adam turns into full-sized steps that
+move bn3's running mean (see test_fused.py), so any two kernels' rounding drifts apart there.
+"""
+import pytest
+import torch
+
+from conftest import synthetic_dataset
+from lth_core.models import DATASET_OF, build_model
+from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
+from lth_core.runs.fused import FusedMember, train_fused
+from lth_core.training import TrainConfig, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+DEVICE = "cuda"
+
+
+def _members(network: str, n: int):
+    out = []
+    for k in range(n):
+        model = attach_masks(build_model(network, seed=k)).to(DEVICE)
+        if k:  # one dense member, the others pruned once from their own init
+            masks = get_masks(model)
+            set_masks(model, prune_layerwise({m: model.get_parameter(m).detach().cpu() for m in masks}, masks,
+                                             layer_rates(model, 0.2)))
+        out.append(model)
+    return out
+
+
+@pytest.mark.parametrize("network", ["lenet_300_100", "conv2", "shufflenet"])
+def test_fused_matches_solo_on_cuda(network):
+    data = synthetic_dataset(DATASET_OF[network], n_train=600, n_test=100).to(DEVICE)
+    cfg = TrainConfig(iterations=40, batch_size=20, eval_every=10, lr=1e-3)
+    val, rows = torch.arange(100), [torch.arange(100 + 100 * k, 600) for k in range(3)]
+    solo_models, fused_models = _members(network, 3), _members(network, 3)
+    solo = [train(m, data, rows[k], val, cfg, seed=k, progress=False) for k, m in enumerate(solo_models)]
+    fused = train_fused([FusedMember(m, rows[k], val, cfg, seed=k) for k, m in enumerate(fused_models)], data,
+                        progress=False)
+    for s, f in zip(solo, fused):
+        assert [h["iteration"] for h in f.history] == [h["iteration"] for h in s.history]
+        if network == "shufflenet":
+            assert f.history[0]["val_loss"] == pytest.approx(s.history[0]["val_loss"], rel=1e-2)
+            continue
+        assert [h["val_loss"] for h in f.history] == pytest.approx([h["val_loss"] for h in s.history], rel=1e-3)
+        assert f.es_iteration == s.es_iteration
+    for sm, fm in zip(solo_models, fused_models):
+        for name, mask in get_masks(sm).items():
+            w = fm.get_parameter(name).detach()
+            assert torch.all(w[~mask.to(w.device)] == 0)  # pruned weights stay exactly zero on the GPU too
