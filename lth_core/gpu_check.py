@@ -67,6 +67,17 @@ class Report:
         self.data["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
         self.data["torch"] = torch.__version__
 
+    def section(self, key: str, compute) -> None:
+        """Put `compute()` under `key` with its seconds; a failure is recorded and the check goes on."""
+        t = time.time()
+        try:
+            value = compute()
+        except Exception as e:  # one broken section must not hide the others' results
+            import traceback
+            value = {"error": "".join(traceback.format_exception(e))[-4000:]}
+        self.put(key, value)
+        self.put(f"{key}_seconds", round(time.time() - t, 1))
+
     def put(self, key: str, value) -> None:
         self.data[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,16 +137,12 @@ def main(argv=None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; torch sees none")
     report = Report(args.out or paths.outputs_dir() / "gpu_check.json")
-    report.put("tests", cuda_tests(timeout=150))
-    t = time.time()
-    report.put("benchmark", benchmark(args.repeats))
-    report.put("benchmark_seconds", round(time.time() - t, 1))
+    report.section("tests", lambda: cuda_tests(timeout=150))
+    report.section("benchmark", lambda: benchmark(args.repeats))
     if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
         root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))
         os.environ["LTH_DATA_DIR"] = str(root.parent)
-    t = time.time()
-    report.put("figure1_conv2", figure1_conv2(deadline))
-    report.put("figure1_seconds", round(time.time() - t, 1))
+    report.section("figure1_conv2", lambda: figure1_conv2(deadline))
     report.put("total_seconds", round(time.time() - start, 1))
 
 
