@@ -30,6 +30,7 @@ import torch
 
 from lth_core import paths
 
+SECTIONS = ("tests", "benchmark", "figure1")
 CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused_cuda.py"]
 
 
@@ -131,18 +132,22 @@ def main(argv=None) -> None:
                         help="CIFAR-10 packed by pack_jpeg_folder (unpacked to a temporary data root)")
     parser.add_argument("--repeats", type=int, default=2, help="benchmark repeats (the fastest is kept)")
     parser.add_argument("--out", type=Path, default=None, help="the JSON summary (default outputs/gpu_check.json)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     args = parser.parse_args(argv)
     start = time.time()
     deadline = start + 60 * args.minutes - 20  # leave time to write the summary
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; torch sees none")
     report = Report(args.out or paths.outputs_dir() / "gpu_check.json")
-    report.section("tests", lambda: cuda_tests(timeout=150))
-    report.section("benchmark", lambda: benchmark(args.repeats))
-    if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
-        root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))
-        os.environ["LTH_DATA_DIR"] = str(root.parent)
-    report.section("figure1_conv2", lambda: figure1_conv2(deadline))
+    if "tests" in args.only:
+        report.section("tests", lambda: cuda_tests(timeout=150))
+    if "benchmark" in args.only:
+        report.section("benchmark", lambda: benchmark(args.repeats))
+    if "figure1" in args.only:
+        if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
+            root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))
+            os.environ["LTH_DATA_DIR"] = str(root.parent)
+        report.section("figure1_conv2", lambda: figure1_conv2(deadline))
     report.put("total_seconds", round(time.time() - start, 1))
 
 

@@ -107,7 +107,7 @@ def prune_layerwise(weights: dict[str, torch.Tensor], masks: Masks, rates: dict[
         k = n_to_prune(int(mask.sum()), rate)
         flat = mask.flatten().clone()
         if k:
-            score = weights[name].detach().abs().flatten().to(torch.float64)
+            score = weights[name].detach().abs().flatten().to(flat.device, torch.float64)  # masks live on the CPU
             score = torch.where(flat, score, torch.full_like(score, float("inf")))
             order = torch.argsort(score, stable=True)  # stable: ties go to the lower index
             flat[order[:k]] = False

@@ -3,8 +3,10 @@
 Skipped without a GPU; `make gpu-check` runs it on a lent one. On CUDA, solo and fused
 trainings use different kernels (a grouped convolution for K convolutions, a batched matmul
 for K matmuls), so they agree to float32 rounding amplified by training, not bit for bit:
-the same evaluation points, validation curves within 1e-3 and the same early-stopping
-iteration. ShuffleNet's validation loss is compared at the first evaluation only, within 1%:
+the same evaluation points, the first validation loss within 1e-3, later ones within 5%
+(measured on an H100: Conv-2's drift 3% apart by iteration 40 of this fast-falling synthetic
+task) and the same early-stopping iteration. Exact agreement is tested in float64 on the CPU
+(test_fused.py). ShuffleNet's validation loss is compared at the first evaluation only, within 1%:
 its bn2 bias has a zero gradient up to rounding, which Adam turns into full-sized steps that
 move bn3's running mean (see test_fused.py), so any two kernels' rounding drifts apart there.
 """
@@ -49,7 +51,8 @@ def test_fused_matches_solo_on_cuda(network):
         if network == "shufflenet":
             assert f.history[0]["val_loss"] == pytest.approx(s.history[0]["val_loss"], rel=1e-2)
             continue
-        assert [h["val_loss"] for h in f.history] == pytest.approx([h["val_loss"] for h in s.history], rel=1e-3)
+        assert f.history[0]["val_loss"] == pytest.approx(s.history[0]["val_loss"], rel=1e-3)
+        assert [h["val_loss"] for h in f.history] == pytest.approx([h["val_loss"] for h in s.history], rel=5e-2)
         assert f.es_iteration == s.es_iteration
     for sm, fm in zip(solo_models, fused_models):
         for name, mask in get_masks(sm).items():
