@@ -98,9 +98,11 @@ def cuda_tests(timeout: float) -> dict:
     return {"returncode": rc, "summary": lines[-1] if lines else "", "tail": "\n".join(lines[-30:])}
 
 
-def benchmark(repeats: int) -> list[dict]:
+def benchmark(report: "Report", repeats: int) -> list[dict]:
+    """The fusion table (each row saved as it comes), then lth_core against a bare loop."""
     from lth_core.report.benchmark import run_benchmark, run_fusion_benchmark
-    rows = run_fusion_benchmark(device="cuda", repeats=repeats).to_dict("records")
+    rows = run_fusion_benchmark(device="cuda", repeats=repeats,
+                                on_row=lambda t: report.put("benchmark", t.to_dict("records"))).to_dict("records")
     bare = run_benchmark(device="cuda", repeats=repeats).to_dict("records")
     return rows + [{"table": "lth_core vs bare", **r} for r in bare]
 
@@ -142,7 +144,7 @@ def main(argv=None) -> None:
     if "tests" in args.only:
         report.section("tests", lambda: cuda_tests(timeout=150))
     if "benchmark" in args.only:
-        report.section("benchmark", lambda: benchmark(args.repeats))
+        report.section("benchmark", lambda: benchmark(report, args.repeats))
     if "figure1" in args.only:
         if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
             root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))

@@ -4,9 +4,10 @@
 finished state in the run store and returns each config's rows, in the order of
 `configs`, read back from the store exactly as when running locally, so callers
 (and figures) never learn where a run ran:
-- `local`: in this process, all runs in lockstep (`lockstep.py`): round by round, the
-  trainings of every run's round trained together as stacked models (`fused.py`);
-  `fuse=False` trains them one after another, the reference path;
+- `local`: in this process; on a GPU all runs in lockstep (`lockstep.py`): round by
+  round, the trainings of every run's round trained together as stacked models
+  (`fused.py`); on a CPU, where a fused step measured no faster than its K solo steps,
+  one run after another (`fuse=True`/`False` forces either);
 - `processes`: a pool of spawned worker processes, one per visible GPU (each pinned
   to its own GPU) or `workers` CPU processes sharing the cores;
 - `slurm`: one submitit job per run (an array). A preempted or timed-out job is
@@ -80,8 +81,12 @@ class ExecutorOptions:
     # keeps this process's setting, processes share the cores out, slurm uses cpus_per_job.
     threads: int | None = None
     # train each round's trainings (and, with `local`, every run's) together as stacked models; False:
-    # one at a time with training.train, the reference path (results agree to float rounding)
-    fuse: bool = True
+    # one at a time with training.train, the reference path (results agree to float rounding); None:
+    # fuse on a GPU only, since on a CPU a fused step costs as much as its K solo steps (README, Speed)
+    fuse: bool | None = None
+
+    def fuses(self, device: str) -> bool:
+        return self.fuse if self.fuse is not None else torch.device(device).type == "cuda"
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExecutorOptions":
@@ -153,7 +158,7 @@ def _run_local(pending, device, options, loader, bar) -> list:
     datasets, failures, threads = {}, [], torch.get_num_threads()
     torch.set_num_threads(options.threads or threads)
     try:
-        if options.fuse:  # every run's round at once; a run's failure does not stop the others
+        if options.fuses(device):  # every run's round at once; a run's failure does not stop the others
             for cfg in pending:
                 _error_log(cfg).unlink(missing_ok=True)
             failed = lockstep.run_lockstep(pending, _dataset_loader(device, loader, datasets),
@@ -209,7 +214,7 @@ def _run_processes(pending, device, options, loader, bar) -> list:
     failures = []
     pool = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init_worker, (threads, gpu_ids))
     try:
-        futures = {pool.submit(_work, dataclasses.asdict(cfg), device, loader, options.fuse): cfg for cfg in pending}
+        futures = {pool.submit(_work, dataclasses.asdict(cfg), device, loader, options.fuses(device)): cfg for cfg in pending}
         for fut in concurrent.futures.as_completed(futures):
             if fut.exception() is not None:
                 cfg = futures[fut]
@@ -224,12 +229,14 @@ def _run_processes(pending, device, options, loader, bar) -> list:
 class RunJob:
     """A job's callable: one run through the run store; requeued (resuming from the store) on preemption."""
 
-    def __init__(self, loader=None, threads: int = 1):
-        self.loader, self.threads = loader, threads
+    def __init__(self, loader=None, threads: int = 1, fuse: bool | None = None):
+        self.loader, self.threads, self.fuse = loader, threads, fuse
 
     def __call__(self, cfg_dict: dict, device: str) -> None:
         torch.set_num_threads(self.threads)
-        _run_logged(store.config_from_json(cfg_dict), str(resolve_device(device)), self.loader, {}, progress=False)
+        device = str(resolve_device(device))  # "auto" means this job's GPU, if it has one
+        _run_logged(store.config_from_json(cfg_dict), device, self.loader, {}, progress=False,
+                    fuse=ExecutorOptions(fuse=self.fuse).fuses(device))
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # nothing to save: the store already holds every finished round
@@ -244,7 +251,7 @@ def _run_slurm(pending, device, options, loader, bar, poll_s: float = 1.0) -> li
                          slurm_partition=options.partition, slurm_array_parallelism=options.array_parallelism)
     for cfg in pending:  # a job killed before Python could report leaves no log; never show an old one
         _error_log(cfg).unlink(missing_ok=True)
-    job = RunJob(loader, options.threads or options.cpus_per_job)
+    job = RunJob(loader, options.threads or options.cpus_per_job, options.fuse)
     jobs = ex.map_array(job, [dataclasses.asdict(cfg) for cfg in pending], [device] * len(pending))
     running = dict(zip(jobs, pending))
     try:

@@ -115,3 +115,19 @@ def test_unknown_executor_or_option_is_refused():
     with pytest.raises(ValueError, match=r"unknown executor options \['nodes'\]; valid options: workers, partition"):
         execute_runs(GRID, "cpu", "slurm", {"nodes": 2})
     assert not paths.runs_dir().exists()
+
+
+def test_local_fused_lockstep_agrees_with_one_at_a_time(tmp_path, monkeypatch):
+    # fused members match solo trainings to float32 rounding (exactly in float64: test_fused.py)
+    grid = [dataclasses.replace(TINY, seed=s, rounds=2, controls=("reinit",)) for s in (0, 1)]
+    fused = execute_runs(grid, "cpu", "local", {"threads": 1, "fuse": True}, progress=False,
+                         data_loader=synthetic_loader)
+    monkeypatch.setenv("LTH_OUTPUTS_DIR", str(tmp_path / "solo"))
+    solo = execute_runs(grid, "cpu", "local", {"threads": 1, "fuse": False}, progress=False,
+                        data_loader=synthetic_loader)
+    f, s = _rows(fused), _rows(solo)
+    assert len(f) == len(s) == 2 * (3 + 2)  # per seed: 3 tickets, 2 controls
+    assert f[["seed", "round", "kind", "pct_remaining", "es_iteration"]].equals(
+        s[["seed", "round", "kind", "pct_remaining", "es_iteration"]])
+    assert (f["test_acc"] - s["test_acc"]).abs().max() <= 0.5
+    assert ExecutorOptions().fuses("cuda") and not ExecutorOptions().fuses("cpu")
