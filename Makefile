@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m lth_core.report.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
+	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

@@ -169,8 +169,7 @@ def _executor_options(value, P) -> str | None:
 
 
 def _unseen_networks(values, P) -> str | None:
-    from lth_core.studies.unseen import FIGURE1_NETWORKS  # here: that module imports this one
-    return _distinct(values, FIGURE1_NETWORKS, "networks", empty_ok=False)
+    return _distinct(values, tuple(PARAM_PREFIX), "networks", empty_ok=False)
 
 
 def _network_ranges(prefix: str) -> dict:

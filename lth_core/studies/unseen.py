@@ -33,7 +33,7 @@ from lth_core.models import (DATASET_LABEL, DATASET_OF, NETWORK_LABEL, build_mod
 from lth_core.pruning import layer_rates
 from lth_core.report import plots
 from lth_core.report.claims import claim, claims_frame, not_learned
-from lth_core.report.params import network_overrides
+from lth_core.report.params import PARAM_PREFIX, network_overrides
 from lth_core.runs.experiment import grid
 from lth_core.report.tables import fmt, format_count, format_float, points
 from lth_core.studies import analysis
@@ -41,7 +41,7 @@ from lth_core.training import iterations_per_epoch
 
 NOTEBOOK = "01_trainability_unseen"
 
-FIGURE1_NETWORKS = ("lenet_300_100", "conv2")
+FIGURE1_NETWORKS = tuple(PARAM_PREFIX)  # the networks with per-network notebook parameters
 TABLE1_NETWORKS = ("lenet_300_100", "conv2", "shufflenet")
 # What section 3 of the paper claims: the S2 curve matches the unpruned network up to this % pruned.
 PAPER_PCT_PRUNED = {"lenet_300_100": 80.0, "conv2": 85.0}

@@ -1,6 +1,11 @@
 """The main job: execute every notebook of a profile headless with papermill.
 
-    python -m lth_core.report.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
+    python -m lth_core.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
+    python -m lth_core.reproduce --profile paper --device cuda --estimate
+
+`--estimate` trains nothing: per notebook and network it prints the runs, trainings
+and iterations the profile asks for and the hours they project to from the figures
+of `make benchmark` on that device (`outputs/tables/benchmark.csv`; see `estimate`).
 
 Each notebook `notebooks/NN_*.ipynb` runs with the profile's parameters
 (`notebooks/params/<profile>.yaml`) plus `device`, `executor` and
@@ -46,9 +51,17 @@ import papermill
 import yaml
 from tqdm.auto import tqdm
 
+import pandas as pd
+
 from lth_core import paths
-from lth_core.runs.executors import resolve_device
+from lth_core.imp import round_trainings, trainings_per_run
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
+from lth_core.runs.executors import ExecutorOptions, resolve_device
+from lth_core.studies import faster_tickets, shufflenet, unseen
+
+STUDIES = {study.NOTEBOOK: study for study in (unseen, faster_tickets, shufflenet)}
+# a validation pass over a batch costs about a third of a training step (forward only)
+EVAL_STEP_FRACTION = 1 / 3
 
 MANIFEST = "manifest.json"
 PUBLISHED = ("tables", "figures")  # what a notebook saves beside its executed copy
@@ -251,12 +264,71 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     return executed
 
 
+def _notebook_parameters(name: str, profile_values: dict) -> dict:
+    declared = declared_parameters(name)
+    values = {**{k: spec[2] for k, spec in declared.items()}, **{k: v for k, v in profile_values.items() if k in declared}}
+    check_parameters(name, values)
+    return values
+
+
+def _ms_per_model_step(bench: pd.DataFrame, network: str, device: str, k: int, fuse: bool) -> tuple[float, int]:
+    """(ms per model-step, K it was measured at) for `network` on `device`: fused at the largest
+    measured K not above `k`, or solo; NaN when the benchmark has no row for them."""
+    rows = bench[(bench["network"] == network) & (bench["device"].str.split(":").str[0] == device)]
+    if rows.empty:
+        return float("nan"), 0
+    if not fuse:
+        return float(rows["solo ms/model-step"].min()), 1
+    fit = rows[rows["K"] <= k]
+    best = (fit if len(fit) else rows).sort_values("K").iloc[-1]
+    return float(best["fused ms/model-step"]), int(best["K"])
+
+
+def estimate(profile: str, device: str = "auto", executor_options: dict | None = None,
+             benchmark_csv: Path | None = None) -> pd.DataFrame:
+    """Per notebook and network of `profile`: runs, trainings, iterations (every training to its full
+    budget: patience only shortens this) and projected hours, with no training.
+
+    Hours = (training iterations + validation passes as step-equivalents) x ms per model-step from
+    `benchmark_csv` (default outputs/tables/benchmark.csv, written by `make benchmark`) for this
+    device: fused at the group size lockstep would use (the runs' trainings of one round), or solo
+    when the runs are not fused (ExecutorOptions.fuse; by default on a CPU). One process, one device.
+    """
+    # estimating for a GPU needs none here: only its benchmark figures
+    dev = "cuda" if device.startswith("cuda") else resolve_device(device).type
+    fuse = ExecutorOptions.from_dict(executor_options or {}).fuses(dev)
+    path = Path(benchmark_csv or paths.tables_dir() / "benchmark.csv")
+    bench = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["network", "device", "K"])
+    values, rows = load_profile(profile), []
+    for name in notebooks():
+        configs = STUDIES[name].configs_from_parameters(_notebook_parameters(name, values))
+        for network in dict.fromkeys(c.network for c in configs):
+            mine = [c for c in configs if c.network == network]
+            trainings = sum(trainings_per_run(c) for c in mine)
+            iterations = sum(trainings_per_run(c) * c.train.iterations for c in mine)
+            evals = sum(trainings_per_run(c) * (c.train.iterations / c.train.eval_every)
+                        * (c.val_size / c.train.batch_size) * EVAL_STEP_FRACTION for c in mine)
+            group = sum(len(round_trainings(c, min(1, c.rounds))) for c in mine)
+            ms, k = _ms_per_model_step(bench, network, dev, group, fuse)
+            rows.append({"notebook": name, "network": network, "runs": len(mine), "trainings": trainings,
+                         "iterations": iterations, "device": dev, "K": k, "ms/model-step": ms,
+                         "hours": (iterations + evals) * ms / 3.6e6})
+    table = pd.DataFrame(rows)
+    if table["ms/model-step"].isna().any():
+        missing = sorted(table.loc[table["ms/model-step"].isna(), "network"].unique())
+        print(f"no benchmark figures for {missing} on {dev} in {path}: run `make benchmark` on this device "
+              "(hours are n/a until then)", file=sys.stderr)
+    return table
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick", help="smoke | quick | paper (notebooks/params/<profile>.yaml)")
     ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N")
     ap.add_argument("--notebooks", nargs="*", help="only these notebooks (names without .ipynb)")
     ap.add_argument("--force", action="store_true", help="re-execute notebooks already done (runs stay cached)")
+    ap.add_argument("--estimate", action="store_true",
+                    help="train nothing: print the profile's trainings, iterations and projected hours")
     ap.add_argument("--executor", default="local", help="local | processes | slurm: where the IMP runs execute")
     ap.add_argument("-o", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
                     help="executor setting, repeatable: workers, partition, gpus_per_job, cpus_per_job, "
@@ -269,6 +341,13 @@ def main(argv=None) -> int:
             if not sep:
                 raise ValueError(f"executor option {item!r} must be KEY=VALUE, e.g. partition=gpu")
             options[key] = yaml.safe_load(value)
+        if args.estimate:
+            table = estimate(args.profile, args.device, options)
+            print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+            hours = "n/a" if table["hours"].isna().any() else f"{table['hours'].sum():,.1f}"
+            print(f"total: {table['trainings'].sum():,} trainings, {table['iterations'].sum():,} iterations, "
+                  f"{hours} hours")
+            return 0
         reproduce(args.profile, args.device, args.notebooks, args.force, args.executor, options)
     except (ValueError, papermill.PapermillExecutionError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lth_core import paths
-from lth_core.report import reproduce
+from lth_core import reproduce
 from lth_core.report.params import ParameterError
 
 PARAMS = ('device: str = "auto"\nexecutor: str = "local"\nexecutor_options: dict = {}\n'

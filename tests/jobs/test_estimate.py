@@ -1,0 +1,36 @@
+"""`reproduce --estimate`: the profile's trainings counted from the code, hours from benchmark figures."""
+import pandas as pd
+import pytest
+
+from lth_core import reproduce
+from lth_core.imp import trainings_per_run
+
+
+def _bench(tmp_path, device="cpu"):
+    rows = [{"network": n, "device": device, "K": k, "solo ms/model-step": 2.0, "fused ms/model-step": 2.0 / k}
+            for n in ("lenet_300_100", "conv2", "shufflenet") for k in (1, 4)]
+    path = tmp_path / "benchmark.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_paper_profile_counts_every_training_of_every_notebook(tmp_path):
+    table = reproduce.estimate("paper", "cpu", benchmark_csv=_bench(tmp_path))
+    by_net = table.groupby("network")["trainings"].sum()
+    # Figure 1, Figures 2-3 and Figure 4 at Table 1's settings, 3 seeds, every round
+    assert by_net.to_dict() == {"lenet_300_100": 735, "conv2": 618, "shufflenet": 507}
+    assert (table["iterations"] == table["trainings"] * 30_000).all()
+    smoke = reproduce.estimate("smoke", "cpu", benchmark_csv=_bench(tmp_path))
+    cfgs = reproduce.STUDIES["01_trainability_unseen"].configs_from_parameters(
+        reproduce._notebook_parameters("01_trainability_unseen", {}))
+    assert smoke.iloc[0]["trainings"] == sum(trainings_per_run(c) for c in cfgs if c.network == "lenet_300_100")
+
+
+def test_hours_follow_the_benchmark_and_the_fusion_setting(tmp_path):
+    solo = reproduce.estimate("smoke", "cpu", {"fuse": False}, benchmark_csv=_bench(tmp_path))
+    fused = reproduce.estimate("smoke", "cpu", {"fuse": True}, benchmark_csv=_bench(tmp_path))
+    assert (solo["ms/model-step"] == 2.0).all() and (solo["K"] == 1).all()
+    assert (fused["K"] >= 1).all() and (fused["hours"] <= solo["hours"]).all()
+    assert fused["hours"].iloc[0] == pytest.approx(solo["hours"].iloc[0] * fused["ms/model-step"].iloc[0] / 2.0)
+    gpu = reproduce.estimate("smoke", "cuda", benchmark_csv=_bench(tmp_path))  # no benchmark rows for cuda
+    assert gpu["hours"].isna().all() and (gpu["device"] == "cuda").all()
