@@ -191,6 +191,16 @@ class BareTimer:
         return 1000.0 * (_now(self.device) - started) / iterations
 
 
+def _measurement(network: str, dev: torch.device, iterations, warmup, defaults: dict, warm_share: int):
+    """(timed iterations, warm-up iterations, batch size, synthetic data) of one network's measurements."""
+    n = defaults[dev.type][network] if iterations is None else iterations
+    n_warm = max(1, n // warm_share) if warmup is None else warmup
+    batch = PAPER_TRAINING[network].batch_size
+    if dev.type == "cuda":
+        select_deterministic_kernels()  # train() would set them anyway; the other loops run under the same
+    return n, n_warm, batch, synthetic_dataset(DATASET_OF[network], dev, batch)
+
+
 def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
                   warmup: int | None = None, repeats: int = DEFAULT_REPEATS) -> pd.DataFrame:
     """One row per network (see the module docstring); `iterations`/`warmup` None: per-network defaults."""
@@ -200,12 +210,7 @@ def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device:
                          f"got {iterations}, {repeats}, {warmup}")
     rows = []
     for network in map(check_model_name, networks):
-        n = DEFAULT_ITERATIONS[dev.type][network] if iterations is None else iterations
-        n_warm = max(1, n // 10) if warmup is None else warmup
-        batch = PAPER_TRAINING[network].batch_size
-        data = synthetic_dataset(DATASET_OF[network], dev, batch)
-        if dev.type == "cuda":
-            select_deterministic_kernels()  # train() would set them anyway; the bare loop runs under the same
+        n, n_warm, batch, data = _measurement(network, dev, iterations, warmup, DEFAULT_ITERATIONS, 10)
         timers = {"lth_core": LthCoreTimer(network, data, dev), "bare": BareTimer(network, data, dev)}
         times = {kind: [] for kind in timers}
         for _ in range(repeats):
@@ -249,12 +254,7 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
         raise ValueError(f"iterations and repeats must be positive, got {iterations}, {repeats}")
     rows = []
     for network in map(check_model_name, networks):
-        n = FUSION_ITERATIONS[dev.type][network] if iterations is None else iterations
-        n_warm = max(1, n // 5) if warmup is None else warmup
-        batch = PAPER_TRAINING[network].batch_size
-        data = synthetic_dataset(DATASET_OF[network], dev, batch)
-        if dev.type == "cuda":
-            select_deterministic_kernels()
+        n, n_warm, batch, data = _measurement(network, dev, iterations, warmup, FUSION_ITERATIONS, 5)
         solo_timer = LthCoreTimer(network, data, dev)
         solo = min(solo_timer.ms_per_iteration(n, n_warm) for _ in range(repeats))
         group_sizes = ks if isinstance(ks, (list, tuple)) else (ks or FUSION_KS)[network]

@@ -5,8 +5,9 @@ config fields. `run_experiment(name, configs, executor=...)` brings every run to
 the finished state (in this process, in worker processes, or as Slurm jobs: see
 `executors.py`; finished runs are read, interrupted ones resume) and returns all
 rows as one tidy DataFrame (the caller saves what it shows). Each row carries its
-run's name and the config fields that experiments vary (learning-rate schedule,
-BN pruning, rewinding, budget).
+run's name and the config values the caller names in `columns`
+({column: dotted config field}, e.g. {"budget": "train.iterations"}): the engine
+does not know which ones a study compares.
 """
 import dataclasses
 import itertools
@@ -27,18 +28,26 @@ def grid(base: IMPConfig, seeds=(0,), **axes) -> list[IMPConfig]:
     return out
 
 
-def config_columns(cfg: IMPConfig) -> dict:
-    """The config fields experiments vary, as columns beside each row."""
-    return {"lr": cfg.train.lr, "lr_schedule": cfg.train.lr_schedule, "prune_bn": cfg.prune_bn,
-            "rewind_iteration": -1 if cfg.rewind_iteration is None else cfg.rewind_iteration,
-            "budget": cfg.train.iterations}
+def config_value(cfg: IMPConfig, field: str):
+    """The value of a dotted config field ("prune_bn", "train.lr"); a clear error for an unknown one."""
+    value = cfg
+    for part in field.split("."):
+        if not dataclasses.is_dataclass(value) or part not in {f.name for f in dataclasses.fields(value)}:
+            raise ValueError(f"unknown config field {field!r}; fields are IMPConfig's, and TrainConfig's as "
+                             "'train.<field>'")
+        value = getattr(value, part)
+    return value
 
 
 def run_experiment(name: str, configs: list[IMPConfig], device: str = "auto", progress: bool = True,
-                   executor: str = "local", executor_options: dict | None = None) -> pd.DataFrame:
-    """Finish (or read) every config's run and gather their rows into one table."""
+                   executor: str = "local", executor_options: dict | None = None,
+                   columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """Finish (or read) every config's run and gather their rows into one table, with `columns`."""
     if not configs:
         raise ValueError(f"experiment {name!r} has no runs: check its seeds and grid parameters")
+    columns = columns or {}
+    for field in columns.values():
+        config_value(configs[0], field)  # an unknown field fails before any training
     frames = execute_runs(configs, device, executor, executor_options, progress=progress)
-    table = pd.concat([df.assign(**config_columns(c)) for c, df in zip(configs, frames)], ignore_index=True)
-    return table
+    return pd.concat([df.assign(**{col: config_value(c, field) for col, field in columns.items()})
+                      for c, df in zip(configs, frames)], ignore_index=True)

@@ -43,6 +43,7 @@ PAPER_CLAIM_RATIO = 7.5
 PAPER_ES = {"lenet_300_100": (1200, 9000), "conv2": (500, 4500)}
 
 LEVEL_KEYS = ["network", "subset_percent", "round"]
+CONFIG_COLUMNS = {"budget": "train.iterations", "patience": "train.patience"}  # beside each row of the table
 
 
 def check_subset_percents(percents, network: str) -> list[float]:

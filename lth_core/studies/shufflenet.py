@@ -42,6 +42,9 @@ LINEAR_R2 = 0.8  # "decreases roughly linearly": a straight line explains at lea
 ARMS = ("reset", "bn_pruned", "constant_lr", "rewind")
 ARM_COLORS = {"reset": "tab:blue", "bn_pruned": "tab:purple", "constant_lr": "tab:orange", "rewind": "tab:green"}
 CONTROL_COLOR = "tab:gray"
+# what the arms vary, as columns of the rows table
+CONFIG_COLUMNS = {"lr": "train.lr", "lr_schedule": "train.lr_schedule", "prune_bn": "prune_bn",
+                  "rewind_iteration": "rewind_iteration", "budget": "train.iterations"}
 
 
 def study_configs(*, iterations: int, rounds: int, eval_every: int, train_limit: int | None, val_size: int,
@@ -129,7 +132,7 @@ def run_arms(arms: dict[str, list[IMPConfig]], device: str = "auto", progress: b
     """
     configs = [cfg for configs in arms.values() for cfg in configs]
     df = run_experiment("fig4_shufflenet", configs, device=device, progress=progress, executor=executor,
-                        executor_options=executor_options)
+                        executor_options=executor_options, columns=CONFIG_COLUMNS)
     arm_of = {run_name(cfg): arm for arm, configs in arms.items() for cfg in configs}
     label_of = {arm: arm_label(arm, configs[0]) for arm, configs in arms.items()}
     df["arm"] = df["run"].map(arm_of)

@@ -47,6 +47,7 @@ TABLE1_NETWORKS = ("lenet_300_100", "conv2", "shufflenet")
 PAPER_PCT_PRUNED = {"lenet_300_100": 80.0, "conv2": 85.0}
 
 S1, S2 = "half1", "half2"
+CONFIG_COLUMNS = {"budget": "train.iterations"}  # beside each row of the table
 CURVES = {  # (kind, trained_on) -> label, in legend order
     ("ticket", S1): "ticket, trained on S1 (seen)",
     ("ticket", S2): "ticket, trained on S2 (unseen)",

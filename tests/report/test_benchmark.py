@@ -20,7 +20,7 @@ def test_lenet_table_has_positive_times_and_their_ratio():
 
 
 def test_fusion_table_has_both_times_per_group_size_and_their_speedup():
-    table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=3, device="cpu", warmup=1)
+    table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=30, device="cpu", warmup=2)
     assert list(table.columns) == FUSION_COLUMNS
     assert list(table["K"]) == [1, 2] and set(table["network"]) == {"lenet_300_100"}
     for _, row in table.iterrows():
