@@ -46,5 +46,6 @@ gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.installed)
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks
 
+# every generated folder under outputs/ (the run store and each profile's outputs); outputs/README.md stays
 clean-outputs:
-	rm -rf outputs/runs outputs/tables outputs/figures outputs/notebooks
+	find outputs -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +

@@ -210,7 +210,9 @@ def _run_processes(pending, device, options, loader, bar) -> list:
             gpu_ids.put(gpus[i % len(gpus)])
     # torch's default of one thread per core in every worker oversubscribes the cores many times over
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = options.threads or max(1, cores // workers)
+    # from the configured pool size, not the pending runs: a rerun with fewer runs left must train with
+    # the same thread count, or the store refuses to resume under different numerics
+    threads = options.threads or max(1, cores // (options.workers or len(gpus) or 2))
     failures = []
     pool = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init_worker, (threads, gpu_ids))
     try:

@@ -131,3 +131,20 @@ def test_local_fused_lockstep_agrees_with_one_at_a_time(tmp_path, monkeypatch):
         s[["seed", "round", "kind", "pct_remaining", "es_iteration"]])
     assert (f["test_acc"] - s["test_acc"]).abs().max() <= 0.5
     assert ExecutorOptions().fuses("cuda") and not ExecutorOptions().fuses("cpu")
+
+
+def test_processes_thread_count_does_not_depend_on_how_many_runs_are_left(monkeypatch):
+    # a resumed run must train at the thread count it started with, or the store refuses it
+    seen = []
+
+    class Capture:
+        def __init__(self, workers, ctx, initializer, initargs):
+            seen.append(initargs[0])
+            raise RuntimeError("captured")
+
+    monkeypatch.setattr(executors.concurrent.futures, "ProcessPoolExecutor", Capture)
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for pending in (GRID, GRID[:1]):
+        with pytest.raises(RuntimeError, match="captured"):
+            executors._run_processes(pending, "cpu", ExecutorOptions(workers=4), None, None)
+    assert seen == [2, 2]  # 8 cores over the 4 configured workers, whatever is pending
