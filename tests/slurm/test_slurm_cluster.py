@@ -120,6 +120,14 @@ def _job_id() -> str:
     raise AssertionError("the job never appeared in squeue")
 
 
+def _wait_until_gone(job: str) -> None:
+    """Wait until Slurm no longer lists `job` (every attempt of it has ended)."""
+    deadline = time.time() + 120
+    while subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, f"job {job} still listed after 2 minutes"
+        time.sleep(0.2)
+
+
 def _start_now(job: str) -> None:
     """Lift the 2 minutes Slurm makes a requeued job wait (its BeginTime) once the job is pending again."""
     deadline = time.time() + 60
@@ -134,7 +142,9 @@ def _start_now(job: str) -> None:
 
 
 def test_requeued_job_resumes_from_the_store_without_redoing_rounds(tmp_path, monkeypatch):
-    cfg = dataclasses.replace(TINY, rounds=5, train=dataclasses.replace(TINY.train, iterations=400, eval_every=100))
+    # rounds long enough that the rest of the run cannot finish within KillWait (5 s): submitit lets SIGTERM
+    # pass, so a job near its end could complete before Slurm's SIGKILL, and the requeued copy would find it done
+    cfg = dataclasses.replace(TINY, rounds=5, train=dataclasses.replace(TINY.train, iterations=2000, eval_every=100))
     d = store.run_dir(cfg)
     errors = []
 
@@ -159,6 +169,7 @@ def test_requeued_job_resumes_from_the_store_without_redoing_rounds(tmp_path, mo
     waiter.join(timeout=300)
     assert not waiter.is_alive() and not errors, errors
 
+    _wait_until_gone(job)  # submitit may see the result before the second attempt has finished its log
     log = next((paths.outputs_dir() / "slurm").glob(f"{job}_0_log.out")).read_text()
     assert log.count(f"Starting with JobEnvironment(job_id={job},") == 2  # the job ran twice
     assert store.is_done(cfg) and not (d / "error.log").exists()
