@@ -37,8 +37,9 @@ weight-sized temporaries (page faults on every step) and hits torch.sqrt on exac
 4.5 ms per 940K floats here against 0.36 ms on non-zeros (pruned weights' second moments
 are exact zeros): 10-20 ms per step at K=4 even with kept buffers and in-place operations,
 against 1.2-3.6 ms for torch's own fused Adam kernel called once per slot on the slot's
-views. So `FusedStack` calls that kernel per slot (per-slot lr, weight decay and step
-count): one pass, and exactly the update solo train()'s Adam(fused=True) makes.
+views. So `FusedStack` calls that kernel: once on the whole stack when the slots share
+learning rate and weight decay (their step counts are always equal), else once per slot:
+one pass, and exactly the update solo train()'s Adam(fused=True) makes.
 With it (same set-up, solo and fused alternating in one process, best of 3; the machine was
 loaded by other jobs, so solo itself read 6.8-9.0 ms instead of 2.2), ms per model-step:
   solo 6.9-9.0;  fused K=1 10.3-10.6, K=2 9.5-9.7, K=4 8.8-9.2, K=8 6.8-8.9
