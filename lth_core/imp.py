@@ -18,7 +18,9 @@ Round r (r = 0 is the dense network):
    `reinit` (same mask, fresh random init) and `random_prune` (random mask of
    the same per-layer density, same init);
 5. prune the early-stopping weights of 2 layer-wise -> the mask of round r+1.
-Every training yields one tidy row (see `ROW_COLUMNS`). `round_trainings(cfg, r)`
+Every training yields one tidy row (see `ROW_COLUMNS`) and its validation curve:
+one record per evaluation (`CURVE_KEYS` name the training, then iteration,
+validation loss and accuracy, training loss and learning rate). `round_trainings(cfg, r)`
 lists the trainings of round r in the order run_round does them, and
 `planned_remaining_pct(cfg)` the percent of weights left at each level, so
 callers count and label without re-deriving either.
@@ -44,6 +46,7 @@ from lth_core.training import TrainConfig, TrainResult, state_copy, train
 
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
+CURVE_KEYS = ["round", "kind", "trained_on"]  # with the row's run name, what a curve point belongs to
 ROW_COLUMNS = ["network", "seed", "round", "pct_remaining", "kind", "found_on", "trained_on", "subset_percent",
                "es_iteration", "test_acc", "test_loss", "val_acc", "val_loss", "iterations", "wall_seconds",
                "device"]
@@ -184,6 +187,8 @@ class IMPState:
     rewind_state: dict | None = None  # reset target from round 1 on when rewinding
     rows: list[dict] = field(default_factory=list)
     checkpoint: dict | None = None  # early-stopping state of the last finished round's ticket
+    # every training's validation curve: one dict per evaluation, keyed like its row (see CURVE_KEYS)
+    curves: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -264,6 +269,8 @@ class IMPRunner:
         """The next state from the round's trained jobs: rows, and the mask pruned from the finding run."""
         cfg, r = self.cfg, state.round
         rows = [self._row(r, job.masks, job.kind, job.split, res) for job, res in zip(jobs, results)]
+        curves = [{"round": r, "kind": job.kind, "trained_on": job.split, **point}
+                  for job, res in zip(jobs, results) for point in res.history]
         found = results[0]
         if r < cfg.rounds:
             weights = {name: found.best_state[name] for name in state.masks}
@@ -273,7 +280,7 @@ class IMPRunner:
             next_masks = state.masks
         rewind = found.snapshot_state if jobs[0].snapshot_at is not None else state.rewind_state
         return IMPState(round=r + 1, masks=next_masks, init_state=state.init_state, rewind_state=rewind,
-                        rows=state.rows + rows, checkpoint=found.best_state)
+                        rows=state.rows + rows, checkpoint=found.best_state, curves=state.curves + curves)
 
     def run_round(self, state: IMPState) -> IMPState:
         """One round, its trainings one after another."""

@@ -6,6 +6,8 @@
   seeds with a 95% confidence band when there are several seeds;
 - `plot_vs_remaining`: that line on a log x axis running from 100% on the left
   down to the sparsest ticket, with an optional reference line (the dense network);
+- `curves_figure(curves, rows, panel)`: validation loss against iteration for a few
+  pruning levels, early-stopping points marked (the curves the run store keeps);
 - `save_figure` writes PNG and PDF under `outputs/figures/`; `show_figure` saves,
   displays (in a notebook) and closes, so every notebook shows figures the same way.
 """
@@ -52,6 +54,40 @@ def plot_vs_remaining(df: pd.DataFrame, y: str, ax, hue: str | None = None, styl
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     return ax
+
+
+def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = None, levels: int = 4,
+                  title: str | None = None):
+    """Validation loss against iteration, one line per pruning level (mean over seeds, 95% band), the
+    early-stopping points marked; one panel per value of `panel` (a rows column), at most `levels`
+    levels spread from dense to the sparsest. `curves` and `rows` are the same trainings' (filtered
+    alike); curves join rows on run, round, kind and trained_on."""
+    keys = ["run", "round", "kind", "trained_on"]
+    extra = [panel] if panel else []
+    d = curves.merge(rows[keys + ["pct_remaining", "es_iteration", "val_loss", *extra]]
+                     .rename(columns={"val_loss": "es_val_loss"}), on=keys)
+    if d.empty:
+        raise ValueError("no stored curves for these rows (runs stored before curves were kept have none)")
+    rounds = sorted(d["round"].unique())
+    keep = sorted({rounds[round(i * (len(rounds) - 1) / max(1, levels - 1))] for i in range(min(levels, len(rounds)))})
+    d = d[d["round"].isin(keep)].copy()
+    d["level"] = [f"{p:.3g}% left" for p in d["pct_remaining"]]
+    order = [f"{p:.3g}% left" for p in sorted(d["pct_remaining"].unique(), reverse=True)]
+    panels = list(dict.fromkeys(d[panel])) if panel else [None]
+    fig, axes = new_figure(ncols=len(panels), width=5.0, height=3.8)
+    for ax, value in zip(axes[0], panels):
+        sub = d if panel is None else d[d[panel] == value]
+        line_with_band(ax, sub, "iteration", "val_loss", hue="level", hue_order=order, marker="")
+        es = sub.drop_duplicates(["run", "round"])
+        ax.scatter(es["es_iteration"], es["es_val_loss"], marker="v", color="black", s=30, zorder=5,
+                   label="early stopping")
+        ax.set_ylabel("validation loss")
+        ax.set_title(f"{panel} = {value}" if panel else "")
+        ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig, stem: str) -> list[Path]:

@@ -7,13 +7,15 @@ the finished state (in this process, in worker processes, or as Slurm jobs: see
 rows as one tidy DataFrame (the caller saves what it shows). Each row carries its
 run's name and the config values the caller names in `columns`
 ({column: dotted config field}, e.g. {"budget": "train.iterations"}): the engine
-does not know which ones a study compares.
+does not know which ones a study compares. `curves(configs)` gives every
+training's stored validation curve as one table.
 """
 import dataclasses
 import itertools
 
 import pandas as pd
 
+from lth_core.runs import store
 from lth_core.runs.executors import execute_runs
 from lth_core.imp import IMPConfig
 
@@ -37,6 +39,11 @@ def config_value(cfg: IMPConfig, field: str):
                              "'train.<field>'")
         value = getattr(value, part)
     return value
+
+
+def curves(configs: list[IMPConfig]) -> pd.DataFrame:
+    """The stored validation curves of every run of `configs` (finished or not) as one tidy table."""
+    return pd.concat([store.curves_frame(c) for c in dict.fromkeys(configs)], ignore_index=True)
 
 
 def run_experiment(name: str, configs: list[IMPConfig], device: str = "auto", progress: bool = True,

@@ -6,8 +6,9 @@ A run lives in `outputs/runs/<network>-<hash>/`:
   thread count, and the round each setting took effect from; the store format is
   `format_version`);
 - `init.pt`: the initial state (the reset target) and, when rewinding, the rewind state;
-- `round_000.pt`, `round_001.pt`, ...: per finished round, its rows, the mask of
-  the next round and the round's early-stopping checkpoint (optimizer-free);
+- `round_000.pt`, `round_001.pt`, ...: per finished round, its rows, every
+  training's validation curve, the mask of the next round and the round's
+  early-stopping checkpoint (optimizer-free);
 - `rows.csv`: every row so far (a convenience copy: rebuilt from the round
   files whenever it disagrees with them); `done.json` once the last round finished;
 - `lock`: the file whose `fcntl.flock` lets one process compute the run at a time.
@@ -51,6 +52,8 @@ API:
   the returned `OpenRun` holds the verified `state` and the lock until `close()`
   (or the end of its `with` block). `save_round(run, next_state)` stores one
   round; `finish_run(run)` writes `done.json` and returns the rows frame.
+- `curves_frame(cfg)`: the run's validation curves as one tidy table (rounds
+  stored before curves were kept have none).
 - `repair(cfg)`, `load_state(cfg)` (the verified state, no lock), `is_done`,
   `run_dir`, `run_name`, `config_hash`, `atomic_write`/`atomic_save`/`atomic_text`.
 """
@@ -281,7 +284,8 @@ def _scan(cfg: IMPConfig) -> _Scan | None:
                                  f"round {chain_from} on has (replaced by a file of an older run?)")
         state = IMPState(round=r + 1, masks=rec["next_masks"], init_state=state.init_state,
                          rewind_state=rec.get("rewind_state", state.rewind_state),
-                         rows=state.rows + rec["rows"], checkpoint=rec["checkpoint"])
+                         rows=state.rows + rec["rows"], checkpoint=rec["checkpoint"],
+                         curves=state.curves + rec.get("curves", []))  # rounds stored before curves: none
         digest, before = file_digest, f.name
     if (d / "done.json").exists() and state.round != cfg.rounds + 1:
         raise _damaged(d, state.round, f"done.json exists but only {state.round} of {cfg.rounds + 1} round "
@@ -496,6 +500,7 @@ def save_round(run: OpenRun, state: IMPState) -> None:
         raise ValueError(f"run {run.dir.name} is at round {r}; save_round needs the state after round {r}, "
                          f"got one at round {state.round} with {len(state.rows)} rows")
     rec = {"run": run.dir.name, "prev": run.digest, "rows": state.rows[len(run.state.rows):],
+           "curves": state.curves[len(run.state.curves):],
            "next_masks": state.masks, "checkpoint": state.checkpoint}
     if r == 0:
         rec["rewind_state"] = state.rewind_state
@@ -512,6 +517,16 @@ def finish_run(run: OpenRun) -> pd.DataFrame:
     if not (run.dir / "done.json").exists():
         atomic_text(json.dumps({"rounds": run.cfg.rounds + 1, "rows": len(run.state.rows)}), run.dir / "done.json")
     return rows_frame(run.cfg, run.state.rows)
+
+
+def curves_frame(cfg: IMPConfig) -> pd.DataFrame:
+    """Every stored validation curve of run `cfg` as one tidy table: run, round, kind, trained_on,
+    iteration, val_loss, val_acc, train_loss, lr (rounds stored before curves were kept have none)."""
+    state = load_state(cfg)
+    df = pd.DataFrame(state.curves if state is not None else [],
+                      columns=["round", "kind", "trained_on", "iteration", "val_loss", "val_acc", "train_loss", "lr"])
+    df.insert(0, "run", run_name(cfg))
+    return df
 
 
 def is_done(cfg: IMPConfig) -> bool:

@@ -152,3 +152,35 @@ def test_run_of_an_older_store_format_is_reported():
     p.write_text(json.dumps(saved))
     with pytest.raises(CorruptRunError, match="store format 1, and this lth_core reads format 2.*Delete"):
         run_cached(CFG, synthetic_dataset(), progress=False)
+
+
+def test_every_training_curve_is_stored_and_read_back_as_a_table(tmp_path):
+    cfg = IMPConfig(rounds=1, controls=("reinit",), train=TrainConfig(iterations=40, batch_size=50, eval_every=10),
+                    val_size=100)
+    from conftest import synthetic_dataset
+    rows = run_cached(cfg, synthetic_dataset(), progress=False)
+    curves = store.curves_frame(cfg)
+    # 3 trainings (round 0 ticket, round 1 ticket and control), 4 evaluations each
+    assert len(curves) == 3 * 4 and set(curves["run"]) == {store.run_name(cfg)}
+    assert list(curves.columns) == ["run", "round", "kind", "trained_on", "iteration", "val_loss", "val_acc",
+                                    "train_loss", "lr"]
+    per = curves.groupby(["round", "kind", "trained_on"])
+    assert set(per.groups) == {(r["round"], r["kind"], r["trained_on"]) for _, r in rows.iterrows()}
+    for (r, kind, split), c in per:  # the row's early-stopping point is the curve's best validation loss
+        row = rows[(rows["round"] == r) & (rows["kind"] == kind) & (rows["trained_on"] == split)].iloc[0]
+        assert c.loc[c["val_loss"].idxmin(), "iteration"] == row["es_iteration"]
+        assert list(c["iteration"]) == [10, 20, 30, 40] and (c["lr"] == cfg.train.lr).all()
+
+
+def test_rounds_stored_before_curves_were_kept_still_read(tmp_path):
+    cfg = IMPConfig(rounds=0, train=TrainConfig(iterations=20, batch_size=50, eval_every=10), val_size=100)
+    from conftest import synthetic_dataset
+    run_cached(cfg, synthetic_dataset(), progress=False)
+    path = run_dir(cfg) / "round_000.pt"
+    rec = torch.load(path, weights_only=False)
+    del rec["curves"]
+    torch.save(rec, path)  # an older round file; its chain digest now differs, so the run is read as unchained
+    cfg_json = json.loads((run_dir(cfg) / "config.json").read_text())
+    cfg_json.pop("chain_from_round", None)
+    (run_dir(cfg) / "config.json").write_text(json.dumps(cfg_json))
+    assert store.curves_frame(cfg).empty and len(run_cached(cfg)) == 1
