@@ -107,14 +107,19 @@ def test_job_array_gives_local_rows_and_reports_the_failed_run(tmp_path, monkeyp
     pd.testing.assert_frame_equal(on_cluster, _local_rows(GRID, tmp_path, monkeypatch))
 
 
-def _job_id() -> str:
-    """The id of this test's one job in the queue, waiting until Slurm lists it."""
+def _queued() -> set[str]:
+    """Ids of this project's jobs Slurm lists (a finished one can linger a few seconds as COMPLETING)."""
+    return set(subprocess.run(["squeue", "-h", "-p", PARTITION, "-n", "lth_core", "-o", "%i"],
+                              capture_output=True, text=True, check=True).stdout.split())
+
+
+def _job_id(earlier: set[str]) -> str:
+    """The id of this test's one job: the one queued that was not among `earlier`, waiting until Slurm lists it."""
     deadline = time.time() + 60
     while time.time() < deadline:
-        listed = subprocess.run(["squeue", "-h", "-p", PARTITION, "-n", "lth_core", "-o", "%i"],
-                                capture_output=True, text=True, check=True).stdout.split()
-        if listed:
-            [job] = listed
+        new = _queued() - earlier
+        if new:
+            [job] = new
             return job
         time.sleep(0.2)
     raise AssertionError("the job never appeared in squeue")
@@ -154,19 +159,25 @@ def test_requeued_job_resumes_from_the_store_without_redoing_rounds(tmp_path, mo
         except BaseException as e:  # re-raised in the test's thread below
             errors.append(e)
 
-    waiter = threading.Thread(target=submit)
+    earlier = _queued()  # the array test's tasks may still be listed while they complete
+    waiter = threading.Thread(target=submit, daemon=True)
     waiter.start()
-    job = _job_id()
-    deadline = time.time() + 120
-    while not (d / "round_001.pt").exists():
-        assert waiter.is_alive() and time.time() < deadline, "the job ended before round 1 was stored"
-        time.sleep(0.05)
-    # as a preemption does: Slurm kills the running job and queues it again under the same id
-    subprocess.run(["scontrol", "requeue", job], check=True)
-    before = {p.name: p.stat().st_mtime_ns for p in d.glob("round_*.pt")}
-    assert not store.is_done(cfg) and len(before) < cfg.rounds + 1  # the requeue came before the end
-    _start_now(job)
-    waiter.join(timeout=300)
+    job = _job_id(earlier)
+    try:
+        deadline = time.time() + 120
+        while not (d / "round_001.pt").exists():
+            assert waiter.is_alive() and time.time() < deadline, "the job ended before round 1 was stored"
+            time.sleep(0.05)
+        # as a preemption does: Slurm kills the running job and queues it again under the same id
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        before = {p.name: p.stat().st_mtime_ns for p in d.glob("round_*.pt")}
+        assert not store.is_done(cfg) and len(before) < cfg.rounds + 1  # the requeue came before the end
+        _start_now(job)
+        waiter.join(timeout=300)
+    finally:  # a failure above must not leave the job and its waiting thread to disturb later tests
+        if waiter.is_alive():
+            subprocess.run(["scancel", job])
+            waiter.join(timeout=60)
     assert not waiter.is_alive() and not errors, errors
 
     _wait_until_gone(job)  # submitit may see the result before the second attempt has finished its log
