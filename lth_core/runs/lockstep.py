@@ -102,9 +102,11 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
         bar = tqdm(total=sum(remaining_trainings(o.run) for o in opened), desc="trainings", unit="training",
                    disable=not progress)
         per_training = 0.0  # seconds per training in the last round: the next round's estimate
-        while opened and (deadline is None or time.time() + per_training * sum(
-                len(round_trainings(o.cfg, o.run.state.round)) for o in opened) <= deadline):
-            started, trainings = time.time(), sum(len(round_trainings(o.cfg, o.run.state.round)) for o in opened)
+        while opened:
+            trainings = sum(len(round_trainings(o.cfg, o.run.state.round)) for o in opened)
+            if deadline is not None and time.time() + per_training * trainings > deadline:
+                break
+            started = time.time()
             jobs: dict[int, list[TrainingJob]] = {}
             groups: dict[tuple, list[tuple[_Open, TrainingJob]]] = defaultdict(list)
             for o in list(opened):
