@@ -22,6 +22,7 @@ Every training yields one tidy row (see `ROW_COLUMNS`) and its validation curve:
 one record per evaluation (`CURVE_KEYS` name the training, then iteration,
 validation loss and accuracy, training loss and learning rate). `round_trainings(cfg, r)`
 lists the trainings of round r in the order run_round does them, and
+`iterations_per_run(cfg)` their budgets summed, and
 `planned_remaining_pct(cfg)` the percent of weights left at each level, so
 callers count and label without re-deriving either.
 
@@ -48,8 +49,8 @@ SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
 CURVE_KEYS = ["round", "kind", "trained_on"]  # with the row's run name, what a curve point belongs to
 ROW_COLUMNS = ["network", "seed", "round", "pct_remaining", "kind", "found_on", "trained_on", "subset_percent",
-               "es_iteration", "test_acc", "test_loss", "val_acc", "val_loss", "iterations", "wall_seconds",
-               "device"]
+               "es_iteration", "budget", "test_acc", "test_loss", "val_acc", "val_loss", "iterations",
+               "wall_seconds", "device"]
 
 # Table 1 with the authors' optimiser settings (reproduction-spec.md).
 PAPER_TRAINING = {
@@ -148,6 +149,14 @@ def trainings_per_run(cfg: IMPConfig) -> int:
     return sum(len(round_trainings(cfg, r)) for r in range(cfg.rounds + 1))
 
 
+def iterations_per_run(cfg: IMPConfig) -> int:
+    """Iterations of a whole IMP run when every training runs its budget (an epoch budget resolved on its
+    split's rows), without loading data."""
+    sizes = {name: len(rows) for name, rows in make_splits(cfg, data_mod.TRAIN_SIZE[cfg.dataset]).items()}
+    return sum(cfg.train.budget_for(sizes[split]).iterations
+               for r in range(cfg.rounds + 1) for _, split in round_trainings(cfg, r))
+
+
 def planned_remaining_pct(cfg: IMPConfig) -> list[float]:
     """Percent of prunable weights (BN gammas included when pruned) left at each level, without training."""
     model = build_model(cfg.network)
@@ -233,15 +242,15 @@ class IMPRunner:
     def job(self, model, split: str, r: int, purpose: str, kind: str, masks: Masks,
             snapshot_at=None) -> TrainingJob:
         return TrainingJob(kind=kind, split=split, model=model, masks=masks, train_idx=self.splits[split],
-                           val_idx=self.splits["val"], cfg=self.cfg.train,
+                           val_idx=self.splits["val"], cfg=self.cfg.train.budget_for(len(self.splits[split])),
                            seed=derive_seed(self.cfg.seed, r, purpose, split), snapshot_at=snapshot_at,
                            desc=f"{self.cfg.network} r{r} {purpose} on {split}")
 
-    def _row(self, r: int, masks: Masks, kind: str, trained_on: str, res) -> dict:
+    def _row(self, r: int, masks: Masks, kind: str, trained_on: str, budget: int, res) -> dict:
         row = {"network": self.cfg.network, "seed": self.cfg.seed, "round": r,
                "pct_remaining": 100.0 * fraction_remaining(masks), "kind": kind, "found_on": self.cfg.find_on,
                "trained_on": trained_on, "subset_percent": self.cfg.subset_percent,
-               "es_iteration": res.es_iteration, "test_acc": res.test_acc, "test_loss": res.test_loss,
+               "es_iteration": res.es_iteration, "budget": budget, "test_acc": res.test_acc, "test_loss": res.test_loss,
                "val_acc": res.val_acc, "val_loss": res.val_loss, "iterations": res.iterations,
                "wall_seconds": res.wall_seconds, "device": str(self.device)}
         for name, m in masks.items():
@@ -268,7 +277,7 @@ class IMPRunner:
     def finish_round(self, state: IMPState, jobs: list[TrainingJob], results: list[TrainResult]) -> IMPState:
         """The next state from the round's trained jobs: rows, and the mask pruned from the finding run."""
         cfg, r = self.cfg, state.round
-        rows = [self._row(r, job.masks, job.kind, job.split, res) for job, res in zip(jobs, results)]
+        rows = [self._row(r, job.masks, job.kind, job.split, job.cfg.iterations, res) for job, res in zip(jobs, results)]
         curves = [{"round": r, "kind": job.kind, "trained_on": job.split, **point}
                   for job, res in zip(jobs, results) for point in res.history]
         found = results[0]

@@ -54,12 +54,11 @@ from tqdm.auto import tqdm
 import pandas as pd
 
 from lth_core import paths
-from lth_core.imp import round_trainings, trainings_per_run
+from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
 from lth_core.runs.executors import ExecutorOptions, resolve_device
-from lth_core.studies import faster_tickets, shufflenet, unseen
+from lth_core.studies.profiles import STUDIES, notebook_parameters
 
-STUDIES = {study.NOTEBOOK: study for study in (unseen, faster_tickets, shufflenet)}
 # a validation pass over a batch costs about a third of a training step (forward only)
 EVAL_STEP_FRACTION = 1 / 3
 
@@ -264,13 +263,6 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     return executed
 
 
-def _notebook_parameters(name: str, profile_values: dict) -> dict:
-    declared = declared_parameters(name)
-    values = {**{k: spec[2] for k, spec in declared.items()}, **{k: v for k, v in profile_values.items() if k in declared}}
-    check_parameters(name, values)
-    return values
-
-
 def _ms_per_model_step(bench: pd.DataFrame, network: str, device: str, k: int, fuse: bool) -> tuple[float, int]:
     """(ms per model-step, K it was measured at) for `network` on `device`: fused at the largest
     measured K not above `k`, or solo; NaN when the benchmark has no row for them."""
@@ -301,13 +293,13 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
     bench = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["network", "device", "K"])
     values, rows = load_profile(profile), []
     for name in notebooks():
-        configs = STUDIES[name].configs_from_parameters(_notebook_parameters(name, values))
+        configs = STUDIES[name].configs_from_parameters(notebook_parameters(name, values))
         for network in dict.fromkeys(c.network for c in configs):
             mine = [c for c in configs if c.network == network]
             trainings = sum(trainings_per_run(c) for c in mine)
-            iterations = sum(trainings_per_run(c) * c.train.iterations for c in mine)
-            evals = sum(trainings_per_run(c) * (c.train.iterations / c.train.eval_every)
-                        * (c.val_size / c.train.batch_size) * EVAL_STEP_FRACTION for c in mine)
+            iterations = sum(iterations_per_run(c) for c in mine)
+            evals = sum(iterations_per_run(c) / c.train.eval_every * (c.val_size / c.train.batch_size)
+                        * EVAL_STEP_FRACTION for c in mine)
             group = sum(len(round_trainings(c, min(1, c.rounds))) for c in mine)
             ms, k = _ms_per_model_step(bench, network, dev, group, fuse)
             rows.append({"notebook": name, "network": network, "runs": len(mine), "trainings": trainings,

@@ -8,6 +8,19 @@ early-stopping iteration: the evaluation with the best validation score
 authors). The test accuracy reported is that checkpoint's on the full test set.
 With `patience`, training stops once the best is that many evaluations old.
 
+The budget is `iterations`, or with `epochs` that many epochs of the training
+rows at hand (`budget_for(n_rows)` resolves it: the authors' protocol, 20 epochs,
+gives a 10% subset a tenth of the full pool's iterations). An early-stopping
+iteration in the last tenth of its budget is `budget_bound`: a longer budget
+might have moved it.
+
+Each curve point may carry `test_acc`: when a checkpoint has stayed the best for
+`TEST_PROBE_AFTER` evaluations, train() measures its test accuracy once and
+writes it on that checkpoint's point. Any patience rule of at least that many
+evaluations stops at such a checkpoint, so full-budget curves tell what test
+accuracy every such rule would have reported (`studies/stopping.py`); the probe
+is rare, evaluates only, and leaves training's numbers unchanged.
+
 Minibatches are drawn by index from a seeded permutation per epoch (the last
 incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
 the learning rate changes at epoch boundaries.
@@ -17,6 +30,7 @@ thread count); on CUDA, `train()` first calls `select_deterministic_kernels()`:
 cuDNN's deterministic algorithms and no autotuning (cuBLAS's workspace is fixed
 when lth_core is imported).
 """
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,6 +45,14 @@ from lth_core.data import Dataset
 OPTIMIZERS = ("adam",)  # the paper's and the authors' optimiser for every network
 SCHEDULES = ("constant", "step", "exponential")
 CRITERIA = ("val_loss", "val_acc")
+BUDGET_PROTOCOLS = ("iterations", "epochs")  # a budget of `iterations`, or of `epochs` of the training rows
+BUDGET_BOUND_FRACTION = 0.9  # an early stop after this share of the budget is budget-bound
+TEST_PROBE_AFTER = 10  # evaluations a checkpoint stays best before its test accuracy is probed
+
+
+def budget_bound(es_iteration, budget):
+    """Whether early stopping fell in the last tenth of the budget (works on numbers and pandas columns)."""
+    return es_iteration > BUDGET_BOUND_FRACTION * budget
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,7 @@ class TrainConfig:
     eval_every: int = 100
     criterion: str = "val_loss"
     patience: int | None = None  # evaluations without improvement before stopping; None runs the full budget
+    epochs: float | None = None  # budget in epochs of the run's own training rows (the authors: 20); None: `iterations`
 
     def __post_init__(self):
         def bad(what):
@@ -67,6 +90,15 @@ class TrainConfig:
                 f"lr_gamma={self.lr_gamma}")
         if self.patience is not None and self.patience < 1:
             bad(f"patience must be None or >= 1, got {self.patience}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            bad(f"epochs must be None or > 0, got {self.epochs}")
+
+    def budget_for(self, n_rows: int) -> "TrainConfig":
+        """This config with its budget in iterations for `n_rows` training rows (`epochs` resolved)."""
+        if self.epochs is None:
+            return self
+        per_epoch = iterations_per_epoch(n_rows, self.batch_size)
+        return dataclasses.replace(self, iterations=max(1, round(self.epochs * per_epoch)), epochs=None)
 
     def lr_at_epoch(self, epoch: int) -> float:
         if self.lr_schedule == "step":
@@ -138,6 +170,8 @@ class EarlyStopping:
     `record(it, val_loss, val_acc, train_loss, lr, state_fn)` appends one evaluation to
     `history`, keeps `state_fn()` when the score is the best so far, and returns True when
     patience has run out. Solo and fused training share it, so both stop at the same iteration.
+    `probe_due()` says when the best checkpoint has just stayed best `TEST_PROBE_AFTER`
+    evaluations; `probe(test_acc)` writes its test accuracy on its curve point.
     """
 
     def __init__(self, cfg: TrainConfig):
@@ -145,6 +179,7 @@ class EarlyStopping:
         self.history: list[dict] = []
         self.best_score = None
         self.best: tuple | None = None  # (iteration, val_loss, val_acc, state)
+        self.best_point: dict | None = None  # the best checkpoint's curve point
         self.stale = 0
 
     def record(self, it: int, val_loss: float, val_acc: float, train_loss: float, lr: float, state_fn) -> bool:
@@ -153,9 +188,16 @@ class EarlyStopping:
         score = val_loss if self.cfg.criterion == "val_loss" else -val_acc
         if self.best_score is None or score < self.best_score:
             self.best_score, self.best, self.stale = score, (it, val_loss, val_acc, state_fn()), 0
+            self.best_point = self.history[-1]
         else:
             self.stale += 1
         return self.cfg.patience is not None and self.stale >= self.cfg.patience
+
+    def probe_due(self) -> bool:
+        return self.stale == TEST_PROBE_AFTER
+
+    def probe(self, test_acc: float) -> None:
+        self.best_point["test_acc"] = test_acc
 
     def due(self, it: int) -> bool:
         """Whether iteration `it` (1-based, just finished) is an evaluation point."""
@@ -167,14 +209,21 @@ def batch_order(train_idx: torch.Tensor, gen: torch.Generator, device) -> torch.
     return train_idx[torch.randperm(len(train_idx), generator=gen)].to(device)
 
 
+def evaluate_state(model: nn.Module, state: dict, batches) -> tuple[float, float]:
+    """`evaluate` of the weights `state`; the model keeps its own state."""
+    current = state_copy(model)
+    model.load_state_dict(state)
+    try:
+        return evaluate(model, batches)
+    finally:
+        model.load_state_dict(current)
+
+
 def finish(model: nn.Module, data: Dataset, stopping: EarlyStopping, iterations: int, t0: float,
            snapshot: dict | None, eval_batch: int) -> TrainResult:
     """Evaluate the early-stopping checkpoint on the test set; the model keeps its last state."""
     es_it, vl, va, best_state = stopping.best
-    current = state_copy(model)
-    model.load_state_dict(best_state)
-    test_loss, test_acc = evaluate(model, data.test_batches(eval_batch))
-    model.load_state_dict(current)
+    test_loss, test_acc = evaluate_state(model, best_state, data.test_batches(eval_batch))
     return TrainResult(es_iteration=es_it, val_loss=vl, val_acc=va, test_acc=test_acc, test_loss=test_loss,
                        iterations=iterations, wall_seconds=time.perf_counter() - t0, history=stopping.history,
                        best_state=best_state, snapshot_state=snapshot)
@@ -186,6 +235,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     """Train `model` in place on rows `train_idx`; see the module docstring."""
     if len(train_idx) == 0:
         raise ValueError("no training rows: the training split is empty")
+    cfg = cfg.budget_for(len(train_idx))
     device = data.device
     if device.type == "cuda":
         select_deterministic_kernels()
@@ -216,6 +266,8 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
         if stopping.due(it):
             vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
             stop = stopping.record(it, vl, va, loss.item(), opt.param_groups[0]["lr"], lambda: state_copy(model))
+            if stopping.probe_due():
+                stopping.probe(evaluate_state(model, stopping.best[3], data.test_batches(eval_batch))[1])
             bar.update(it - bar.n)
             bar.set_postfix(val_acc=f"{va:.2f}", best_it=stopping.best[0], refresh=False)
     bar.close()

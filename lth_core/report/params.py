@@ -31,7 +31,7 @@ from lth_core.data import TRAIN_SIZE
 from lth_core.imp import CONTROLS, PAPER_TRAINING
 from lth_core.models import DATASET_OF
 from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, resolve_device
-from lth_core.training import CRITERIA
+from lth_core.training import BUDGET_PROTOCOLS, CRITERIA
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
@@ -230,6 +230,8 @@ RANGES = {
     "unseen_networks": _unseen_networks,
     "faster_patience": lambda v, P: _integer(v, 1, optional=True),
     "faster_criterion": lambda v, P: None if v in CRITERIA else f"one of {', '.join(CRITERIA)}",
+    "faster_protocols": lambda v, P: _distinct(v, BUDGET_PROTOCOLS, "budget protocols", empty_ok=False),
+    "faster_budget_epochs": _positive_number,
     **{name: check for prefix in NETWORK_OF_PREFIX for name, check in _network_ranges(prefix).items()},
 }
 

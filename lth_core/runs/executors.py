@@ -7,7 +7,9 @@ finished state in the run store and returns each config's rows, in the order of
 - `local`: in this process; on a GPU all runs in lockstep (`lockstep.py`): round by
   round, the trainings of every run's round trained together as stacked models
   (`fused.py`); on a CPU, where a fused step measured no faster than its K solo steps,
-  one run after another (`fuse=True`/`False` forces either);
+  one run after another (`fuse=True`/`False` forces either), or with `workers=N`, all
+  runs in lockstep with each round's trainings spread over N worker processes
+  (`parallel.py`: two at one thread each train about twice as fast as one at two);
 - `processes`: a pool of spawned worker processes, one per visible GPU (each pinned
   to its own GPU) or `workers` CPU processes sharing the cores;
 - `slurm`: one submitit job per run (an array). A preempted or timed-out job is
@@ -37,6 +39,7 @@ from tqdm.auto import tqdm
 
 from lth_core import paths
 from lth_core.runs import lockstep, store
+from lth_core.runs.parallel import TrainingPool
 from lth_core.data import load_dataset
 from lth_core.imp import IMPConfig
 
@@ -68,7 +71,9 @@ def resolve_device(device: str) -> torch.device:
 
 @dataclass(frozen=True)
 class ExecutorOptions:
-    workers: int | None = None  # processes: None = one per visible GPU, else 2 CPU processes
+    # processes: None = one per visible GPU, else 2 CPU processes. local on a CPU: None or 1 trains in this
+    # process; N > 1 trains each round's trainings (all runs in lockstep) in N worker processes
+    workers: int | None = None
     partition: str | None = None  # slurm: None = the cluster's default partition
     gpus_per_job: int = 1  # slurm: ignored (0) for device="cpu"
     cpus_per_job: int = 4  # slurm
@@ -154,15 +159,22 @@ def _failure(cfg: IMPConfig, exc: BaseException, log) -> tuple[IMPConfig, str, s
     return cfg, error, str(log) if os.path.exists(log) else f"none (the process died before writing {log})"
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _run_local(pending, device, options, loader, bar) -> list:
     datasets, failures, threads = {}, [], torch.get_num_threads()
     torch.set_num_threads(options.threads or threads)
+    parallel = torch.device(device).type == "cpu" and (options.workers or 1) > 1 and not options.fuses(device)
+    pool = (TrainingPool(options.workers, options.threads or max(1, _cores() // options.workers), loader)
+            if parallel else None)
     try:
-        if options.fuses(device):  # every run's round at once; a run's failure does not stop the others
+        if options.fuses(device) or parallel:  # every run's round at once; a run's failure does not stop the others
             for cfg in pending:
                 _error_log(cfg).unlink(missing_ok=True)
             failed = lockstep.run_lockstep(pending, _dataset_loader(device, loader, datasets),
-                                           progress=not bar.disable)
+                                           progress=not bar.disable, fuse=not parallel, pool=pool)
             for cfg in pending:
                 if store.run_name(cfg) in failed:
                     _log_failure(cfg, failed[store.run_name(cfg)])
@@ -177,6 +189,8 @@ def _run_local(pending, device, options, loader, bar) -> list:
                 bar.update()
     finally:
         torch.set_num_threads(threads)  # this process's setting is the caller's
+        if pool is not None:
+            pool.close()
     return failures
 
 
@@ -209,7 +223,7 @@ def _run_processes(pending, device, options, loader, bar) -> list:
         for i in range(workers):  # more workers than GPUs share them round-robin
             gpu_ids.put(gpus[i % len(gpus)])
     # torch's default of one thread per core in every worker oversubscribes the cores many times over
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = _cores()
     # from the configured pool size, not the pending runs: a rerun with fewer runs left must train with
     # the same thread count, or the store refuses to resume under different numerics
     threads = options.threads or max(1, cores // (options.workers or len(gpus) or 2))

@@ -56,5 +56,14 @@ def run_experiment(name: str, configs: list[IMPConfig], device: str = "auto", pr
     for field in columns.values():
         config_value(configs[0], field)  # an unknown field fails before any training
     frames = execute_runs(configs, device, executor, executor_options, progress=progress)
-    return pd.concat([df.assign(**{col: config_value(c, field) for col, field in columns.items()})
-                      for c, df in zip(configs, frames)], ignore_index=True)
+    return pd.concat([with_config_columns(df, c, columns) for c, df in zip(configs, frames)], ignore_index=True)
+
+
+def with_config_columns(df: pd.DataFrame, cfg: IMPConfig, columns: dict[str, str]) -> pd.DataFrame:
+    """`df` with each column of `columns` from `cfg`; a column the rows carry themselves (e.g. `budget`,
+    which an epoch budget makes per training) is only filled where missing (rows stored before it)."""
+    out = df.copy()
+    for col, field in columns.items():
+        value = config_value(cfg, field)
+        out[col] = out[col].fillna(value) if col in out else value
+    return out

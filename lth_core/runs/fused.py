@@ -60,8 +60,8 @@ from tqdm.auto import tqdm
 
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
-from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, batch_order, evaluate, finish,
-                               iterations_per_epoch, select_deterministic_kernels, state_copy)
+from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, batch_order, evaluate, evaluate_state,
+                               finish, iterations_per_epoch, select_deterministic_kernels, state_copy)
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train() uses them
 EPS = 1e-8
@@ -267,6 +267,9 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
                 vl, va = evaluate(member.model, data.train_batches(member.val_idx, eval_batch))
                 patience_out = run.stopping.record(it, vl, va, losses[slot].item(), run.lr,
                                                    lambda: state_copy(member.model))
+                if run.stopping.probe_due():
+                    run.stopping.probe(evaluate_state(member.model, run.stopping.best[3],
+                                                      data.test_batches(eval_batch))[1])
                 if patience_out or it == member.cfg.iterations:  # an evaluation always ends a budget
                     results[k] = finish(member.model, data, run.stopping, it, t0, run.snapshot, eval_batch)
                     stopped.append(slot)

@@ -14,7 +14,10 @@ then repeats until every run has finished:
    the rows' format do not depend on whether a run was fused.
 
 `fuse=False` trains the same trainings one after another with `training.train`:
-the reference path. A fused member matches its solo training to float rounding,
+the reference path. With `pool` (a `parallel.TrainingPool`, CPU), the round's
+trainings of all runs go to its worker processes instead, identical to `fuse=False`
+at the pool's thread count (this process takes that count while it runs, so the
+store records the numerics the trainings ran under). A fused member matches its solo training to float rounding,
 not bit for bit; each stored round is complete in itself (rows, next mask), so a
 run resumed in the other mode goes on correctly, only not bitwise as it would have.
 A fused member's `wall_seconds` is the time from its group's start to its own stop.
@@ -29,12 +32,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+import torch
 from tqdm.auto import tqdm
 
 from lth_core.data import Dataset
 from lth_core.imp import IMPConfig, IMPRunner, TrainingJob, round_trainings
 from lth_core.runs import store
 from lth_core.runs.fused import FusedMember, group_size, train_fused
+from lth_core.runs.parallel import TrainingPool
 from lth_core.training import TrainResult, train
 
 
@@ -73,7 +78,8 @@ def _train_group(items: list[tuple[_Open, TrainingJob]], fuse: bool, bar) -> lis
 
 
 def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_group: int | None = None,
-                 progress: bool = True, deadline: float | None = None) -> dict[str, BaseException]:
+                 progress: bool = True, deadline: float | None = None,
+                 pool: TrainingPool | None = None) -> dict[str, BaseException]:
     """Bring every run of `configs` to the finished state; {run name: error} of the runs that failed.
 
     `load_data(dataset_name) -> Dataset` gives each dataset, on the device to train on.
@@ -82,6 +88,9 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
     failures: dict[str, BaseException] = {}
     datasets: dict[str, Dataset] = {}
     opened: list[_Open] = []
+    threads = torch.get_num_threads()
+    if pool is not None:
+        torch.set_num_threads(pool.threads)
     try:
         for cfg in configs:
             try:
@@ -120,6 +129,15 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                 for j in jobs[id(o)]:
                     groups[group_key(o.cfg, j)].append((o, j))
             results: dict[int, TrainResult] = {}
+            if pool is not None:  # every training of the round at once: workers take the next as they free
+                pairs = [pair for items in groups.values() for pair in items]
+                outcomes = pool.train([(o.runner, j) for o, j in pairs], on_done=bar.update)
+                for (o, job), out in zip(pairs, outcomes):
+                    if isinstance(out, BaseException):
+                        failures.setdefault(o.run.dir.name, out)
+                    else:
+                        results[id(job)] = out
+                groups = {}
             for key, items in groups.items():
                 size = max_group or group_size(key[0], items[0][0].runner.device, key[2])
                 for start in range(0, len(items), size):
@@ -151,4 +169,5 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
     finally:
         for o in opened:  # interrupted: release the locks; finished rounds are stored
             o.run.close()
+        torch.set_num_threads(threads)
     return failures

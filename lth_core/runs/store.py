@@ -521,10 +521,12 @@ def finish_run(run: OpenRun) -> pd.DataFrame:
 
 def curves_frame(cfg: IMPConfig) -> pd.DataFrame:
     """Every stored validation curve of run `cfg` as one tidy table: run, round, kind, trained_on,
-    iteration, val_loss, val_acc, train_loss, lr (rounds stored before curves were kept have none)."""
+    iteration, val_loss, val_acc, train_loss, lr, and test_acc where a checkpoint's test accuracy was
+    probed (training.TEST_PROBE_AFTER; NaN elsewhere). Rounds stored before curves were kept have none."""
     state = load_state(cfg)
     df = pd.DataFrame(state.curves if state is not None else [],
-                      columns=["round", "kind", "trained_on", "iteration", "val_loss", "val_acc", "train_loss", "lr"])
+                      columns=["round", "kind", "trained_on", "iteration", "val_loss", "val_acc", "train_loss", "lr",
+                               "test_acc"])
     df.insert(0, "run", run_name(cfg))
     return df
 

@@ -7,7 +7,7 @@ from conftest import synthetic_dataset
 from lth_core.data import validation_split
 from lth_core.models import build_model
 from lth_core.pruning import attach_masks
-from lth_core.training import TrainConfig, train
+from lth_core.training import TEST_PROBE_AFTER, TrainConfig, budget_bound, evaluate, train
 
 CFG = TrainConfig(iterations=60, batch_size=50, lr=1e-3, eval_every=10)
 
@@ -88,7 +88,44 @@ def test_lr_schedules(sched, expected):
 @pytest.mark.parametrize("bad,match", [({"lr_schedule": "cosine"}, "constant, step, exponential"),
                                        ({"criterion": "acc"}, "val_loss, val_acc"),
                                        ({"iterations": 0}, "positive"), ({"lr": -1}, "lr must be"),
-                                       ({"patience": 0}, "patience")])
+                                       ({"patience": 0}, "patience"), ({"epochs": 0}, "epochs"),
+                                       ({"epochs": float("nan")}, "epochs")])
 def test_bad_train_config_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
+
+
+def test_an_epoch_budget_is_that_many_epochs_of_the_rows_at_hand():
+    cfg = TrainConfig(batch_size=100, epochs=20)
+    assert cfg.budget_for(55_000).iterations == 11_000 and cfg.budget_for(5_500).iterations == 1_100
+    assert cfg.budget_for(5_500).epochs is None  # resolved: a number of iterations again
+    assert TrainConfig(iterations=123).budget_for(10) == TrainConfig(iterations=123)
+    assert TrainConfig(batch_size=50, epochs=0.5).budget_for(40).iterations == 1  # never below one step
+    res, _ = _run(dataclasses.replace(CFG, epochs=2))  # 700 rows at batch 50: 14 steps per epoch
+    assert res.iterations == 28 and res.history[-1]["iteration"] == 28
+
+
+def test_budget_bound_is_the_last_tenth_of_the_budget():
+    assert not budget_bound(900, 1000) and budget_bound(901, 1000) and budget_bound(1000, 1000)
+
+
+def test_a_checkpoint_best_for_long_enough_has_its_test_accuracy_probed(monkeypatch):
+    # a high learning rate makes validation loss turn up early, so the best checkpoint goes stale
+    cfg = dataclasses.replace(CFG, iterations=600, eval_every=5, lr=5e-2)
+    res, model = _run(cfg)
+    probed = [h for h in res.history if "test_acc" in h]
+    assert probed, "no checkpoint stayed best long enough; the test needs one"
+    for point in probed:
+        i = res.history.index(point)
+        later = res.history[i + 1:i + 1 + TEST_PROBE_AFTER]
+        assert len(later) == TEST_PROBE_AFTER and all(h["val_loss"] >= point["val_loss"] for h in later)
+    final = next(h for h in res.history if h["iteration"] == res.es_iteration)
+    if "test_acc" in final:  # the final checkpoint's probe is the reported test accuracy
+        assert final["test_acc"] == res.test_acc
+    # probing only evaluates: the same training without it gives the same numbers
+    import lth_core.training as training
+    monkeypatch.setattr(training, "TEST_PROBE_AFTER", 10**9)
+    again, model_again = _run(cfg)
+    assert not any("test_acc" in h for h in again.history)
+    assert [{k: v for k, v in h.items() if k != "test_acc"} for h in res.history] == again.history
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model_again.state_dict().values()))

@@ -1,4 +1,4 @@
-"""Executors: `local`, `processes` and submitit's (local) executor give identical rows; finished runs are
+"""Executors: `local` (in process, or its rounds' trainings in worker processes), `processes` and submitit's (local) executor give identical rows; finished runs are
 never submitted again; a preempted job resumes from the store; a failing run is reported with its config
 and log while the other runs finish."""
 import dataclasses
@@ -26,7 +26,8 @@ GRID = [dataclasses.replace(TINY, seed=s) for s in (0, 1)]
 BAD = dataclasses.replace(TINY, val_size=1000)  # more than the synthetic 900 training rows: the split raises
 # rows are identical only at equal torch thread counts (see ExecutorOptions.threads): one everywhere
 SUBMITIT_LOCAL = ExecutorOptions(cluster="local", threads=1, timeout_min=10)
-EVERY_EXECUTOR = [("local", {"threads": 1}), ("processes", {"workers": 2, "threads": 1}), ("slurm", SUBMITIT_LOCAL)]
+EVERY_EXECUTOR = [("local", {"threads": 1}), ("local", {"workers": 2, "threads": 1}),
+                  ("processes", {"workers": 2, "threads": 1}), ("slurm", SUBMITIT_LOCAL)]
 
 
 def synthetic_loader(name: str):

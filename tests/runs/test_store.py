@@ -163,7 +163,7 @@ def test_every_training_curve_is_stored_and_read_back_as_a_table(tmp_path):
     # 3 trainings (round 0 ticket, round 1 ticket and control), 4 evaluations each
     assert len(curves) == 3 * 4 and set(curves["run"]) == {store.run_name(cfg)}
     assert list(curves.columns) == ["run", "round", "kind", "trained_on", "iteration", "val_loss", "val_acc",
-                                    "train_loss", "lr"]
+                                    "train_loss", "lr", "test_acc"]
     per = curves.groupby(["round", "kind", "trained_on"])
     assert set(per.groups) == {(r["round"], r["kind"], r["trained_on"]) for _, r in rows.iterrows()}
     for (r, kind, split), c in per:  # the row's early-stopping point is the curve's best validation loss

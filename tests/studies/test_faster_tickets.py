@@ -41,9 +41,9 @@ def _rows(es=None, acc=None, secs=None, budget=1000, seeds=(0, 1), extra=True):
 
 def _setup():
     return pd.DataFrame([
-        {"network": "lenet_300_100", "subset_percent": 10.0, "finding_set_rows": 500, "batch_size": 100,
+        {"protocol": "iterations", "network": "lenet_300_100", "subset_percent": 10.0, "finding_set_rows": 500, "batch_size": 100,
          "iterations_per_epoch": 5, "eval_every": 50, "budget": 1000},
-        {"network": "lenet_300_100", "subset_percent": 100.0, "finding_set_rows": 5000, "batch_size": 100,
+        {"protocol": "iterations", "network": "lenet_300_100", "subset_percent": 100.0, "finding_set_rows": 5000, "batch_size": 100,
          "iterations_per_epoch": 50, "eval_every": 50, "budget": 1000}])
 
 
@@ -102,7 +102,7 @@ def test_speedup_table_ratios_costs_and_accuracy_differences():
     assert s["wall_speedup"] == pytest.approx(4.0)
     # the time up to early stopping: 1 s * es / 1000 per round, summed
     assert s["seconds_to_es_est"] == pytest.approx(0.6) and ref["seconds_to_es_est"] == pytest.approx(12.0)
-    assert s["es_at_budget_end"] == 0 and ref["es_at_budget_end"] == 1
+    assert s["budget_bound"] == 0 and ref["budget_bound"] == 1
     assert s["acc_diff_mean"] == pytest.approx((0 - 0.5 - 2.5) / 3) and s["acc_diff_worst"] == pytest.approx(-2.5)
     assert s["levels_within_tolerance"] == 2 and s["levels"] == 3 and s["seeds"] == 2 and s["tolerance"] == 1.0
     assert ref["acc_diff_worst"] == 0 and ref["levels_within_tolerance"] == 3
@@ -154,6 +154,16 @@ def test_the_claims_table_gives_the_verdict_and_its_rule():
 def test_a_budget_bound_reference_or_a_network_at_chance_is_not_judged():
     censored = _claim(_rows(es={10.0: 300, 100.0: 1000}))  # 100% stops at the budget's end: 3.3x is a floor
     assert censored["verdict"] == "not judged" and "lower bound" in censored["why"]
+    # budget-bound means the last tenth of the budget: 900 of 1000 is not, 901 is
+    assert _claim(_rows(es={10.0: 300, 100.0: 901}))["verdict"] == "not judged"
+    assert _claim(_rows(es={10.0: 300, 100.0: 900}))["verdict"] == "does not hold"
+    fast = _claim(_rows(es={10.0: 100, 100.0: 1000}))  # a lower bound that already reaches 7.5x decides
+    assert fast["verdict"] == "holds"
+    upper = _claim(_rows(es={10.0: 960, 100.0: 800}, budget=1000))  # subset runs bound: 0.8x could be lower
+    assert upper["verdict"] == "does not hold"
+    both = _claim(_rows(es={10.0: 95, 100.0: 1000}).assign(
+        budget=lambda d: d["subset_percent"].map({10.0: 100, 100.0: 1000})))
+    assert both["verdict"] == "not judged" and "reflects the budgets" in both["why"]
     chance = _claim(_rows(es={10.0: 100, 100.0: 900}, acc={10.0: 11.0, 100.0: 11.0}))
     assert chance["verdict"] == "not judged" and "did not learn (11.0%" in chance["why"]
 
@@ -183,3 +193,39 @@ def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):
         assert ax.get_xlim()[0] > ax.get_xlim()[1]  # 100% on the left
         files = save_figure(fig, "fig_test")
         assert all(f.exists() and f.stat().st_size > 0 for f in files)
+
+
+def test_budget_protocols_give_their_own_configs_budgets_and_claims():
+    P = {"faster_protocols": ["iterations", "epochs"], "faster_budget_epochs": 20.0, "seeds": [0],
+         "faster_patience": None, "faster_criterion": "val_loss", "lenet_subset_percents": [10, 100],
+         "conv2_subset_percents": [], "lenet_iterations": 3000, "lenet_rounds": 1, "lenet_eval_every": 10,
+         "lenet_train_limit": 6000, "lenet_val_size": 1000, "lenet_test_limit": None}
+    P.update({k.replace("lenet", "conv2"): v for k, v in P.items() if k.startswith("lenet_")}, conv2_subset_percents=[])
+    cfgs = speedup.configs_from_parameters(P)
+    assert [(c.train.epochs, c.subset_percent) for c in cfgs] == [(None, 10.0), (None, 100.0), (20.0, 10.0),
+                                                                  (20.0, 100.0)]
+    setup = speedup.finding_setup(cfgs).set_index(["protocol", "subset_percent"])["budget"]
+    # 20 epochs of 6 and of 60 iterations; the iterations protocol keeps 3,000 for both
+    assert setup.to_dict() == {("iterations", 10.0): 3000, ("iterations", 100.0): 3000,
+                               ("epochs", 10.0): 120, ("epochs", 100.0): 1200}
+    iters = _rows(es={10.0: 100, 100.0: 800}).assign(budget_epochs=float("nan"))
+    epochs = _rows(es={10.0: 95, 100.0: 1000}).assign(
+        budget_epochs=20.0, budget=lambda d: d["subset_percent"].map({10.0: 100, 100.0: 1000}))
+    df = pd.concat([iters, epochs], ignore_index=True)
+    setup = pd.concat([_setup(), _setup().assign(protocol="epochs", budget=[100, 1000])], ignore_index=True)
+    table = speedup.speedup_table(df, setup, tolerance=1.0)
+    assert list(zip(table["protocol"], table["subset_percent"])) == [
+        ("iterations", 100.0), ("iterations", 10.0), ("epochs", 100.0), ("epochs", 10.0)]
+    es = table.set_index(["protocol", "subset_percent"])["es_speedup"]
+    assert es[("iterations", 10.0)] == pytest.approx(8.0) and es[("epochs", 10.0)] == pytest.approx(1000 / 95)
+    got = speedup.claims(df, table)
+    assert list(got["verdict"]) == ["holds", "not judged"]
+    assert "30,000" not in got.iloc[0]["claim"] and "1,000 iterations for every run" in got.iloc[0]["claim"]
+    assert "20 epochs of each run's own rows" in got.iloc[1]["claim"]
+    text = speedup.protocol_sentences(table)
+    assert "the budgets alone differ 10.0x" in text and "a factor of 1.32" in text
+    fig = speedup.figure3(df, "lenet_300_100")
+    assert len(fig.axes) == 2  # one panel per protocol
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "budget-bound (last tenth of budget)" in labels
+    assert len(speedup.accuracy_pivot(speedup.accuracy_by_level(df), "lenet_300_100", "epochs")) == 2

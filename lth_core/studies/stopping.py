@@ -1,0 +1,150 @@
+"""The stopping rule's cost: what a patience of p evaluations would have changed, read from full-budget curves.
+
+A training that runs its whole budget stores its validation curve (`store.curves_frame`),
+so any patience rule can be replayed on it without training again:
+`replay(scores, p)` walks the curve as `training.EarlyStopping` does (a strictly better
+score resets the count; `p` evaluations without one stop training) and gives the
+checkpoint the rule would have kept and the evaluation it would have stopped at.
+
+`patience_table(curves, rows, patiences)` does that for every full-budget training
+(its curve reaches its budget) and reports, per patience (and optional groups):
+- `es_reproduced`: share of trainings whose early-stopping iteration the rule keeps exactly;
+- `test_acc_reproduced`: share whose reported test accuracy is unchanged (the same
+  checkpoint, or another with the same accuracy);
+- `iterations_saved`: share of all iterations the rule would not have run;
+- `test_acc_diff_mean` / `_worst`: the rule's test accuracy minus the full budget's,
+  points. An earlier checkpoint's test accuracy is the one `train()` probed when that
+  checkpoint had stayed best `TEST_PROBE_AFTER` evaluations (NaN for smaller patiences
+  or curves stored before probing).
+`choose_patience(table)` is the profiles' rule: the smallest patience that keeps at least
+98% of early-stopping iterations exactly and saves at least 10% of iterations, else None
+(train the full budget).
+
+`python -m lth_core.studies.stopping --profile quick` reads the stored LeNet runs of a
+profile's notebooks, writes `outputs/tables/stopping_rule.csv` and prints it as markdown.
+"""
+import argparse
+import math
+
+import pandas as pd
+
+from lth_core.runs import store
+from lth_core.training import TEST_PROBE_AFTER
+
+PATIENCES = (10, 20, 30, 50, 100)
+MIN_ES_REPRODUCED = 0.98  # share of early-stopping iterations a profile's patience must keep exactly
+MIN_ITERATIONS_SAVED = 0.10  # a rule saving less than this is not worth its risk: train the full budget
+KEYS = ["run", "round", "kind", "trained_on"]
+
+
+def replay(scores: list[float], patience: int | None) -> tuple[int, int]:
+    """(index of the kept checkpoint, index of the last evaluation run) for lower-is-better `scores`."""
+    best, stale = 0, 0
+    for i in range(1, len(scores)):
+        if scores[i] < scores[best]:
+            best, stale = i, 0
+        else:
+            stale += 1
+            if patience is not None and stale >= patience:
+                return best, i
+    return best, len(scores) - 1
+
+
+def _full_budget(curves: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose curve reaches their budget, with their curves' length checked."""
+    last = curves.groupby(KEYS, as_index=False)["iteration"].max().rename(columns={"iteration": "last_iteration"})
+    rows = rows.merge(last, on=KEYS, how="inner")
+    return rows[rows["last_iteration"] >= rows["budget"]]
+
+
+def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES,
+                     criterion: str = "val_loss") -> pd.DataFrame:
+    """One row per (full-budget training, patience): the rule's checkpoint, stop and test accuracy."""
+    if criterion not in ("val_loss", "val_acc"):
+        raise ValueError(f"unknown criterion {criterion!r}; valid: val_loss, val_acc")
+    full = _full_budget(curves, rows)
+    if full.empty:
+        raise ValueError("no full-budget training in these rows: the study needs runs trained without patience "
+                         "(their curves reach their budget)")
+    groups = dict(tuple(curves.sort_values("iteration").groupby(KEYS)))
+    out = []
+    for _, row in full.iterrows():
+        curve = groups[tuple(row[k] for k in KEYS)]
+        its = curve["iteration"].tolist()
+        scores = (curve["val_loss"] if criterion == "val_loss" else -curve["val_acc"]).tolist()
+        probes = curve["test_acc"].tolist()
+        full_best, _ = replay(scores, None)
+        if its[full_best] != row["es_iteration"]:
+            raise ValueError(f"{row['run']} round {row['round']} {row['kind']} on {row['trained_on']}: its curve's "
+                             f"best evaluation ({its[full_best]}) is not its early-stopping iteration "
+                             f"({row['es_iteration']}); was it trained with another criterion than {criterion!r}?")
+        for p in patiences:
+            kept, stop = replay(scores, p)
+            same = kept == full_best
+            test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
+            out.append({**{k: row[k] for k in KEYS}, "subset_percent": row["subset_percent"], "patience": p,
+                        "budget": row["budget"], "es_iteration": row["es_iteration"], "rule_es_iteration": its[kept],
+                        "rule_iterations": its[stop], "test_acc": row["test_acc"], "rule_test_acc": test_acc})
+    return pd.DataFrame(out)
+
+
+def patience_table(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES, by: list[str] | None = None,
+                   criterion: str = "val_loss") -> pd.DataFrame:
+    """Per patience (and `by` groups): trainings, shares reproduced, iterations saved, test-accuracy change."""
+    r = replay_trainings(curves, rows, patiences, criterion)
+    r = r.assign(es_same=(r["rule_es_iteration"] == r["es_iteration"]).astype(float),
+                 acc_same=(r["rule_test_acc"] == r["test_acc"]).astype(float).where(r["rule_test_acc"].notna()),
+                 acc_diff=r["rule_test_acc"] - r["test_acc"])
+    keys = (by or []) + ["patience"]
+    t = r.groupby(keys, as_index=False).agg(
+        trainings=("es_same", "size"), es_reproduced=("es_same", "mean"), test_acc_reproduced=("acc_same", "mean"),
+        iterations_full=("budget", "sum"), iterations_rule=("rule_iterations", "sum"),
+        # unknown (not probed) for one training: unknown for the group, not silently left out
+        test_acc_diff_mean=("acc_diff", lambda d: d.mean(skipna=False)),
+        test_acc_diff_worst=("acc_diff", lambda d: d.min(skipna=False)))
+    t["iterations_saved"] = 1 - t["iterations_rule"] / t["iterations_full"]
+    return t[keys + ["trainings", "es_reproduced", "test_acc_reproduced", "iterations_saved",
+                     "test_acc_diff_mean", "test_acc_diff_worst"]]
+
+
+def choose_patience(table: pd.DataFrame, min_es_reproduced: float = MIN_ES_REPRODUCED,
+                    min_saved: float = MIN_ITERATIONS_SAVED) -> int | None:
+    """The smallest patience of an ungrouped `patience_table` that qualifies (see the module docstring)."""
+    ok = table[(table["es_reproduced"] >= min_es_reproduced) & (table["iterations_saved"] >= min_saved)]
+    return None if ok.empty else int(ok["patience"].min())
+
+
+def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curves, rows) of every stored round of `configs`' runs, finished or not."""
+    curves, rows = [], []
+    for cfg in dict.fromkeys(configs):
+        state = store.load_state(cfg)
+        if state is not None:
+            curves.append(store.curves_frame(cfg))
+            rows.append(store.rows_frame(cfg, state.rows))
+    if not rows:
+        raise ValueError("none of these runs has a stored round: run them first (make reproduce)")
+    return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)
+
+
+def main(argv=None) -> int:
+    from lth_core.report.tables import save_table
+    from lth_core.studies.profiles import profile_configs
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--network", default="lenet_300_100")
+    args = ap.parse_args(argv)
+    configs = [c for c in profile_configs(args.profile) if c.network == args.network and c.train.patience is None]
+    curves, rows = stored(configs)
+    rows = rows.assign(data=rows["trained_on"].where(rows["trained_on"] != "subset",
+                                                     rows["subset_percent"].map(lambda s: f"subset {s:g}%")))
+    table = pd.concat([patience_table(curves, rows).assign(data="all trainings"),
+                       patience_table(curves, rows, by=["data"])], ignore_index=True)
+    save_table(table, "stopping_rule")
+    print(table.to_markdown(index=False, floatfmt=".3g"))
+    print(f"\nchosen patience: {choose_patience(patience_table(curves, rows))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
