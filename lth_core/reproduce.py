@@ -10,7 +10,11 @@ of `make benchmark` on that device (`outputs/tables/benchmark.csv`; see `estimat
 Each notebook `notebooks/NN_*.ipynb` runs with the profile's parameters
 (`notebooks/params/<profile>.yaml`) plus `device`, `executor` and
 `executor_options` (where the IMP runs execute: see `executors.py`; results do
-not depend on it, so changing it does not re-execute a finished notebook).
+not depend on it, so changing it does not re-execute a finished notebook). On a
+multi-core CPU, `local` trains each round's trainings in one worker process per
+core unless `workers` or `fuse` is given (`executors.with_cpu_workers`).
+While it runs, one bar shows the trainings of all its notebooks' runs, done and
+left, with the notebook, run and round in progress (`runs/progress.py`).
 Everything is checked before the first notebook starts: the profile's values
 against every notebook's parameter ranges, the device (cuda needs a GPU that
 torch sees), the executor and its options.
@@ -56,7 +60,8 @@ import pandas as pd
 from lth_core import paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
-from lth_core.runs.executors import ExecutorOptions, resolve_device
+from lth_core.runs.executors import ExecutorOptions, resolve_device, with_cpu_workers
+from lth_core.runs.progress import StoreProgress
 from lth_core.studies.profiles import STUDIES, notebook_parameters
 
 # a validation pass over a batch costs about a third of a training step (forward only)
@@ -162,7 +167,7 @@ def _execute(name: str, parameters: dict, folder: Path, runs: Path, previous: di
         with _kernel_environment(work, runs):
             papermill.execute_notebook(str(paths.NOTEBOOKS_DIR / f"{name}.ipynb"), str(in_progress),
                                        parameters=parameters, cwd=str(paths.NOTEBOOKS_DIR),
-                                       kernel_name="python3", progress_bar=True)
+                                       kernel_name="python3", progress_bar=False)
     except BaseException:  # an interrupted execution is kept the same way as a failed one
         if in_progress.exists():
             os.replace(in_progress, executed_dir / f"{name}.failed.ipynb")
@@ -196,9 +201,9 @@ def _settle(records: dict, fingerprints: dict) -> None:
 def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | None = None,
               force: bool = False, executor: str = "local", executor_options: dict | None = None) -> list[str]:
     """Execute the profile's notebooks into outputs/<profile>/; returns the names executed (not skipped)."""
-    parameters = {**load_profile(profile), "device": device, "executor": executor,
-                  "executor_options": dict(executor_options or {})}
     resolved = str(resolve_device(device))
+    parameters = {**load_profile(profile), "device": device, "executor": executor,
+                  "executor_options": with_cpu_workers(executor, resolved, executor_options)}
     folder, runs = profile_dir(profile), paths.runs_dir()
     if folder == runs:
         raise ValueError(f"profile {profile!r} would write into the run store {runs}; rename the profile")
@@ -220,10 +225,12 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     manifest = read_manifest(profile)
     records = manifest.setdefault("notebooks", {})
     manifest.update(profile=profile, parameters=parameters, git_commit=_git_commit(), updated=_now())
-    executed = []
+    executed, todo = [], [n for n in names if not only or n in only]
+    configs = [c for name in todo for c in STUDIES[name].configs_from_parameters(notebook_parameters(name, mine[name]))]
+    progress = StoreProgress(configs, desc=f"reproduce [{profile}]").start()
     try:
-        for name in tqdm([n for n in names if not only or n in only], desc=f"reproduce [{profile}]",
-                         unit="notebook"):
+        for i, name in enumerate(todo):
+            progress.set_label(f"notebook {i + 1}/{len(todo)} {name}")
             record = records.get(name, {})
             if not force and is_done(folder, record, fingerprints[name]):
                 record["status"] = "done"  # even after a failed attempt since: these outputs are the current ones
@@ -256,6 +263,7 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
             executed.append(name)
             tqdm.write(f"{name}: done in {attempt['seconds']:.0f} s -> {folder / 'notebooks' / (name + '.ipynb')}")
     finally:
+        progress.close()
         _settle(records, fingerprints)
         manifest["updated"] = _now()
         _write_manifest(folder, manifest)

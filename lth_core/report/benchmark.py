@@ -6,9 +6,15 @@ Inside:
 - `run_fusion_benchmark(networks, ks, ...)`: per network and group size K, ms per model-step
   of K trainings run one after another with `train()` (solo) and together with
   `runs.fused.train_fused` (fused), and `speedup` = solo / fused.
+- `run_schedule_benchmark(networks, ...)`: what a user waits for: whole `train()` calls at the
+  paper's evaluation schedule (validation every 100 iterations on 5,000 rows, checkpoints copied at
+  every improvement, epoch boundaries; the 10,000-row test set at the end), in ms per iteration
+  (the difference of a call of n and one of 2n iterations), beside the per-step figure, the share
+  of the time outside the steps (`overhead`) and the seconds of one 30,000-iteration training.
 - `main()`: `python -m lth_core.report.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
-  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--no-fusion]` prints both tables and writes
-  the fusion table to `outputs/tables/benchmark.csv` (what `reproduce --estimate` projects from).
+  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--no-fusion] [--no-schedule]` prints the tables,
+  writes the fusion table to `outputs/tables/benchmark.csv` (what `reproduce --estimate` projects
+  from) and the schedule table to `outputs/tables/benchmark_schedule.csv`.
 
 Fused: K members of the masked network (seeds 0..K-1), Table 1 settings, validation beyond the
 budget. A call of train_fused also validates once, tests and copies states at the end; those
@@ -78,12 +84,21 @@ FUSION_ITERATIONS = {
     "cpu": {"lenet_300_100": 50, "conv2": 2, "shufflenet": 3},
     "cuda": {"lenet_300_100": 300, "conv2": 100, "shufflenet": 50},
 }
+# whole train() calls at the paper's schedule: ten validations for LeNet, one for the networks whose
+# CPU steps take a large fraction of a second
+SCHEDULE_ITERATIONS = {
+    "cpu": {"lenet_300_100": 1000, "conv2": 100, "shufflenet": 100},
+    "cuda": {"lenet_300_100": 2000, "conv2": 1000, "shufflenet": 1000},
+}
+PAPER_EVAL_EVERY, PAPER_VAL_ROWS, TEST_ROWS = 100, 5000, 10_000
+SCHEDULE_COLUMNS = ["network", "device", "threads", "iterations", "eval_every", "val_rows", "train() ms/iter",
+                    "step ms/iter", "overhead", "s per 30K training"]
 FUSION_COLUMNS = ["network", "device", "threads", "K", "iterations", "solo ms/model-step", "fused ms/model-step",
                   "speedup"]
 
 
-def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Dataset:
-    """Random pixels and labels, `TRAIN_SIZE` training rows and one batch of test rows."""
+def synthetic_dataset(name: str, device: torch.device, batch_size: int, test_rows: int | None = None) -> Dataset:
+    """Random pixels and labels, `TRAIN_SIZE` training rows and `test_rows` (default one batch) test rows."""
     gen = torch.Generator().manual_seed(SEED)
 
     def images(n):
@@ -94,7 +109,7 @@ def synthetic_dataset(name: str, device: torch.device, batch_size: int) -> Datas
 
     n = TRAIN_SIZE[name]
     return Dataset(name=name, train_x=images(n), train_y=labels(n),
-                   test_x=images(batch_size), test_y=labels(batch_size)).to(device)
+                   test_x=images(test_rows or batch_size), test_y=labels(test_rows or batch_size)).to(device)
 
 
 def masked_model(network: str, device: torch.device, seed: int = SEED) -> nn.Module:
@@ -224,6 +239,55 @@ def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def run_schedule_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
+                           step_ms: dict | None = None) -> pd.DataFrame:
+    """One row per network: a whole train() call at the paper's evaluation schedule, ms per iteration.
+
+    `step_ms` ({network: ms}, e.g. run_benchmark's "lth_core ms/iter") is the per-step figure to compare
+    with; without it the step is timed here. `overhead` = 1 - step / train(): the share of a user's wait
+    spent outside training steps (validation, checkpoint copies, test evaluations)."""
+    dev = resolve_device(device)
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"iterations must be positive, got {iterations}")
+    rows = []
+    for network in map(check_model_name, networks):
+        n = SCHEDULE_ITERATIONS[dev.type][network] if iterations is None else iterations
+        base = PAPER_TRAINING[network]
+        data = synthetic_dataset(DATASET_OF[network], dev, base.batch_size, TEST_ROWS)
+        if dev.type == "cuda":
+            select_deterministic_kernels()
+        step = (step_ms or {}).get(network)
+        if step is None:
+            step = LthCoreTimer(network, data, dev).ms_per_iteration(min(n, 50), 5)
+        def seconds(budget: int) -> float:
+            cfg = dataclasses.replace(base, iterations=budget, eval_every=PAPER_EVAL_EVERY)
+            model = masked_model(network, dev)
+            start = _now(dev)
+            train(model, data, torch.arange(PAPER_VAL_ROWS, len(data.train_y)), torch.arange(PAPER_VAL_ROWS), cfg,
+                  seed=SEED, progress=False)
+            return _now(dev) - start
+
+        # two calls: their difference holds n iterations of the schedule without the once-per-call costs
+        # (the final test evaluation, the first steps), which the shorter call measures
+        short, long = seconds(n), seconds(2 * n)
+        ms = 1000.0 * (long - short) / n
+        once = max(0.0, short - ms * n / 1000.0)
+        rows.append({"network": network, "device": str(dev), "threads": torch.get_num_threads(), "iterations": n,
+                     "eval_every": PAPER_EVAL_EVERY, "val_rows": PAPER_VAL_ROWS, "train() ms/iter": ms,
+                     "step ms/iter": step, "overhead": 1 - step / ms, "s per 30K training": ms * 30.0 + once})
+    return pd.DataFrame(rows, columns=SCHEDULE_COLUMNS)
+
+
+def schedule_sentence(table: pd.DataFrame) -> str:
+    """What separates a whole training from the per-step figure, per network."""
+    return "\n".join(
+        f"{r.network}: a whole train() call at the paper's schedule costs {r._7:.2f} ms per iteration against "
+        f"{r._8:.2f} ms per training step: {100 * r.overhead:.0f}% of a user's wait is outside the steps (a "
+        f"validation pass over {r.val_rows:,} rows every {r.eval_every} iterations, a checkpoint copy at each "
+        f"improvement), and with the test set at the end a 30,000-iteration training takes about {r._10:.0f} s."
+        for r in table.itertuples())
+
+
 def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
                             warmup: int, prototypes: list[nn.Module]) -> float:
     """ms per model-step of K members trained together (see the module docstring); members are
@@ -291,12 +355,20 @@ def main(argv=None) -> None:
     parser.add_argument("--fusion-iterations", type=int, default=None,
                         help=f"timed iterations per fused measurement (default: per network and device, "
                              f"CPU {FUSION_ITERATIONS['cpu']}, CUDA {FUSION_ITERATIONS['cuda']})")
-    parser.add_argument("--no-fusion", action="store_true", help="only the lth_core vs bare table")
+    parser.add_argument("--no-fusion", action="store_true", help="no fusion table")
+    parser.add_argument("--no-schedule", action="store_true", help="no whole-train() table")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     table = run_benchmark(args.networks, args.iterations, args.device, args.warmup, args.repeats)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if not args.no_schedule:
+        schedule = run_schedule_benchmark(args.networks, None, args.device,
+                                          dict(zip(table["network"], table["lth_core ms/iter"])))
+        print()
+        print(schedule.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(schedule_sentence(schedule))
+        print(f"written to {save_table(schedule, 'benchmark_schedule')[0]}")
     if not args.no_fusion:
         fusion = run_fusion_benchmark(args.networks, args.ks, args.fusion_iterations, args.device,
                                       on_row=lambda partial: save_table(partial, "benchmark"))

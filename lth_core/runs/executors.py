@@ -102,6 +102,16 @@ class ExecutorOptions:
         return cls(**d)
 
 
+def with_cpu_workers(executor: str, device: str, options: dict | None) -> dict:
+    """`options`, with `workers` = the cores for `local` on a multi-core CPU when neither `workers` nor `fuse`
+    is set: each round's trainings then use every core (see `parallel.py`)."""
+    options = dict(options or {})
+    if (executor == "local" and torch.device(device).type == "cpu" and _cores() > 1
+            and "workers" not in options and "fuse" not in options):
+        options["workers"] = _cores()
+    return options
+
+
 class RunFailedError(RuntimeError):
     """Some runs failed; `failures` holds (config, error, log path) per failed run."""
 

@@ -16,6 +16,7 @@ import itertools
 import pandas as pd
 
 from lth_core.runs import store
+from lth_core.runs.progress import StoreProgress
 from lth_core.runs.executors import execute_runs
 from lth_core.imp import IMPConfig
 
@@ -55,7 +56,8 @@ def run_experiment(name: str, configs: list[IMPConfig], device: str = "auto", pr
     columns = columns or {}
     for field in columns.values():
         config_value(configs[0], field)  # an unknown field fails before any training
-    frames = execute_runs(configs, device, executor, executor_options, progress=progress)
+    with StoreProgress(configs, desc=name, disable=not progress):  # one bar over every training, from the store
+        frames = execute_runs(configs, device, executor, executor_options, progress=False)
     return pd.concat([with_config_columns(df, c, columns) for c, df in zip(configs, frames)], ignore_index=True)
 
 

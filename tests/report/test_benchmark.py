@@ -1,6 +1,8 @@
 """The benchmark's table: its columns, positive finite times, and ratio = lth_core / bare (no timing targets)."""
 import math
 
+import pytest
+
 from lth_core.report.benchmark import COLUMNS, FUSION_COLUMNS, run_benchmark, run_fusion_benchmark
 
 
@@ -27,3 +29,16 @@ def test_fusion_table_has_both_times_per_group_size_and_their_speedup():
         solo, fused = row["solo ms/model-step"], row["fused ms/model-step"]
         assert math.isfinite(solo) and solo > 0 and math.isfinite(fused) and fused > 0
         assert row["speedup"] == solo / fused
+
+
+def test_schedule_benchmark_times_whole_trainings_beside_the_step():
+    from lth_core.report.benchmark import SCHEDULE_COLUMNS, run_schedule_benchmark, schedule_sentence
+    table = run_schedule_benchmark(["lenet_300_100"], iterations=100, device="cpu", step_ms={"lenet_300_100": 0.5})
+    assert list(table.columns) == SCHEDULE_COLUMNS and len(table) == 1
+    row = table.iloc[0]
+    assert row["eval_every"] == 100 and row["val_rows"] == 5000 and row["step ms/iter"] == 0.5
+    assert row["train() ms/iter"] > 0 and row["overhead"] == pytest.approx(1 - 0.5 / row["train() ms/iter"])
+    assert row["s per 30K training"] >= row["train() ms/iter"] * 30  # plus the once-per-call costs
+    assert "30,000-iteration training takes about" in schedule_sentence(table)
+    with pytest.raises(ValueError, match="positive"):
+        run_schedule_benchmark(["lenet_300_100"], iterations=0, device="cpu")
