@@ -213,6 +213,7 @@ def _network_ranges(prefix: str) -> dict:
             f"{prefix}_prune_rate": prune_rate,
             f"{prefix}_rewind_iteration": lambda v, P: _integer(v, 0, P[f"{prefix}_iterations"], optional=True),
             f"{prefix}_constant_lr": _positive_number,
+            f"{prefix}_budget_epochs": _positive_number,
             f"{prefix}_subset_percents": _subset_percents}
 
 
@@ -231,7 +232,6 @@ RANGES = {
     "faster_patience": lambda v, P: _integer(v, 1, optional=True),
     "faster_criterion": lambda v, P: None if v in CRITERIA else f"one of {', '.join(CRITERIA)}",
     "faster_protocols": lambda v, P: _distinct(v, BUDGET_PROTOCOLS, "budget protocols", empty_ok=False),
-    "faster_budget_epochs": _positive_number,
     **{name: check for prefix in NETWORK_OF_PREFIX for name, check in _network_ranges(prefix).items()},
 }
 

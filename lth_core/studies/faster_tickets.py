@@ -36,7 +36,7 @@ from lth_core.data import TRAIN_SIZE
 from lth_core.imp import IMPConfig, make_splits, paper_config
 from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, not_learned
-from lth_core.report.params import network_overrides
+from lth_core.report.params import PARAM_PREFIX, network_overrides
 from lth_core.report.plots import new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
 from lth_core.runs.experiment import grid
@@ -104,11 +104,12 @@ def configs_from_parameters(P: dict) -> list[IMPConfig]:
     """The notebook's IMP runs from its validated parameters: per network, subset size and seed."""
     configs = []
     for protocol in P["faster_protocols"]:
-        epochs = P["faster_budget_epochs"] if protocol == "epochs" else None
-        for network, percents in {"lenet_300_100": P["lenet_subset_percents"],
-                                  "conv2": P["conv2_subset_percents"]}.items():
-            configs += subset_configs(network, percents, P["seeds"], patience=P["faster_patience"],
-                                      criterion=P["faster_criterion"], epochs=epochs, **network_overrides(P, network))
+        for network in ("lenet_300_100", "conv2"):
+            prefix = PARAM_PREFIX[network]
+            epochs = P[f"{prefix}_budget_epochs"] if protocol == "epochs" else None
+            configs += subset_configs(network, P[f"{prefix}_subset_percents"], P["seeds"],
+                                      patience=P["faster_patience"], criterion=P["faster_criterion"], epochs=epochs,
+                                      **network_overrides(P, network))
     return configs
 
 
