@@ -214,6 +214,7 @@ def _network_ranges(prefix: str) -> dict:
             f"{prefix}_rewind_iteration": lambda v, P: _integer(v, 0, P[f"{prefix}_iterations"], optional=True),
             f"{prefix}_constant_lr": _positive_number,
             f"{prefix}_budget_epochs": _positive_number,
+            f"{prefix}_patience": lambda v, P: _integer(v, 1, optional=True),
             f"{prefix}_subset_percents": _subset_percents}
 
 
@@ -229,7 +230,6 @@ RANGES = {
     "tolerance": _nonnegative_number,  # a negative tolerance puts the dense network outside its own band
     "controls": lambda v, P: _distinct(v, CONTROLS, "controls"),
     "unseen_networks": _unseen_networks,
-    "faster_patience": lambda v, P: _integer(v, 1, optional=True),
     "faster_criterion": lambda v, P: None if v in CRITERIA else f"one of {', '.join(CRITERIA)}",
     "faster_protocols": lambda v, P: _distinct(v, BUDGET_PROTOCOLS, "budget protocols", empty_ok=False),
     **{name: check for prefix in NETWORK_OF_PREFIX for name, check in _network_ranges(prefix).items()},
@@ -273,7 +273,8 @@ def network_overrides(params: dict, network: str) -> dict:
     p = PARAM_PREFIX[network]
     return {"iterations": params[f"{p}_iterations"], "eval_every": params[f"{p}_eval_every"],
             "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
-            "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"]}
+            "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"],
+            "patience": params[f"{p}_patience"]}
 
 
 def profile_path(profile: str) -> Path:

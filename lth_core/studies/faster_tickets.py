@@ -108,7 +108,7 @@ def configs_from_parameters(P: dict) -> list[IMPConfig]:
             prefix = PARAM_PREFIX[network]
             epochs = P[f"{prefix}_budget_epochs"] if protocol == "epochs" else None
             configs += subset_configs(network, P[f"{prefix}_subset_percents"], P["seeds"],
-                                      patience=P["faster_patience"], criterion=P["faster_criterion"], epochs=epochs,
+                                      criterion=P["faster_criterion"], epochs=epochs,
                                       **network_overrides(P, network))
     return configs
 
@@ -411,10 +411,14 @@ def protocol_sentences(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def patience_sentence(patience: int | None) -> str:
+def patience_sentence(configs: list[IMPConfig]) -> str:
     """Markdown: whether finding runs trained their whole budget (what the wall-clock figures cover)."""
-    return ("Here every run trained its full budget (no patience)." if patience is None
-            else f"Here runs stopped after {patience} evaluations without improvement.")
+    rules = {network_title(c.network): c.train.patience for c in configs}
+    if all(p is None for p in rules.values()):
+        return "Here every run trained its full budget (no patience)."
+    return "Here " + "; ".join(f"{name} runs trained their full budget" if p is None else
+                               f"{name} runs stopped after {p} evaluations without improvement"
+                               for name, p in rules.items()) + "."
 
 
 def cost_sentences(table: pd.DataFrame) -> str:

@@ -58,8 +58,9 @@ def _full_budget(curves: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES,
-                     criterion: str = "val_loss") -> pd.DataFrame:
-    """One row per (full-budget training, patience): the rule's checkpoint, stop and test accuracy."""
+                     criterion: str = "val_loss", keep: list[str] | None = None) -> pd.DataFrame:
+    """One row per (full-budget training, patience): the rule's checkpoint, stop and test accuracy, with the
+    rows' columns `keep`."""
     if criterion not in ("val_loss", "val_acc"):
         raise ValueError(f"unknown criterion {criterion!r}; valid: val_loss, val_acc")
     full = _full_budget(curves, rows)
@@ -82,7 +83,7 @@ def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENC
             kept, stop = replay(scores, p)
             same = kept == full_best
             test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
-            out.append({**{k: row[k] for k in KEYS}, "subset_percent": row["subset_percent"], "patience": p,
+            out.append({**{k: row[k] for k in KEYS + list(keep or [])}, "subset_percent": row["subset_percent"], "patience": p,
                         "budget": row["budget"], "es_iteration": row["es_iteration"], "rule_es_iteration": its[kept],
                         "rule_iterations": its[stop], "test_acc": row["test_acc"], "rule_test_acc": test_acc})
     return pd.DataFrame(out)
@@ -91,7 +92,7 @@ def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENC
 def patience_table(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES, by: list[str] | None = None,
                    criterion: str = "val_loss") -> pd.DataFrame:
     """Per patience (and `by` groups): trainings, shares reproduced, iterations saved, test-accuracy change."""
-    r = replay_trainings(curves, rows, patiences, criterion)
+    r = replay_trainings(curves, rows, patiences, criterion, keep=by)
     r = r.assign(es_same=(r["rule_es_iteration"] == r["es_iteration"]).astype(float),
                  acc_same=(r["rule_test_acc"] == r["test_acc"]).astype(float).where(r["rule_test_acc"].notna()),
                  acc_diff=r["rule_test_acc"] - r["test_acc"])

@@ -197,7 +197,7 @@ def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):
 
 def test_budget_protocols_give_their_own_configs_budgets_and_claims():
     P = {"faster_protocols": ["iterations", "epochs"], "lenet_budget_epochs": 20.0, "seeds": [0],
-         "faster_patience": None, "faster_criterion": "val_loss", "lenet_subset_percents": [10, 100],
+         "lenet_patience": None, "faster_criterion": "val_loss", "lenet_subset_percents": [10, 100],
          "conv2_subset_percents": [], "lenet_iterations": 3000, "lenet_rounds": 1, "lenet_eval_every": 10,
          "lenet_train_limit": 6000, "lenet_val_size": 1000, "lenet_test_limit": None}
     P.update({k.replace("lenet", "conv2"): v for k, v in P.items() if k.startswith("lenet_")}, conv2_subset_percents=[])

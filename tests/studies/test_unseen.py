@@ -113,9 +113,9 @@ def test_check_networks_names_the_valid_ones():
 
 def test_network_overrides_read_the_prefixed_parameters():
     params = {"lenet_iterations": 11, "lenet_eval_every": 5, "lenet_rounds": 2, "lenet_train_limit": None,
-              "lenet_val_size": 50, "lenet_test_limit": 70}
+              "lenet_val_size": 50, "lenet_test_limit": 70, "lenet_patience": 4}
     cfg = unseen.unseen_config("lenet_300_100", **network_overrides(params, "lenet_300_100"))
-    assert (cfg.train.iterations, cfg.train.eval_every, cfg.rounds) == (11, 5, 2)
+    assert (cfg.train.iterations, cfg.train.eval_every, cfg.rounds, cfg.train.patience) == (11, 5, 2, 4)
     assert (cfg.train_limit, cfg.val_size, cfg.test_limit) == (None, 50, 70)
 
 
