@@ -9,7 +9,7 @@ PROFILE ?= quick
 DEVICE ?= auto
 EXECUTOR ?= local
 
-.PHONY: reproduce test nbval benchmark gpu-check lab clean-outputs
+.PHONY: reproduce test nbval benchmark stopping-rule gpu-check lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ nbval: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(PY) -m lth_core.report.benchmark
+
+# What a patience of 10..100 evaluations would change, replayed on the profile's stored full-budget LeNet curves
+stopping-rule: $(VENV)/.installed
+	$(PY) -m lth_core.studies.stopping --profile $(PROFILE)
 
 # On a machine with a CUDA GPU, at most 8 minutes: CUDA tests, benchmark, Figure 1's Conv-2 at paper settings
 # (see lth_core/gpu_check.py); GPU_PYTHON=python3 uses an interpreter that already has torch instead of .venv.

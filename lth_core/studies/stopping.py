@@ -139,11 +139,16 @@ def main(argv=None) -> int:
     curves, rows = stored(configs)
     rows = rows.assign(data=rows["trained_on"].where(rows["trained_on"] != "subset",
                                                      rows["subset_percent"].map(lambda s: f"subset {s:g}%")))
-    table = pd.concat([patience_table(curves, rows).assign(data="all trainings"),
-                       patience_table(curves, rows, by=["data"])], ignore_index=True)
+    overall = patience_table(curves, rows)
+    table = pd.concat([overall.assign(data="all trainings"), patience_table(curves, rows, by=["data"])],
+                      ignore_index=True)
+    table = table[["data"] + [c for c in table.columns if c != "data"]]
     save_table(table, "stopping_rule")
     print(table.to_markdown(index=False, floatfmt=".3g"))
-    print(f"\nchosen patience: {choose_patience(patience_table(curves, rows))}")
+    chosen = choose_patience(overall)
+    print(f"\n{len(rows)} trainings stored, {int(overall['trainings'].iloc[0])} of them full-budget. The smallest "
+          f"patience keeping >= {MIN_ES_REPRODUCED:.0%} of early-stopping iterations and saving >= "
+          f"{MIN_ITERATIONS_SAVED:.0%} of iterations: {chosen if chosen is not None else 'none (train the full budget)'}")
     return 0
 
 

@@ -77,3 +77,8 @@ def test_only_full_budget_curves_count_and_a_mismatched_curve_is_refused():
     rows["budget"] = 10**6
     with pytest.raises(ValueError, match="no full-budget training"):
         stopping.patience_table(curves, rows)
+
+
+def test_the_command_needs_stored_runs():
+    with pytest.raises(ValueError, match="none of these runs has a stored round"):
+        stopping.main(["--profile", "smoke"])
