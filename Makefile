@@ -36,7 +36,7 @@ nbval: $(VENV)/.installed
 benchmark: $(VENV)/.installed
 	$(PY) -m lth_core.report.benchmark
 
-# What a patience of 10..100 evaluations would change, replayed on the profile's stored full-budget LeNet curves
+# What a patience of 10..150 evaluations would change, replayed on the profile's stored full-budget LeNet curves
 stopping-rule: $(VENV)/.installed
 	$(PY) -m lth_core.studies.stopping --profile $(PROFILE)
 

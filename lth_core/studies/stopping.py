@@ -31,7 +31,7 @@ import pandas as pd
 from lth_core.runs import store
 from lth_core.training import TEST_PROBE_AFTER
 
-PATIENCES = (10, 20, 30, 50, 100)
+PATIENCES = (10, 20, 30, 50, 70, 100, 150)
 MIN_ES_REPRODUCED = 0.98  # share of early-stopping iterations a profile's patience must keep exactly
 MIN_ITERATIONS_SAVED = 0.10  # a rule saving less than this is not worth its risk: train the full budget
 KEYS = ["run", "round", "kind", "trained_on"]
