@@ -6,8 +6,11 @@
   seeds with a 95% confidence band when there are several seeds;
 - `plot_vs_remaining`: that line on a log x axis running from 100% on the left
   down to the sparsest ticket, with an optional reference line (the dense network);
+- `mark_budget_bound(ax, rows, x)`: on an early-stopping-iteration axis, the budget
+  (dotted) and a cross on every budget-bound early stop (`training.budget_bound`);
 - `curves_figure(curves, rows, panel)`: validation loss against iteration for a few
-  pruning levels, early-stopping points marked (the curves the run store keeps);
+  pruning levels, early-stopping points marked, budget-bound ones crossed (the curves
+  the run store keeps);
 - `save_figure` writes PNG and PDF under `outputs/figures/`; `show_figure` saves,
   displays (in a notebook) and closes, so every notebook shows figures the same way.
 """
@@ -19,6 +22,9 @@ import seaborn as sns
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from lth_core import paths
+from lth_core.training import budget_bound
+
+BUDGET_BOUND_LABEL = "budget-bound (last tenth of budget)"
 
 
 def line_with_band(ax, df: pd.DataFrame, x: str, y: str, **style):
@@ -56,6 +62,21 @@ def plot_vs_remaining(df: pd.DataFrame, y: str, ax, hue: str | None = None, styl
     return ax
 
 
+def mark_budget_bound(ax, rows: pd.DataFrame, x: str = "pct_remaining") -> None:
+    """Dotted budget line(s) and a cross at each budget-bound early stop of `rows` (needs `budget`,
+    rows stored before budgets were kept have none: nothing is drawn then)."""
+    if "budget" not in rows or rows["budget"].isna().all():
+        return
+    for i, budget in enumerate(sorted(rows["budget"].dropna().unique())):  # early stopping can't be later
+        ax.axhline(budget, color="grey", ls=":", lw=1.5, label="training budget" if i == 0 else None)
+    bound = rows[budget_bound(rows["es_iteration"], rows["budget"])]
+    if len(bound):
+        ax.scatter(bound[x], bound["es_iteration"], marker="x", color="black", s=40, zorder=6,
+                   label=BUDGET_BOUND_LABEL)
+    ax.set_ylim(0, rows["budget"].max() * 1.05)
+    ax.legend(fontsize="small")
+
+
 def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = None, levels: int = 4,
                   title: str | None = None):
     """Validation loss against iteration, one line per pruning level (mean over seeds, 95% band), the
@@ -64,7 +85,8 @@ def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = 
     alike); curves join rows on run, round, kind and trained_on."""
     keys = ["run", "round", "kind", "trained_on"]
     extra = [panel] if panel else []
-    d = curves.merge(rows[keys + ["pct_remaining", "es_iteration", "val_loss", *extra]]
+    rows = rows.assign(bound=budget_bound(rows["es_iteration"], rows["budget"]) if "budget" in rows else False)
+    d = curves.merge(rows[keys + ["pct_remaining", "es_iteration", "val_loss", "bound", *extra]]
                      .rename(columns={"val_loss": "es_val_loss"}), on=keys)
     if d.empty:
         raise ValueError("no stored curves for these rows (runs stored before curves were kept have none)")
@@ -79,8 +101,11 @@ def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = 
         sub = d if panel is None else d[d[panel] == value]
         line_with_band(ax, sub, "iteration", "val_loss", hue="level", hue_order=order, marker="")
         es = sub.drop_duplicates(["run", "round"])
-        ax.scatter(es["es_iteration"], es["es_val_loss"], marker="v", color="black", s=30, zorder=5,
-                   label="early stopping")
+        for bound, marker, label in ((False, "v", "early stopping"), (True, "x", BUDGET_BOUND_LABEL)):
+            points = es[es["bound"] == bound]
+            if len(points):
+                ax.scatter(points["es_iteration"], points["es_val_loss"], marker=marker, color="black", s=30,
+                           zorder=5, label=label)
         ax.set_ylabel("validation loss")
         ax.set_title(f"{panel} = {value}" if panel else "")
         ax.legend(fontsize="x-small")

@@ -37,7 +37,7 @@ from lth_core.imp import IMPConfig, make_splits, paper_config
 from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, not_learned
 from lth_core.report.params import PARAM_PREFIX, network_overrides
-from lth_core.report.plots import new_figure, plot_vs_remaining
+from lth_core.report.plots import mark_budget_bound, new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
 from lth_core.runs.experiment import grid
 from lth_core.training import BUDGET_PROTOCOLS as PROTOCOLS, budget_bound, iterations_per_epoch
@@ -299,14 +299,7 @@ def figure3(df: pd.DataFrame, network: str):
         plot_vs_remaining(_with_labels(mine), "es_iteration", ax, hue="subset",
                           ylabel="early-stopping iteration while finding",
                           title=f"{network_title(network)}: ticket finding on s%\n({protocol_title(protocol)})")
-        for i, budget in enumerate(sorted(mine["budget"].unique())):  # early stopping can't be later
-            ax.axhline(budget, color="grey", ls=":", lw=1.5, label="training budget" if i == 0 else None)
-        bound = mine[mine["budget_bound"]]
-        if len(bound):
-            ax.scatter(bound["pct_remaining"], bound["es_iteration"], marker="x", color="black", s=40, zorder=5,
-                       label="budget-bound (last tenth of budget)")
-        ax.set_ylim(0, mine["budget"].max() * 1.05)
-        ax.legend(fontsize="small")
+        mark_budget_bound(ax, mine)
     plt.close(fig)
     return fig
 

@@ -366,10 +366,14 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
     plots.plot_vs_remaining(d, "es_iteration", ax_es, hue="curve", reference=ref["es_iteration"],
                             reference_label="unpruned, trained on S2", ylabel="early-stopping iteration",
                             title="early-stopping iteration")
+    plots.mark_budget_bound(ax_es, d)
     for ax in (ax_acc, ax_es):
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     handles, labels = ax_acc.get_legend_handles_labels()
+    for h, label in zip(*ax_es.get_legend_handles_labels()):  # the budget and budget-bound marks
+        if label not in labels:
+            handles, labels = handles + [h], labels + [label]
     fig.suptitle(f"{network_title(network)}: tickets found on S1, trained on S1 and on unseen S2")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)

@@ -37,3 +37,20 @@ def test_curves_figure_panels_and_missing_curves():
     assert len(curves_figure(curves, rows, panel="subset_percent").axes) == 1
     with pytest.raises(ValueError, match="no stored curves"):
         curves_figure(curves.iloc[0:0], rows)
+
+
+def test_budget_bound_early_stops_are_crossed_under_their_budget_line():
+    from lth_core.report.plots import BUDGET_BOUND_LABEL, mark_budget_bound, new_figure
+    rows = pd.DataFrame({"pct_remaining": [100.0, 80.0, 64.0], "es_iteration": [950, 500, 900],
+                         "budget": [1000, 1000, 1000]})
+    fig, axes = new_figure(ncols=1)
+    ax = axes[0][0]
+    mark_budget_bound(ax, rows)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["training budget", BUDGET_BOUND_LABEL]
+    [crosses] = ax.collections
+    assert crosses.get_offsets().tolist() == [[100.0, 950.0]]  # 900 is not past 90% of 1,000
+    assert ax.get_ylim() == (0, 1050)
+    fig2, axes2 = new_figure(ncols=1)
+    mark_budget_bound(axes2[0][0], rows.drop(columns="budget"))  # older rows without budgets: nothing drawn
+    assert not axes2[0][0].collections and not axes2[0][0].lines
