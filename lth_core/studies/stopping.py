@@ -20,10 +20,12 @@ checkpoint the rule would have kept and the evaluation it would have stopped at.
 98% of early-stopping iterations exactly and saves at least 10% of iterations, else None
 (train the full budget).
 
-`python -m lth_core.studies.stopping --profile quick` reads the stored LeNet runs of a
-profile's notebooks, writes `outputs/tables/stopping_rule.csv` and prints it as markdown.
+`python -m lth_core.studies.stopping --profile quick` reads the stored full-budget versions
+of a profile's LeNet runs (its runs with no patience: train them with `lenet_patience: null`),
+writes `outputs/tables/stopping_rule.csv` and prints it as markdown.
 """
 import argparse
+import dataclasses
 import math
 
 import pandas as pd
@@ -135,7 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--network", default="lenet_300_100")
     args = ap.parse_args(argv)
-    configs = [c for c in profile_configs(args.profile) if c.network == args.network and c.train.patience is None]
+    # the full-budget versions of the profile's runs (those a profile with `*_patience: null` trains)
+    configs = [dataclasses.replace(c, train=dataclasses.replace(c.train, patience=None))
+               for c in profile_configs(args.profile) if c.network == args.network]
     curves, rows = stored(configs)
     rows = rows.assign(data=rows["trained_on"].where(rows["trained_on"] != "subset",
                                                      rows["subset_percent"].map(lambda s: f"subset {s:g}%")))
