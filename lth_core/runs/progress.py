@@ -36,9 +36,11 @@ class StoreProgress:
         self.configs = list(dict.fromkeys(configs))
         self.per_round = [[len(round_trainings(c, r)) for r in range(c.rounds + 1)] for c in self.configs]
         self.poll_s, self.label = poll_s, ""
-        # `initial`: the rate, hence the remaining time, counts only the trainings done from now on
+        # `initial`: the rate, hence the remaining time, counts only the trainings done from now on; no
+        # smoothing: rounds land several trainings at once, and the average rate since the start is the
+        # honest one for a remaining time
         self.bar = tqdm(total=sum(map(sum, self.per_round)), initial=self.done()[0], desc=desc, unit="training",
-                        disable=disable, dynamic_ncols=True)
+                        disable=disable, dynamic_ncols=True, smoothing=0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
