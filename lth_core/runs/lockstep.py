@@ -17,8 +17,8 @@ then repeats until every run has finished:
 the reference path. With `pool` (a `parallel.TrainingPool`, CPU), the round's
 trainings of all runs go to its worker processes instead, identical to `fuse=False`
 at the pool's thread count (this process takes that count while it runs, so the
-store records the numerics the trainings ran under). A fused member matches its solo training to float rounding,
-not bit for bit; each stored round is complete in itself (rows, next mask), so a
+store records the numerics the trainings ran under). A fused member matches its
+solo training to float rounding, not bit for bit; each stored round is complete in itself (rows, next mask), so a
 run resumed in the other mode goes on correctly, only not bitwise as it would have.
 A fused member's `wall_seconds` is the time from its group's start to its own stop.
 
