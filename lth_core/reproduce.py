@@ -226,7 +226,9 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     records = manifest.setdefault("notebooks", {})
     manifest.update(profile=profile, parameters=parameters, git_commit=_git_commit(), updated=_now())
     executed, todo = [], [n for n in names if not only or n in only]
-    configs = [c for name in todo for c in STUDIES[name].configs_from_parameters(notebook_parameters(name, mine[name]))]
+    # the bar counts the runs of notebooks with a study module (a notebook added without one is not counted)
+    configs = [c for name in todo if name in STUDIES
+               for c in STUDIES[name].configs_from_parameters(notebook_parameters(name, mine[name]))]
     progress = StoreProgress(configs, desc=f"reproduce [{profile}]").start()
     try:
         for i, name in enumerate(todo):
