@@ -5,7 +5,8 @@ torch thread each train about twice as fast as one process at two threads (small
 do not split well across threads). `TrainingPool(workers, threads)` is a spawned pool;
 each worker keeps its datasets loaded, and `pool.train(items)` trains a round's
 `(IMPRunner, TrainingJob)` pairs, the workers taking the next job as they free, and
-returns their `TrainResult`s in order (a failed job's exception in its place). `runs/lockstep.py` uses it with `pool=`.
+returns their `TrainResult`s in order (a failed job's exception in its place).
+`runs/lockstep.py` uses it with `pool=`.
 
 A job travels as its model's state (weights and mask buffers), rows, settings and
 seed; the worker rebuilds the model and calls `training.train` exactly as in process,

@@ -9,7 +9,6 @@ process, executor or Slurm job trains them. `make reproduce` shows one over a wh
 profile, with the notebook running; `run_experiment` shows one in a notebook's cell.
 """
 import threading
-import time
 
 from tqdm.auto import tqdm
 
@@ -20,7 +19,7 @@ from lth_core.runs import store
 def stored_rounds(cfg: IMPConfig) -> int:
     """Rounds of `cfg`'s run stored so far (a run's rounds are stored in order)."""
     d = store.run_dir(cfg)
-    return len(list(d.glob("round_[0-9][0-9][0-9].pt"))) if d.is_dir() else 0
+    return len(store.round_numbers(d)) if d.is_dir() else 0
 
 
 def _last_change(cfg: IMPConfig) -> float:

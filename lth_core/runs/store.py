@@ -181,7 +181,8 @@ def _round_file(d: Path, r: int) -> Path:
     return d / f"round_{r:03d}.pt"
 
 
-def _round_numbers(d: Path) -> list[int]:
+def round_numbers(d: Path) -> list[int]:
+    """The round numbers of the round files in run folder `d`, sorted."""
     return sorted(int(p.stem.split("_")[1]) for p in d.glob("round_*.pt") if p.stem.split("_")[1].isdigit())
 
 
@@ -192,7 +193,7 @@ def _corrupt(d: Path, what: str) -> CorruptRunError:
 
 def _files_from_round(d: Path, r: int) -> list[Path]:
     """What `repair` deletes to resume at round r: round files r and later, rows.csv, done.json."""
-    later = [_round_file(d, n) for n in _round_numbers(d) if n >= r]
+    later = [_round_file(d, n) for n in round_numbers(d) if n >= r]
     return later + [p for p in (d / "rows.csv", d / "done.json") if p.exists()]
 
 
@@ -248,7 +249,7 @@ def _scan(cfg: IMPConfig) -> _Scan | None:
             raise _corrupt(d, "round files exist but config.json is missing")
         return None
     saved = _read_config(d, cfg)
-    rounds = _round_numbers(d)
+    rounds = round_numbers(d)
     if not (d / "init.pt").exists():
         if rounds:
             raise _corrupt(d, "round files exist but init.pt is missing")
