@@ -5,18 +5,23 @@
 In order, each within the time left, results written as they come to
 `outputs/gpu_check.json` (so a run cut short still reports what it finished):
 1. the CUDA-only tests (same seed same numbers on CUDA, fused equal to solo on CUDA);
-2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size
-   (`report.benchmark.run_fusion_benchmark`), and lth_core vs a bare loop;
-3. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
+2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size, the
+   fused step eager and replayed as a CUDA graph (`report.benchmark.run_fusion_benchmark`);
+3. where the convolutional networks' time goes: their solo and fused steps with cuDNN's
+   autotuning off (the deterministic default) and on, and the CUDA kernels that take the time
+   of a fused step (`torch.profiler`);
+4. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
    three seeds, tickets found on S1, trained on S1 and S2, re-init control), all runs in
    lockstep with their trainings fused, as many rounds as fit in the time left: per training
-   its test accuracy and early-stopping iteration.
+   its test accuracy and early-stopping iteration. A round that the benchmark's figures say
+   cannot end in time is not started, and the summary says so.
 
 The device machine has no copy of the datasets and takes at most 64 MiB of files along, so
 `pack_jpeg_folder` packs CIFAR-10's JPEG files byte for byte into one .npz (57 MB), which
 `unpack_jpeg_folder` writes back as the `CIFAR10-jpg` tree that `data.load_dataset` reads.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,7 +35,7 @@ import torch
 
 from lth_core import paths
 
-SECTIONS = ("tests", "benchmark", "figure1")
+SECTIONS = ("tests", "benchmark", "kernels", "figure1")
 CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused_cuda.py"]
 
 
@@ -99,21 +104,87 @@ def cuda_tests(timeout: float) -> dict:
 
 
 def benchmark(report: "Report", repeats: int) -> list[dict]:
-    """The fusion table (each row saved as it comes), then lth_core against a bare loop."""
-    from lth_core.report.benchmark import run_benchmark, run_fusion_benchmark
-    rows = run_fusion_benchmark(device="cuda", repeats=repeats,
+    """The fusion table, eager and graphed (each row saved as it comes)."""
+    from lth_core.report.benchmark import run_fusion_benchmark
+    return run_fusion_benchmark(device="cuda", repeats=repeats,
                                 on_row=lambda t: report.put("benchmark", t.to_dict("records"))).to_dict("records")
-    bare = run_benchmark(device="cuda", repeats=repeats).to_dict("records")
-    return rows + [{"table": "lth_core vs bare", **r} for r in bare]
 
 
-def figure1_conv2(deadline: float, seeds=(0, 1, 2), rounds: int = 20) -> list[dict]:
+@contextlib.contextmanager
+def cudnn_autotuning():
+    """cuDNN picks each convolution's fastest deterministic algorithm by timing them (off in lth_core:
+    the pick may differ between runs, and with it the numbers)."""
+    from lth_core import training
+    from lth_core.report import benchmark
+    from lth_core.runs import fused
+
+    def autotuned():
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, True
+    saved = training.select_deterministic_kernels
+    for module in (training, benchmark, fused):
+        module.select_deterministic_kernels = autotuned
+    try:
+        yield
+    finally:
+        for module in (training, benchmark, fused):
+            module.select_deterministic_kernels = saved
+        saved()
+
+
+def kernels(networks=("conv2", "shufflenet"), k: int = 8, steps: int = 5) -> dict:
+    """Solo and fused (K=`k`) ms per model-step with cuDNN autotuning off and on, and the ten CUDA
+    kernels with the most time in `steps` eager fused steps of each network."""
+    from lth_core.report.benchmark import masked_model, run_fusion_benchmark
+    from lth_core.runs.fused import FusedStack
+    from lth_core.data import IMAGE_SHAPE
+    from lth_core.imp import PAPER_TRAINING
+    from lth_core.models import DATASET_OF
+    out = {"timings": []}
+    for tuned in (False, True):
+        with cudnn_autotuning() if tuned else contextlib.nullcontext():
+            table = run_fusion_benchmark(networks, ks=[k], device="cuda")
+        out["timings"] += [{"cudnn autotuning": tuned, **r} for r in table.to_dict("records")]
+    for network in networks:
+        batch = PAPER_TRAINING[network].batch_size
+        stack = FusedStack([masked_model(network, torch.device("cuda"), seed=i) for i in range(k)], [1e-3] * k,
+                           [0.0] * k)
+        x = torch.randn(k, batch, *IMAGE_SHAPE[DATASET_OF[network]], device="cuda")
+        y = torch.randint(0, 10, (k, batch), device="cuda")
+        stack.step(x, y)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                stack.step(x, y)
+            torch.cuda.synchronize()
+        out[f"{network} K={k} top kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=10)
+    return out
+
+
+def first_round_seconds(benchmark_rows, configs) -> float | None:
+    """The first round's seconds for `configs` (Conv-2), from the benchmark's fused figure at the
+    round's group size and the full budget; None without a figure."""
+    from lth_core.imp import round_trainings
+    from lth_core.runs.fused import CUDA_GRAPH
+    trainings = sum(len(round_trainings(cfg, 0)) for cfg in configs)
+    rows = [r for r in benchmark_rows if isinstance(r, dict) and r.get("network") == "conv2" and r["K"] <= trainings]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["K"])
+    ms = best["graphed ms/model-step"] if CUDA_GRAPH else best["fused ms/model-step"]
+    return ms / 1000 * trainings * configs[0].train.iterations
+
+
+def figure1_conv2(deadline: float, benchmark_rows=(), seeds=(0, 1, 2), rounds: int = 20) -> list[dict] | dict:
     """Figure 1's Conv-2 runs at Table 1's settings, in lockstep, until `deadline`; rows of finished rounds."""
     from lth_core.data import load_dataset
     from lth_core.runs import lockstep, store
     from lth_core.runs.experiment import grid
     from lth_core.studies.unseen import unseen_config
     configs = grid(unseen_config("conv2", rounds=rounds), seeds=list(seeds))
+    need = first_round_seconds(benchmark_rows, configs)
+    if need is not None and time.time() + need > deadline:
+        return {"skipped": f"round 0 needs about {need:.0f} s (benchmark's fused Conv-2 figure, full budget), "
+                           f"{max(0.0, deadline - time.time()):.0f} s were left"}
     failed = lockstep.run_lockstep(configs, lambda name: load_dataset(name, device="cuda"), deadline=deadline,
                                    progress=True)
     if failed:
@@ -132,7 +203,7 @@ def main(argv=None) -> None:
     parser.add_argument("--minutes", type=float, default=8.0, help="the whole check's time limit")
     parser.add_argument("--data-pack", type=Path, default=paths.REPO_ROOT / ".gpu" / "cifar10-jpg.npz",
                         help="CIFAR-10 packed by pack_jpeg_folder (unpacked to a temporary data root)")
-    parser.add_argument("--repeats", type=int, default=2, help="benchmark repeats (the fastest is kept)")
+    parser.add_argument("--repeats", type=int, default=1, help="benchmark repeats (the fastest is kept)")
     parser.add_argument("--out", type=Path, default=None, help="the JSON summary (default outputs/gpu_check.json)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     args = parser.parse_args(argv)
@@ -145,11 +216,13 @@ def main(argv=None) -> None:
         report.section("tests", lambda: cuda_tests(timeout=150))
     if "benchmark" in args.only:
         report.section("benchmark", lambda: benchmark(report, args.repeats))
+    if "kernels" in args.only:
+        report.section("kernels", kernels)
     if "figure1" in args.only:
         if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
             root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))
             os.environ["LTH_DATA_DIR"] = str(root.parent)
-        report.section("figure1_conv2", lambda: figure1_conv2(deadline))
+        report.section("figure1_conv2", lambda: figure1_conv2(deadline, report.data.get("benchmark", [])))
     report.put("total_seconds", round(time.time() - start, 1))
 
 

@@ -94,7 +94,7 @@ PAPER_EVAL_EVERY, PAPER_VAL_ROWS, TEST_ROWS = 100, 5000, 10_000
 SCHEDULE_COLUMNS = ["network", "device", "threads", "iterations", "eval_every", "val_rows", "train() ms/iter",
                     "step ms/iter", "overhead", "s per 30K training"]
 FUSION_COLUMNS = ["network", "device", "threads", "K", "iterations", "solo ms/model-step", "fused ms/model-step",
-                  "speedup"]
+                  "speedup", "graphed ms/model-step", "graphed speedup"]
 
 
 def synthetic_dataset(name: str, device: torch.device, batch_size: int, test_rows: int | None = None) -> Dataset:
@@ -290,9 +290,11 @@ def schedule_sentence(table: pd.DataFrame) -> str:
 
 
 def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
-                            warmup: int, prototypes: list[nn.Module]) -> float:
+                            warmup: int, prototypes: list[nn.Module], cuda_graph: bool = False) -> float:
     """ms per model-step of K members trained together (see the module docstring); members are
-    copies of `prototypes` (masked models, built once: pruning a 4.3M-weight network takes a second)."""
+    copies of `prototypes` (masked models, built once: pruning a 4.3M-weight network takes a second).
+    `cuda_graph`: the step replayed as a CUDA graph (its recording, at the first step, cancels out
+    in the difference of the two calls)."""
     base = PAPER_TRAINING[network]
     val_idx = torch.arange(base.batch_size)  # one batch: the untimed end-of-call evaluations stay short
     train_idx = torch.arange(base.batch_size, len(data.train_y))
@@ -302,7 +304,7 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
         members = [FusedMember(copy.deepcopy(prototypes[i % len(prototypes)]), train_idx, val_idx, cfg, seed=i)
                    for i in range(k)]
         start = _now(device)
-        train_fused(members, data, progress=False, eval_batch=base.batch_size)
+        train_fused(members, data, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph)
         return _now(device) - start
 
     return 1000.0 * (seconds(warmup + iterations) - seconds(max(1, warmup))) / (k * iterations)
@@ -311,7 +313,8 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
 def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, iterations: int | None = None,
                          device: str = "auto", warmup: int | None = None, repeats: int = 1,
                          on_row=None) -> pd.DataFrame:
-    """One row per (network, K): solo and fused ms per model-step, speedup = solo / fused.
+    """One row per (network, K): solo and fused ms per model-step, speedup = solo / fused; on CUDA also
+    the fused step replayed as a CUDA graph (`graphed`; NaN on a CPU, where there are no graphs).
 
     `on_row(table so far)` is called after every row, so a caller can save partial results."""
     dev = resolve_device(device)
@@ -326,9 +329,14 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
         prototypes = [masked_model(network, dev, seed=i) for i in range(min(4, max(group_sizes)))]
         for k in group_sizes:
             fused = min(fused_ms_per_model_step(network, data, dev, k, n, n_warm, prototypes) for _ in range(repeats))
+            graphed = float("nan")
+            if dev.type == "cuda":
+                graphed = min(fused_ms_per_model_step(network, data, dev, k, n, n_warm, prototypes, cuda_graph=True)
+                              for _ in range(repeats))
             rows.append({"network": network, "device": str(dev), "threads": torch.get_num_threads(), "K": k,
                          "iterations": n, "solo ms/model-step": solo, "fused ms/model-step": fused,
-                         "speedup": solo / fused})
+                         "speedup": solo / fused, "graphed ms/model-step": graphed,
+                         "graphed speedup": solo / graphed})
             if on_row is not None:
                 on_row(pd.DataFrame(rows, columns=FUSION_COLUMNS))
     return pd.DataFrame(rows, columns=FUSION_COLUMNS)

@@ -47,6 +47,15 @@ On a CPU fusion therefore buys little: one thread is already busy with one LeNet
 products. The gain expected from it is on a GPU, where a solo LeNet step is launch-bound.
 Validation runs per member on the member's own model (weights written back from the
 stack), as `train()` evaluates, so solo and fused share every evaluation and checkpoint.
+
+CUDA graphs (`cuda_graph=True`, CUDA only): the whole stacked step (masking, forward, backward,
+gradient masking, Adam) is recorded once with `torch.cuda.graph` and replayed at every
+iteration, so a step costs one launch instead of hundreds (a small network's GPU step is
+launch-bound). The graph bakes in the stack's size, learning rates and weight decays, so it is
+recorded again when a member stops (`keep`) or a learning rate changes, after a few untimed
+warm-up steps whose effect on the weights, BN statistics and Adam state is undone. A replay runs
+the recorded kernels on the same tensors, so graphed and eager steps are the same computation
+(tested on a GPU: test_fused_cuda.py).
 """
 import copy
 import time
@@ -66,6 +75,8 @@ from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, batch_or
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train() uses them
 EPS = 1e-8
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
+CUDA_GRAPH = False  # train_fused's default on CUDA, set from the gpu-check measurements (README)
+GRAPH_WARMUP_STEPS = 3  # eager steps before a capture (lazy cuBLAS/cuDNN set-up must not happen inside it)
 
 
 @dataclass
@@ -105,7 +116,8 @@ class FusedStack:
     parameter; `lr` and `weight_decay` are per-slot lists, `steps` a [K] tensor of Adam step counts.
     """
 
-    def __init__(self, models: list[nn.Module], lrs: list[float], weight_decays: list[float]):
+    def __init__(self, models: list[nn.Module], lrs: list[float], weight_decays: list[float],
+                 cuda_graph: bool = False):
         first = models[0]
         self.template = _template(first).train()  # BN uses batch statistics and updates its buffers
         masked = {f"{n}.weight" for n, m in first.named_modules() if MASK_BUFFER in m._buffers}
@@ -125,12 +137,56 @@ class FusedStack:
         def loss(params, buffers, x, y):
             return F.cross_entropy(functional_call(self.template, (params, buffers), (x,)), y)
         self._losses = vmap(loss)
+        if cuda_graph and self.steps.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs the members on a CUDA device, not {self.steps.device}")
+        self.cuda_graph = cuda_graph
+        self._graph = None  # (what it was recorded for, the graph, its input and output tensors)
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One training step of every slot on its batch x[s], y[s]; returns the [K] losses."""
+        if not self.cuda_graph:
+            return self._step(x, y)
+        recorded_for = (len(self), tuple(self.lr), tuple(self.weight_decay), x.shape, y.shape, x.dtype)
+        if self._graph is None or self._graph[0] != recorded_for:
+            self._record(recorded_for, x, y)
+        _, graph, static_x, static_y, static_losses = self._graph
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+        return static_losses.clone()  # the next replay overwrites the graph's own output
+
+    def _state(self) -> list[torch.Tensor]:
+        """Every tensor a step changes (weights, BN buffers, Adam moments and step counts)."""
+        return [*self.params.values(), *self.buffers.values(), *self.exp_avg.values(), *self.exp_avg_sq.values(),
+                self.steps]
+
+    def _record(self, recorded_for: tuple, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Record `_step` as a CUDA graph on static copies of x and y, leaving the state as it was."""
+        self._graph = None  # release the previous graph's memory before recording the next
+        with torch.no_grad():
+            saved = [t.clone() for t in self._state()]
+        static_x, static_y = x.clone(), y.clone()
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_STEPS):
+                self._step(static_x, static_y)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        with torch.no_grad():  # undo the warm-up in place: the graph will address these very tensors
+            for t, s in zip(self._state(), saved):
+                t.copy_(s)
+        for p in self.params.values():
+            p.grad = None  # the graph allocates the gradients from its own memory pool
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # recording runs nothing: the state is unchanged until a replay
+            static_losses = self._step(static_x, static_y)
+        self._graph = (recorded_for, graph, static_x, static_y, static_losses)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step itself, eager (or being recorded)."""
         with torch.no_grad():  # as the solo pre-hook: nothing written to a pruned weight reaches the output
             for name, mask in self.masks.items():
                 self.params[name].mul_(mask)
@@ -180,6 +236,7 @@ class FusedStack:
 
     def keep(self, slots: list[int]) -> None:
         """Drop every slot not in `slots` (in that order), so stopped members cost nothing."""
+        self._graph = None  # it addresses the old tensors
         idx = torch.tensor(slots, device=self.steps.device)
         with torch.no_grad():
             self.params = {n: p.detach().index_select(0, idx).requires_grad_() for n, p in self.params.items()}
@@ -234,16 +291,21 @@ def check_members(members: list[FusedMember]) -> None:
 
 
 def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True,
-                eval_batch: int = 1000) -> list[TrainResult]:
-    """Train every member as `train()` would alone, all at once; see the module docstring."""
+                eval_batch: int = 1000, cuda_graph: bool | None = None) -> list[TrainResult]:
+    """Train every member as `train()` would alone, all at once; see the module docstring.
+
+    `cuda_graph`: replay the step as a CUDA graph (None: `CUDA_GRAPH` on a CUDA device, never on a CPU)."""
     check_members(members)
     device = data.device
+    if cuda_graph is None:
+        cuda_graph = CUDA_GRAPH and device.type == "cuda"
     if device.type == "cuda":
         select_deterministic_kernels()
     for m in members:
         m.model.train()
     runs = [_Run(m) for m in members]
-    stack = FusedStack([m.model for m in members], [r.lr for r in runs], [m.cfg.weight_decay for m in members])
+    stack = FusedStack([m.model for m in members], [r.lr for r in runs], [m.cfg.weight_decay for m in members],
+                       cuda_graph=cuda_graph)
     results: list[TrainResult | None] = [None] * len(members)
     active = list(range(len(members)))  # member index of each stack slot
     t0, it = time.perf_counter(), 0

@@ -205,3 +205,9 @@ def test_mismatched_members_are_refused():
 
 def test_group_size_on_cpu_is_the_fixed_cap():
     assert fused.group_size("conv2", "cpu", 200) == fused.CPU_GROUP_SIZE
+
+
+def test_cuda_graph_on_a_cpu_is_refused():
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    with pytest.raises(ValueError, match="cuda_graph=True needs the members on a CUDA device"):
+        FusedStack([model], [1e-3], [0.0], cuda_graph=True)
