@@ -164,13 +164,13 @@ def first_round_seconds(benchmark_rows, configs) -> float | None:
     """The first round's seconds for `configs` (Conv-2), from the benchmark's fused figure at the
     round's group size and the full budget; None without a figure."""
     from lth_core.imp import round_trainings
-    from lth_core.runs.fused import CUDA_GRAPH
+    from lth_core.runs.fused import uses_cuda_graph
     trainings = sum(len(round_trainings(cfg, 0)) for cfg in configs)
     rows = [r for r in benchmark_rows if isinstance(r, dict) and r.get("network") == "conv2" and r["K"] <= trainings]
     if not rows:
         return None
     best = max(rows, key=lambda r: r["K"])
-    ms = best["graphed ms/model-step"] if CUDA_GRAPH else best["fused ms/model-step"]
+    ms = best["graphed ms/model-step"] if uses_cuda_graph("conv2", "cuda") else best["fused ms/model-step"]
     return ms / 1000 * trainings * configs[0].train.iterations
 
 

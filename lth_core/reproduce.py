@@ -13,6 +13,9 @@ Each notebook `notebooks/NN_*.ipynb` runs with the profile's parameters
 not depend on it, so changing it does not re-execute a finished notebook). On a
 multi-core CPU, `local` trains each round's trainings in one worker process per
 core unless `workers` or `fuse` is given (`executors.with_cpu_workers`).
+The runs of every notebook to execute are trained first, in one `execute_runs` call,
+so that they all share the workers or the GPU (one notebook's runs alone leave cores
+idle at the end of each round); the notebooks then read them from the run store.
 While it runs, one bar shows the trainings of all its notebooks' runs, done and
 left, with the notebook, run and round in progress (`runs/progress.py`).
 Everything is checked before the first notebook starts: the profile's values
@@ -61,7 +64,8 @@ from lth_core import paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
 from lth_core.runs import fused
-from lth_core.runs.executors import ExecutorOptions, resolve_device, with_cpu_workers
+from lth_core.runs.executors import (ExecutorOptions, RunFailedError, execute_runs, resolve_device,
+                                    with_cpu_workers)
 from lth_core.runs.progress import StoreProgress
 from lth_core.studies.profiles import STUDIES, notebook_parameters
 
@@ -228,10 +232,22 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     manifest.update(profile=profile, parameters=parameters, git_commit=_git_commit(), updated=_now())
     executed, todo = [], [n for n in names if not only or n in only]
     # the bar counts the runs of notebooks with a study module (a notebook added without one is not counted)
-    configs = [c for name in todo if name in STUDIES
-               for c in STUDIES[name].configs_from_parameters(notebook_parameters(name, mine[name]))]
-    progress = StoreProgress(configs, desc=f"reproduce [{profile}]").start()
+    runs_of = {name: STUDIES[name].configs_from_parameters(notebook_parameters(name, mine[name]))
+               for name in todo if name in STUDIES}
+    progress = StoreProgress([c for configs in runs_of.values() for c in configs],
+                             desc=f"reproduce [{profile}]").start()
     try:
+        # every run of the notebooks to execute, trained in one pass before the first notebook starts, so
+        # that they share the workers (a notebook's runs alone leave cores idle at the end of each round);
+        # the notebooks then read them from the run store
+        pending = [c for name, configs in runs_of.items()
+                   if force or not is_done(folder, records.get(name, {}), fingerprints[name]) for c in configs]
+        if pending:
+            progress.set_label("training the runs of every notebook")
+            try:
+                execute_runs(pending, resolved, executor, parameters["executor_options"], progress=False)
+            except RunFailedError as e:  # each notebook that uses a failed run reports it in its own outputs
+                tqdm.write(str(e))
         for i, name in enumerate(todo):
             progress.set_label(f"notebook {i + 1}/{len(todo)} {name}")
             record = records.get(name, {})
@@ -286,7 +302,7 @@ def _ms_per_model_step(bench: pd.DataFrame, network: str, device: str, k: int, f
     fit = rows[rows["K"] <= k]
     best = (fit if len(fit) else rows).sort_values("K").iloc[-1]
     graphed = best.get("graphed ms/model-step", float("nan"))
-    if fused.CUDA_GRAPH and device == "cuda" and pd.notna(graphed):
+    if fused.uses_cuda_graph(network, device) and pd.notna(graphed):
         return float(graphed), int(best["K"])
     return float(best["fused ms/model-step"]), int(best["K"])
 
@@ -336,6 +352,9 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="re-execute notebooks already done (runs stay cached)")
     ap.add_argument("--estimate", action="store_true",
                     help="train nothing: print the profile's trainings, iterations and projected hours")
+    ap.add_argument("--benchmark", type=Path, default=None, metavar="CSV",
+                    help="with --estimate: the benchmark table to project from (default "
+                         "outputs/tables/benchmark.csv; e.g. benchmarks/h100-2026-11-27.csv, measured on an H100)")
     ap.add_argument("--executor", default="local", help="local | processes | slurm: where the IMP runs execute")
     ap.add_argument("-o", "--executor-option", action="append", default=[], metavar="KEY=VALUE",
                     help="executor setting, repeatable: workers, partition, gpus_per_job, cpus_per_job, "
@@ -349,7 +368,7 @@ def main(argv=None) -> int:
                 raise ValueError(f"executor option {item!r} must be KEY=VALUE, e.g. partition=gpu")
             options[key] = yaml.safe_load(value)
         if args.estimate:
-            table = estimate(args.profile, args.device, options)
+            table = estimate(args.profile, args.device, options, args.benchmark)
             print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
             hours = "n/a" if table["hours"].isna().any() else f"{table['hours'].sum():,.1f}"
             print(f"total: {table['trainings'].sum():,} trainings, {table['iterations'].sum():,} iterations, "

@@ -27,8 +27,8 @@ the learning rate changes at epoch boundaries.
 
 Same seed, same device, same numbers: on CPU that holds as is (at a fixed torch
 thread count); on CUDA, `train()` first calls `select_deterministic_kernels()`:
-cuDNN's deterministic algorithms and no autotuning (cuBLAS's workspace is fixed
-when lth_core is imported).
+cuDNN's deterministic algorithms, no autotuning, no TF32 (cuBLAS's workspace is
+fixed when lth_core is imported).
 """
 import dataclasses
 import math
@@ -154,9 +154,20 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def select_deterministic_kernels() -> None:
-    """cuDNN: deterministic algorithms only, no per-shape autotuning (which may pick differently per run)."""
+    """cuDNN: deterministic algorithms only, no per-shape autotuning (which may pick differently per run);
+    convolutions and matrix products in full float32, not TF32.
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 by default (10-bit mantissas: the gpu-check
+    profile of a fused Conv-2 step showed TF32 kernels), so a GPU run would not be the float32
+    computation a CPU run is."""
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-backend precision settings
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def state_copy(model: nn.Module) -> dict:

@@ -75,7 +75,10 @@ from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, batch_or
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train() uses them
 EPS = 1e-8
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
-CUDA_GRAPH = False  # train_fused's default on CUDA, set from the gpu-check measurements (README)
+# where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every
+# K (one graphed member 13x faster per model-step than a solo step), ShuffleNet at K <= 4 and even beyond;
+# Conv-2's step is bound by its convolution kernels from K = 4 on, and the graph gained nothing there
+CUDA_GRAPH_NETWORKS = ("lenet_300_100", "shufflenet")
 GRAPH_WARMUP_STEPS = 3  # eager steps before a capture (lazy cuBLAS/cuDNN set-up must not happen inside it)
 
 
@@ -290,15 +293,18 @@ def check_members(members: list[FusedMember]) -> None:
         raise ValueError(f"fused members' models are on different devices: {sorted(map(str, devices))}")
 
 
+def uses_cuda_graph(network: str, device) -> bool:
+    """Whether the runner replays `network`'s fused step as a CUDA graph on `device` (where it measured faster)."""
+    return torch.device(device).type == "cuda" and network in CUDA_GRAPH_NETWORKS
+
+
 def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True,
-                eval_batch: int = 1000, cuda_graph: bool | None = None) -> list[TrainResult]:
+                eval_batch: int = 1000, cuda_graph: bool = False) -> list[TrainResult]:
     """Train every member as `train()` would alone, all at once; see the module docstring.
 
-    `cuda_graph`: replay the step as a CUDA graph (None: `CUDA_GRAPH` on a CUDA device, never on a CPU)."""
+    `cuda_graph`: replay the step as a CUDA graph (CUDA only; `uses_cuda_graph` says where it pays)."""
     check_members(members)
     device = data.device
-    if cuda_graph is None:
-        cuda_graph = CUDA_GRAPH and device.type == "cuda"
     if device.type == "cuda":
         select_deterministic_kernels()
     for m in members:

@@ -7,27 +7,35 @@ then repeats until every run has finished:
    the finding run, retrainings, controls, each with its reset model);
 2. the trainings of all runs that can share a stacked model — same network,
    masked layers, batch size, dataset and test rows (`group_key`) — are trained together by
-   `fused.train_fused`, in groups of at most `fused.group_size` members;
+   `fused.train_fused`, in groups of at most `fused.group_size` members (on CUDA, replayed as
+   a CUDA graph for the networks where that measured faster: `fused.uses_cuda_graph`);
 3. each run finishes its round from its own results (`IMPRunner.finish_round`:
    rows, the next mask) and stores it (`store.save_round`), exactly as
    `store.run_cached` does for one run, so caching, resuming after a kill and
    the rows' format do not depend on whether a run was fused.
 
 `fuse=False` trains the same trainings one after another with `training.train`:
-the reference path. With `pool` (a `parallel.TrainingPool`, CPU), the round's
-trainings of all runs go to its worker processes instead, identical to `fuse=False`
-at the pool's thread count (this process takes that count while it runs, so the
-store records the numerics the trainings ran under). A fused member matches its
+the reference path. With `pool` (a `parallel.TrainingPool`, CPU), the trainings go to
+its worker processes instead, identical to `fuse=False` at the pool's thread count
+(this process takes that count while it runs, so the store records the numerics the
+trainings ran under), and the runs no longer wait for each other (`_run_pooled`): a run
+stores its round and queues its next one as soon as its own trainings are back, and a
+freed worker takes the queued training with the most work behind it, so that two workers
+stay busy until the last run's last round instead of idling at the end of every round. A fused member matches its
 solo training to float rounding, not bit for bit; each stored round is complete in itself (rows, next mask), so a
 run resumed in the other mode goes on correctly, only not bitwise as it would have.
 A fused member's `wall_seconds` is the time from its group's start to its own stop.
 
 `deadline` (a `time.time()` value) stops before a round that would not end by then,
-judged by the last round's seconds per training: the runs stay resumable at their next round.
+judged by the last round's seconds per training (with a pool: the mean training's seconds,
+per run): the runs stay resumable at their next round.
 A run whose round fails (any exception) is closed and reported; the others go on.
 A run another process holds is skipped here (the caller reads it when that
 process has finished it).
 """
+import concurrent.futures
+import heapq
+import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,7 +46,7 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.imp import IMPConfig, IMPRunner, TrainingJob, round_trainings
 from lth_core.runs import store
-from lth_core.runs.fused import FusedMember, group_size, train_fused
+from lth_core.runs.fused import FusedMember, group_size, train_fused, uses_cuda_graph
 from lth_core.runs.parallel import TrainingPool
 from lth_core.training import TrainResult, train
 
@@ -72,9 +80,88 @@ def _train_group(items: list[tuple[_Open, TrainingJob]], fuse: bool, bar) -> lis
         return out
     members = [FusedMember(model=j.model, train_idx=j.train_idx, val_idx=j.val_idx, cfg=j.cfg, seed=j.seed,
                            snapshot_at=j.snapshot_at, desc=j.desc) for _, j in items]
-    results = train_fused(members, data, progress=False)
+    results = train_fused(members, data, progress=False,
+                          cuda_graph=uses_cuda_graph(items[0][0].cfg.network, data.device))
     bar.update(len(items))
     return results
+
+
+def _finish_round(o: _Open, jobs: list[TrainingJob], results: list[TrainResult]) -> bool:
+    """Store the round of `o` from its trainings' results; True when the run has finished (and is released)."""
+    state = o.runner.finish_round(o.run.state, jobs, results)
+    store.save_round(o.run, state)
+    if o.run.finished:
+        store.finish_run(o.run)
+    return o.run.finished
+
+
+def _run_pooled(opened: list[_Open], pool: TrainingPool, bar, failures: dict, deadline: float | None) -> None:
+    """Train `opened` runs to the end on `pool`, each run on its own (module docstring); closes each run
+    it is done with and leaves in `opened` only the runs stopped by the deadline."""
+    queue: list = []  # (-(work behind the training), submission order, run, job): a max-heap on the work
+    rounds: dict[int, tuple[list[TrainingJob], dict[int, TrainResult | None]]] = {}  # run id -> jobs, results
+    running: dict[concurrent.futures.Future, tuple[_Open, TrainingJob, float]] = {}
+    order, seconds = itertools.count(), []
+
+    def close(o: _Open, error: BaseException | None = None) -> None:
+        if error is not None:
+            failures.setdefault(o.run.dir.name, error)
+        opened.remove(o)
+        o.run.close()
+
+    def start_round(o: _Open) -> None:
+        n = len(round_trainings(o.cfg, o.run.state.round))
+        if deadline is not None and seconds and time.time() + sum(seconds) / len(seconds) * n / pool.workers > deadline:
+            return  # stays open: closed (and resumable) with the others when run_lockstep returns
+        try:
+            jobs = o.runner.round_jobs(o.run.state)
+        except Exception as e:
+            close(o, e)
+            return
+        rounds[id(o)] = (jobs, {})
+        rounds_left = o.cfg.rounds + 1 - o.run.state.round
+        for job in jobs:  # the longest chains first; within one, the longest training
+            budget = job.cfg.budget_for(len(job.train_idx)).iterations
+            heapq.heappush(queue, (-(rounds_left * budget), next(order), o, job))
+
+    def settle(o: _Open, job: TrainingJob, result: TrainResult | None) -> None:
+        jobs, results = rounds[id(o)]
+        results[id(job)] = result
+        if len(results) < len(jobs):
+            return
+        del rounds[id(o)]
+        if o.run.dir.name in failures:
+            close(o)
+            return
+        try:
+            if _finish_round(o, jobs, [results[id(j)] for j in jobs]):
+                close(o)
+            else:
+                start_round(o)
+        except Exception as e:
+            close(o, e)
+
+    for o in list(opened):
+        start_round(o)
+    while queue or running:
+        while queue and len(running) < pool.workers:
+            _, _, o, job = heapq.heappop(queue)
+            if o.run.dir.name in failures:  # a sibling training failed: the round is lost anyway
+                settle(o, job, None)
+                continue
+            running[pool.submit(o.runner, job)] = (o, job, time.time())
+        if not running:
+            continue
+        done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            o, job, started = running.pop(future)
+            bar.update()
+            if future.exception() is not None:
+                failures.setdefault(o.run.dir.name, future.exception())
+                settle(o, job, None)
+            else:
+                seconds.append(time.time() - started)
+                settle(o, job, future.result())
 
 
 def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_group: int | None = None,
@@ -110,8 +197,10 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                 opened.append(_Open(cfg, runner, run))
         bar = tqdm(total=sum(remaining_trainings(o.run) for o in opened), desc="trainings", unit="training",
                    disable=not progress)
+        if pool is not None:
+            _run_pooled(opened, pool, bar, failures, deadline)
         per_training = 0.0  # seconds per training in the last round: the next round's estimate
-        while opened:
+        while pool is None and opened:
             trainings = sum(len(round_trainings(o.cfg, o.run.state.round)) for o in opened)
             if deadline is not None and time.time() + per_training * trainings > deadline:
                 break
@@ -129,15 +218,6 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                 for j in jobs[id(o)]:
                     groups[group_key(o.cfg, j)].append((o, j))
             results: dict[int, TrainResult] = {}
-            if pool is not None:  # every training of the round at once: workers take the next as they free
-                pairs = [pair for items in groups.values() for pair in items]
-                outcomes = pool.train([(o.runner, j) for o, j in pairs], on_done=bar.update)
-                for (o, job), out in zip(pairs, outcomes):
-                    if isinstance(out, BaseException):
-                        failures.setdefault(o.run.dir.name, out)
-                    else:
-                        results[id(job)] = out
-                groups = {}
             for key, items in groups.items():
                 size = max_group or group_size(key[0], items[0][0].runner.device, key[2])
                 for start in range(0, len(items), size):
@@ -154,11 +234,7 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                     if name in failures:
                         raise failures[name]
                     round_jobs = jobs[id(o)]
-                    state = o.runner.finish_round(o.run.state, round_jobs, [results[id(j)] for j in round_jobs])
-                    store.save_round(o.run, state)
-                    if o.run.finished:
-                        store.finish_run(o.run)
-                    else:
+                    if not _finish_round(o, round_jobs, [results[id(j)] for j in round_jobs]):
                         continue
                 except Exception as e:
                     failures.setdefault(name, e)

@@ -5,8 +5,9 @@ torch thread each train about twice as fast as one process at two threads (small
 do not split well across threads). `TrainingPool(workers, threads)` is a spawned pool;
 each worker keeps its datasets loaded, and `pool.train(items)` trains a round's
 `(IMPRunner, TrainingJob)` pairs, the workers taking the next job as they free, and
-returns their `TrainResult`s in order (a failed job's exception in its place).
-`runs/lockstep.py` uses it with `pool=`.
+returns their `TrainResult`s in order (a failed job's exception in its place);
+`pool.submit(runner, job)` queues one training and returns its future.
+`runs/lockstep.py` uses it with `pool=`, submitting trainings as workers free.
 
 A job travels as its model's state (weights and mask buffers), rows, settings and
 seed; the worker rebuilds the model and calls `training.train` exactly as in process,
@@ -65,11 +66,17 @@ class TrainingPool:
         ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
         self._pool = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init, (threads, loader))
 
+    def submit(self, runner: IMPRunner, job: TrainingJob) -> concurrent.futures.Future:
+        """Queue one training; the future's result is its `TrainResult`."""
+        if runner.device.type != "cpu":
+            raise ValueError("a TrainingPool trains on the CPU; on a GPU fuse the trainings instead")
+        return self._pool.submit(_train_payload, payload(runner, job))
+
     def train(self, items: list[tuple[IMPRunner, TrainingJob]], on_done=None) -> list[TrainResult | BaseException]:
         """Train every job; `on_done()` after each. A failed job's entry is its exception."""
         if any(runner.device.type != "cpu" for runner, _ in items):
             raise ValueError("a TrainingPool trains on the CPU; on a GPU fuse the trainings instead")
-        futures = [self._pool.submit(_train_payload, payload(runner, job)) for runner, job in items]
+        futures = [self.submit(runner, job) for runner, job in items]
         for fut in concurrent.futures.as_completed(futures):
             if on_done is not None:
                 on_done()

@@ -22,9 +22,16 @@ def stored_rounds(cfg: IMPConfig) -> int:
     return len(store.round_numbers(d)) if d.is_dir() else 0
 
 
+def _mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # a temporary file renamed into place between the listing and this call
+        return 0.0
+
+
 def _last_change(cfg: IMPConfig) -> float:
     d = store.run_dir(cfg)
-    return max((p.stat().st_mtime for p in d.iterdir()), default=0.0) if d.is_dir() else 0.0
+    return max((_mtime(p) for p in d.iterdir()), default=0.0) if d.is_dir() else 0.0
 
 
 class StoreProgress:

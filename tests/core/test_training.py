@@ -43,6 +43,20 @@ def test_same_seed_same_numbers_on_cuda(network):
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1].values(), runs[1][1].values()))
 
 
+def test_deterministic_kernels_turn_tf32_off():
+    """PyTorch's default lets cuDNN convolve float32 in TF32; the deterministic path must not."""
+    from lth_core.training import select_deterministic_kernels
+    cudnn, conv, matmul = torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        select_deterministic_kernels()
+        assert conv.fp32_precision == "ieee" and matmul.fp32_precision == "ieee"
+        assert cudnn.deterministic is True and cudnn.benchmark is False
+    finally:
+        cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision = saved
+
+
 def test_learns_and_reports_the_best_validation_checkpoint():
     res, _ = _run()
     assert [h["iteration"] for h in res.history] == [10, 20, 30, 40, 50, 60]

@@ -7,6 +7,8 @@ import pytest
 from lth_core import paths
 
 from lth_core import reproduce
+from lth_core.runs import store
+from lth_core.studies.profiles import profile_configs
 
 FIGURES = ["fig1_lenet_mnist", "fig1_conv2_cifar10", "fig2_lenet_mnist", "fig2_conv2_cifar10",
            "fig3_lenet_mnist", "fig3_conv2_cifar10", "fig4_top_shufflenet", "fig4_bottom_shufflenet_bn_pruned"]
@@ -14,7 +16,15 @@ FIGURES = ["fig1_lenet_mnist", "fig1_conv2_cifar10", "fig2_lenet_mnist", "fig2_c
 
 def test_main_job_smoke_profile(shared_data, monkeypatch):
     monkeypatch.setenv("LTH_DATA_DIR", str(shared_data))
+    execute, started = reproduce._execute, []
+
+    def execute_after_checking_the_runs(name, *args):
+        # every run of every notebook is trained (together) before the first notebook starts
+        started.append(all(store.is_done(c) for c in profile_configs("smoke")))
+        return execute(name, *args)
+    monkeypatch.setattr(reproduce, "_execute", execute_after_checking_the_runs)
     executed = reproduce.reproduce("smoke", device="cpu")
+    assert started == [True, True, True]
     assert executed == reproduce.notebooks() == ["01_trainability_unseen", "02_faster_tickets", "03_shufflenet"]
 
     folder = reproduce.profile_dir("smoke")
