@@ -28,7 +28,7 @@ import pandas as pd
 
 from lth_core.imp import IMPConfig, is_paper_scale, paper_config, planned_remaining_pct, trainings_per_run
 from lth_core.report.claims import claim, claims_frame, not_learned
-from lth_core.report.plots import line_with_band, new_figure
+from lth_core.report.plots import line_with_band, mark_budget_bound, new_figure
 from lth_core.report.tables import fmt, is_missing, points, save_table
 from lth_core.runs.experiment import grid, run_experiment
 from lth_core.runs.store import run_name
@@ -353,7 +353,8 @@ def arm_figure(df: pd.DataFrame, arms, tolerance: float, title: str, control: bo
     reference as a dashed line of the same colour, its winning tickets as stars, and a
     vertical black line at the sparsest winning ticket of the first arm of `mark_arms`
     (default: the first arm). `control` adds the re-init control of each arm,
-    `val_acc` the first arm's validation accuracy at early stopping (dotted).
+    `val_acc` the first arm's validation accuracy at early stopping (dotted). Early stops in the last
+    tenth of their budget are crossed under the budget line (`plots.mark_budget_bound`).
     """
     fig, axes = new_figure(ncols=2)
     ax_acc, ax_es = axes[0]
@@ -387,6 +388,7 @@ def arm_figure(df: pd.DataFrame, arms, tolerance: float, title: str, control: bo
             if arm == mark_arms[0]:
                 for ax in (ax_acc, ax_es):
                     ax.axvline(win["pct_pruned"].max(), color="black", lw=1.5)
+    mark_budget_bound(ax_es, df[df["arm"].isin(list(arms))], x="pct_pruned")
     ax_acc.set_ylabel("test accuracy at early stopping (%)")
     ax_es.set_ylabel("early-stopping iteration")
     for ax in (ax_acc, ax_es):

@@ -11,6 +11,7 @@ from lth_core.runs import executors
 
 from lth_core import paths
 
+from lth_core.report.plots import BUDGET_BOUND_LABEL
 from lth_core.studies import shufflenet as ss
 from lth_core.imp import planned_remaining_pct, trainings_per_run
 from conftest import synthetic_dataset
@@ -175,6 +176,17 @@ def test_arm_figure_marks_the_sparsest_winning_ticket():
     assert ax_es.get_ylabel() == "early-stopping iteration"
     fig2 = ss.arm_figure(df, ["reset", "rewind"], 1.0, "rewinding")
     assert len(fig2.axes[0].get_legend_handles_labels()[1]) >= 4
+
+
+def test_arm_figure_crosses_budget_bound_early_stops():
+    df = study_rows().assign(budget=520)  # es 500 and 480 are in the last tenth of 520; 400 and 300 are not
+    fig = ss.arm_figure(df, ["reset"], 1.0, "top", control=True)
+    ax_es = fig.axes[1]
+    crosses = [c for c in ax_es.collections if c.get_label() == BUDGET_BOUND_LABEL]
+    bound = df[(df["arm"] == "reset") & (df["es_iteration"] > 0.9 * 520)]
+    assert len(crosses) == 1 and sorted(np.asarray(crosses[0].get_offsets())[:, 0]) == pytest.approx(
+        sorted(bound["pct_pruned"]))
+    assert "training budget" in ax_es.get_legend_handles_labels()[1]
 
 
 # ---------- the whole pipeline on a synthetic CIFAR-shaped dataset ----------
