@@ -315,11 +315,16 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
     Hours = (training iterations + validation passes as step-equivalents) x ms per model-step from
     `benchmark_csv` (default outputs/tables/benchmark.csv, written by `make benchmark`) for this
     device: fused at the group size lockstep would use (the runs' trainings of one round), or solo
-    when the runs are not fused (ExecutorOptions.fuse; by default on a CPU). One process, one device.
+    when the runs are not fused (ExecutorOptions.fuse; by default on a CPU). One device; on a CPU with
+    `workers` (the `local` executor's default on a multi-core CPU, as `make reproduce` runs it) the
+    hours are divided among the workers: the runs do not wait for each other's rounds there, and
+    one worker at one thread measured about as fast per LeNet step as one process at two threads.
     """
     # estimating for a GPU needs none here: only its benchmark figures
     dev = "cuda" if device.startswith("cuda") else resolve_device(device).type
-    fuse = ExecutorOptions.from_dict(executor_options or {}).fuses(dev)
+    options = ExecutorOptions.from_dict(with_cpu_workers("local", dev, executor_options))
+    fuse = options.fuses(dev)
+    workers = options.workers if dev == "cpu" and not fuse and (options.workers or 1) > 1 else 1
     path = Path(benchmark_csv or paths.tables_dir() / "benchmark.csv")
     bench = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["network", "device", "K"])
     values, rows = load_profile(profile), []
@@ -334,8 +339,8 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
             group = sum(len(round_trainings(c, min(1, c.rounds))) for c in mine)
             ms, k = _ms_per_model_step(bench, network, dev, group, fuse)
             rows.append({"notebook": name, "network": network, "runs": len(mine), "trainings": trainings,
-                         "iterations": iterations, "device": dev, "K": k, "ms/model-step": ms,
-                         "hours": (iterations + evals) * ms / 3.6e6})
+                         "iterations": iterations, "device": dev, "K": k, "ms/model-step": ms, "workers": workers,
+                         "hours": (iterations + evals) * ms / 3.6e6 / workers})
     table = pd.DataFrame(rows)
     if table["ms/model-step"].isna().any():
         missing = sorted(table.loc[table["ms/model-step"].isna(), "network"].unique())

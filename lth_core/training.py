@@ -26,7 +26,8 @@ incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
 the learning rate changes at epoch boundaries.
 
 Same seed, same device, same numbers: on CPU that holds as is (at a fixed torch
-thread count); on CUDA, `train()` first calls `select_deterministic_kernels()`:
+thread count, subnormal floats flushed to zero: `flush_cpu_denormals`); on CUDA,
+`train()` first calls `select_deterministic_kernels()`:
 cuDNN's deterministic algorithms, no autotuning, no TF32 (cuBLAS's workspace is
 fixed when lth_core is imported).
 """
@@ -153,6 +154,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
+def flush_cpu_denormals() -> None:
+    """On a CPU, compute subnormal floats (below 1.2e-38) as zero, for the rest of the process.
+
+    LeNet's first-layer weights fed by always-black MNIST pixels get no gradient but weight decay,
+    which shrinks them through the subnormal range, where x86 arithmetic takes slow microcode
+    assists: with them a LeNet step measured 10-25% slower here, more as training goes on.
+    Flushing changes values below 1.2e-38 only; the run store records it (`cpu_denormals`)."""
+    torch.set_flush_denormal(True)
+
+
 def select_deterministic_kernels() -> None:
     """cuDNN: deterministic algorithms only, no per-shape autotuning (which may pick differently per run);
     convolutions and matrix products in full float32, not TF32.
@@ -250,6 +261,8 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     device = data.device
     if device.type == "cuda":
         select_deterministic_kernels()
+    else:
+        flush_cpu_denormals()
     gen = torch.Generator().manual_seed(seed)
     train_idx = train_idx.cpu()
     per_epoch = iterations_per_epoch(len(train_idx), cfg.batch_size)

@@ -70,7 +70,8 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
 from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, batch_order, evaluate, evaluate_state,
-                               finish, iterations_per_epoch, select_deterministic_kernels, state_copy)
+                               finish, flush_cpu_denormals, iterations_per_epoch, select_deterministic_kernels,
+                               state_copy)
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train() uses them
 EPS = 1e-8
@@ -307,6 +308,8 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
     device = data.device
     if device.type == "cuda":
         select_deterministic_kernels()
+    else:
+        flush_cpu_denormals()
     for m in members:
         m.model.train()
     runs = [_Run(m) for m in members]

@@ -371,12 +371,21 @@ def _release(d: Path, fd: int) -> None:
 
 
 # ---- numerics ----
+# how training treats subnormal floats on a CPU (training.flush_cpu_denormals); records without the key
+# were computed before flushing
+CPU_DENORMALS, CPU_DENORMALS_BEFORE = "flushed", "kept"
+
+
 def _numerics(device: torch.device) -> dict:
-    return {"torch": torch.__version__, "device": torch.device(device).type, "threads": torch.get_num_threads()}
+    n = {"torch": torch.__version__, "device": torch.device(device).type, "threads": torch.get_num_threads()}
+    if n["device"] == "cpu":
+        n["cpu_denormals"] = CPU_DENORMALS
+    return n
 
 
 def _describe(n: dict) -> str:
-    return f"torch {n['torch']} on {n['device']} with {n['threads']} torch threads"
+    denormals = f", subnormal floats {n.get('cpu_denormals', CPU_DENORMALS_BEFORE)}" if n["device"] == "cpu" else ""
+    return f"torch {n['torch']} on {n['device']} with {n['threads']} torch threads{denormals}"
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -385,8 +394,12 @@ def _differences(old: dict, new: dict) -> list[str]:
         out.append(f"torch version {old['torch']} -> {new['torch']}")
     if old["device"] != new["device"]:
         out.append(f"device {old['device']} -> {new['device']}")
-    elif new["device"] == "cpu" and old["threads"] != new["threads"]:  # CPU kernels round per thread split
-        out.append(f"torch threads {old['threads']} -> {new['threads']}")
+    elif new["device"] == "cpu":
+        if old["threads"] != new["threads"]:  # CPU kernels round per thread split
+            out.append(f"torch threads {old['threads']} -> {new['threads']}")
+        before, now = (n.get("cpu_denormals", CPU_DENORMALS_BEFORE) for n in (old, new))
+        if before != now:
+            out.append(f"subnormal floats {before} -> {now}")
     return out
 
 

@@ -43,6 +43,15 @@ def test_same_seed_same_numbers_on_cuda(network):
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1].values(), runs[1][1].values()))
 
 
+def test_training_on_a_cpu_flushes_subnormal_floats():
+    torch.set_flush_denormal(False)  # an earlier training in this process has set it
+    subnormal = torch.tensor([1e-39])
+    assert (subnormal * 1.0).item() != 0.0
+    train(build_model("lenet_300_100", seed=0), synthetic_dataset(), torch.arange(100, 300), torch.arange(100),
+          TrainConfig(iterations=2, batch_size=50, eval_every=1), seed=0, progress=False)
+    assert (subnormal * 1.0).item() == 0.0  # computed as zero from here on
+
+
 def test_deterministic_kernels_turn_tf32_off():
     """PyTorch's default lets cuDNN convolve float32 in TF32; the deterministic path must not."""
     from lth_core.training import select_deterministic_kernels

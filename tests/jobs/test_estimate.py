@@ -41,3 +41,10 @@ def test_hours_follow_the_benchmark_and_the_fusion_setting(tmp_path):
     assert fused["hours"].iloc[0] == pytest.approx(solo["hours"].iloc[0] * fused["ms/model-step"].iloc[0] / 2.0)
     gpu = reproduce.estimate("smoke", "cuda", benchmark_csv=_bench(tmp_path))  # no benchmark rows for cuda
     assert gpu["hours"].isna().all() and (gpu["device"] == "cuda").all()
+
+
+def test_cpu_workers_share_the_hours(tmp_path):
+    solo = reproduce.estimate("smoke", "cpu", {"fuse": False}, benchmark_csv=_bench(tmp_path))
+    workers = reproduce.estimate("smoke", "cpu", {"workers": 2}, benchmark_csv=_bench(tmp_path))
+    assert (workers["workers"] == 2).all() and (solo["workers"] == 1).all()
+    assert list(workers["hours"]) == pytest.approx(list(solo["hours"] / 2))

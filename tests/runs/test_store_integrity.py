@@ -166,7 +166,8 @@ def test_done_without_every_round_is_repairable(trainings):
 
 # ---- numerics ----
 def _now():
-    return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads()}
+    return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
+            "cpu_denormals": "flushed"}
 
 
 def test_numerics_are_recorded_when_a_run_starts():
@@ -180,6 +181,7 @@ def test_numerics_are_recorded_when_a_run_starts():
     ("threads", lambda n: n + 1, "torch threads {old} -> {new}"),
     ("torch", lambda v: "1.0.0", "torch version {old} -> {new}"),
     ("device", lambda v: "cuda", "device {old} -> {new}"),
+    ("cpu_denormals", lambda v: "kept", "subnormal floats {old} -> {new}"),
 ])
 def test_resuming_under_other_numerics_is_refused(field, recorded, expected, trainings):
     _partial()
@@ -193,6 +195,15 @@ def test_resuming_under_other_numerics_is_refused(field, recorded, expected, tra
     assert expected.format(old=old, new=_now()[field]) in message
     assert "allow_numerics_change=True" in message and "LTH_ALLOW_NUMERICS_CHANGE=1" in message
     assert len(trainings) == before and sorted(p.name for p in run_dir(CFG).glob("round_*")) == ["round_000.pt"]
+
+
+def test_a_run_recorded_before_denormals_were_flushed_is_refused_on_resume():
+    _partial()
+    saved = _config_json()
+    del saved["numerics"][0]["cpu_denormals"]  # the record of a run started before flushing
+    _write_config_json(saved)
+    with pytest.raises(NumericsChangedError, match="subnormal floats kept -> flushed"):
+        _finished()
 
 
 def test_allowed_numerics_change_is_recorded(monkeypatch):

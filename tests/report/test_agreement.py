@@ -1,0 +1,40 @@
+"""Fused against solo: the comparison of the two modes' rows, and both modes trained into their own stores."""
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from conftest import synthetic_dataset
+from lth_core import paths
+from lth_core.imp import IMPConfig
+from lth_core.report.agreement import compare, sentence, train_both
+from lth_core.training import TrainConfig
+
+
+def _rows(es, acc):
+    return pd.DataFrame({"network": "lenet_300_100", "seed": [0, 0, 1], "round": [0, 1, 0], "kind": "ticket",
+                         "trained_on": "S1", "es_iteration": es, "test_acc": acc})
+
+
+def test_compare_counts_equal_stops_and_accuracy_differences():
+    per, summary = compare(_rows([100, 200, 300], [97.0, 96.0, 95.0]), _rows([100, 250, 300], [97.0, 96.6, 95.0]))
+    assert list(per["es_equal"]) == [True, False, True]
+    s = summary.iloc[0]
+    assert s.trainings == 3 and s.es_equal_share == pytest.approx(2 / 3)
+    assert s.mean_difference_points == pytest.approx(-0.2) and s.largest_difference_points == pytest.approx(0.6)
+    assert "67%" in sentence(summary) and "-0.20 points" in sentence(summary)
+    with pytest.raises(ValueError, match="different trainings"):
+        compare(_rows([1, 2, 3], [1, 2, 3]).iloc[:2], _rows([1, 2, 3], [1, 2, 3]))
+
+
+def test_both_modes_train_into_their_own_stores(tmp_path):
+    cfg = IMPConfig(network="lenet_300_100", rounds=1, val_size=200,
+                    train=TrainConfig(iterations=20, batch_size=50, eval_every=10))
+    configs = [dataclasses.replace(cfg, seed=s) for s in (0, 1)]
+    rows = train_both(configs, synthetic_dataset, tmp_path, progress=False)
+    assert set(rows) == {"fused", "solo"}
+    for mode in rows:
+        assert len(list((tmp_path / mode).iterdir())) == 2  # one folder per run
+    per, summary = compare(rows["fused"], rows["solo"])
+    assert summary.iloc[0].trainings == len(rows["solo"]) == len(per)
+    assert not paths.runs_dir().exists() or not any(paths.runs_dir().iterdir())  # the user's store untouched
