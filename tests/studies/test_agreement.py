@@ -7,7 +7,7 @@ import pytest
 from conftest import synthetic_dataset
 from lth_core import paths
 from lth_core.imp import IMPConfig
-from lth_core.report.agreement import compare, sentence, train_both
+from lth_core.studies.agreement import compare, sentence, train_both
 from lth_core.training import TrainConfig
 
 

@@ -1,6 +1,6 @@
 """Fused against solo on real data: the same runs trained both ways, their rows compared.
 
-    python -m lth_core.report.agreement [--seeds 0 1 2] [--rounds 3] [--iterations 3000] [--device auto]
+    python -m lth_core.studies.agreement [--seeds 0 1 2] [--rounds 3] [--iterations 3000] [--device auto]
 
 Inside:
 - `train_both(configs, load_data, root)`: the runs trained fused (`lockstep`, fuse=True) and one
@@ -90,7 +90,7 @@ def sentence(summary: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m lth_core.report.agreement", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lth_core.studies.agreement", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=3, help="pruning rounds after the dense one")
     ap.add_argument("--iterations", type=int, default=3000, help="training budget (Table 1: 30,000)")
