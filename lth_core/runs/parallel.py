@@ -3,10 +3,8 @@
 On a CPU a fused step costs about as much as its K solo steps, but two processes at one
 torch thread each train about twice as fast as one process at two threads (small matmuls
 do not split well across threads). `TrainingPool(workers, threads)` is a spawned pool;
-each worker keeps its datasets loaded, and `pool.train(items)` trains a round's
-`(IMPRunner, TrainingJob)` pairs, the workers taking the next job as they free, and
-returns their `TrainResult`s in order (a failed job's exception in its place);
-`pool.submit(runner, job)` queues one training and returns its future.
+each worker keeps its datasets loaded, and `pool.submit(runner, job)` queues one
+`(IMPRunner, TrainingJob)` training and returns its future (its `TrainResult`).
 `runs/lockstep.py` uses it with `pool=`, submitting trainings as workers free.
 
 A job travels as its model's state (weights and mask buffers), rows, settings and
@@ -71,16 +69,6 @@ class TrainingPool:
         if runner.device.type != "cpu":
             raise ValueError("a TrainingPool trains on the CPU; on a GPU fuse the trainings instead")
         return self._pool.submit(_train_payload, payload(runner, job))
-
-    def train(self, items: list[tuple[IMPRunner, TrainingJob]], on_done=None) -> list[TrainResult | BaseException]:
-        """Train every job; `on_done()` after each. A failed job's entry is its exception."""
-        if any(runner.device.type != "cpu" for runner, _ in items):
-            raise ValueError("a TrainingPool trains on the CPU; on a GPU fuse the trainings instead")
-        futures = [self.submit(runner, job) for runner, job in items]
-        for fut in concurrent.futures.as_completed(futures):
-            if on_done is not None:
-                on_done()
-        return [f.exception() or f.result() for f in futures]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
