@@ -69,12 +69,11 @@ from tqdm.auto import tqdm
 
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
-from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, batch_order, evaluate, evaluate_state,
+from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, batch_order, evaluate,
+                               evaluate_state,
                                finish, flush_cpu_denormals, iterations_per_epoch, select_deterministic_kernels,
                                state_copy)
 
-BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train() uses them
-EPS = 1e-8
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
 # where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every
 # K (one graphed member 13x faster per model-step than a solo step), ShuffleNet at K <= 4 and even beyond;
@@ -223,11 +222,9 @@ class FusedStack:
             groups = [(slot, self.lr[slot], self.weight_decay[slot]) for slot in range(len(self))]
         for where, lr, wd in groups:
             # one step tensor per parameter as the kernel expects; every slot and parameter shares the count
-            step = [self.steps[0]] * len(names)
-            torch._fused_adam_([self.params[n][where] for n in names], [self.params[n].grad[where] for n in names],
-                               [self.exp_avg[n][where] for n in names], [self.exp_avg_sq[n][where] for n in names],
-                               [], step, lr=lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=wd, eps=EPS,
-                               amsgrad=False, maximize=False)
+            adam_update([self.params[n][where] for n in names], [self.params[n].grad[where] for n in names],
+                        [self.exp_avg[n][where] for n in names], [self.exp_avg_sq[n][where] for n in names],
+                        [self.steps[0]] * len(names), lr, wd)
 
     @torch.no_grad()
     def write_back(self, slot: int, model: nn.Module) -> None:

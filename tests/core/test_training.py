@@ -6,7 +6,8 @@ import torch
 from conftest import synthetic_dataset
 from lth_core.data import validation_split
 from lth_core.models import build_model
-from lth_core.pruning import attach_masks
+from lth_core.pruning import attach_masks, get_masks, set_masks
+from lth_core import training
 from lth_core.training import TEST_PROBE_AFTER, TrainConfig, budget_bound, evaluate, train
 
 CFG = TrainConfig(iterations=60, batch_size=50, lr=1e-3, eval_every=10)
@@ -152,3 +153,32 @@ def test_a_checkpoint_best_for_long_enough_has_its_test_accuracy_probed(monkeypa
     assert not any("test_acc" in h for h in again.history)
     assert [{k: v for k, v in h.items() if k != "test_acc"} for h in res.history] == again.history
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model_again.state_dict().values()))
+
+
+@pytest.mark.parametrize("network", ["lenet_300_100", "shufflenet"])
+def test_adam_makes_torch_fused_adams_update_bit_for_bit(network):
+    """training.Adam calls torch's fused kernel without torch's wrapper: weights and moments equal
+    torch.optim.Adam(fused=True)'s exactly, learning-rate changes and masked gradients included."""
+    ours, ref = build_model(network, seed=0), build_model(network, seed=0)
+    masks = get_masks(attach_masks(ours))
+    masks[next(iter(masks))][0] = False  # a pruned row: zero gradients and zero moments throughout
+    for model in (ours, attach_masks(ref)):
+        set_masks(model, masks)
+    opt = training.make_optimizer(ours, TrainConfig(lr=3e-3, weight_decay=1e-3))
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=3e-3, weight_decay=1e-3, fused=True)
+    shape = (8, 1, 28, 28) if network == "lenet_300_100" else (4, 3, 32, 32)
+    torch.manual_seed(0)
+    for step in range(6):
+        if step == 3:
+            opt.lr = ref_opt.param_groups[0]["lr"] = 1e-3
+        x, y = torch.randn(shape), torch.randint(0, 10, (shape[0],))
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.equal(p, q), name
+    for p, m, v, s in zip(ref.parameters(), opt.exp_avg, opt.exp_avg_sq, opt.steps):
+        state = ref_opt.state[p]
+        assert torch.equal(m, state["exp_avg"]) and torch.equal(v, state["exp_avg_sq"])
+        assert float(s) == float(state["step"]) == 6.0

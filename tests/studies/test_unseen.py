@@ -76,7 +76,7 @@ def test_the_optimizer_the_table_names_is_the_one_training_builds():
     data = synthetic_dataset()
     model = build_model("lenet_300_100", seed=0)
     cfg = TrainConfig(iterations=2, batch_size=50, eval_every=1)
-    assert isinstance(training.make_optimizer(model, cfg), torch.optim.Adam)
+    assert isinstance(training.make_optimizer(model, cfg), training.Adam)
     assert set(unseen.table1(["lenet_300_100"])["optimizer"]) == {"Adam"}
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
         TrainConfig(optimizer="sgd")
