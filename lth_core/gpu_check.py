@@ -115,19 +115,15 @@ def cudnn_autotuning():
     """cuDNN picks each convolution's fastest deterministic algorithm by timing them (off in lth_core:
     the pick may differ between runs, and with it the numbers)."""
     from lth_core import training
-    from lth_core.report import benchmark
-    from lth_core.runs import fused
 
     def autotuned():
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, True
     saved = training.select_deterministic_kernels
-    for module in (training, benchmark, fused):
-        module.select_deterministic_kernels = autotuned
+    training.select_deterministic_kernels = autotuned  # what select_numerics calls on CUDA
     try:
         yield
     finally:
-        for module in (training, benchmark, fused):
-            module.select_deterministic_kernels = saved
+        training.select_deterministic_kernels = saved
         saved()
 
 
@@ -163,14 +159,14 @@ def kernels(networks=("conv2", "shufflenet"), k: int = 8, steps: int = 5) -> dic
 def first_round_seconds(benchmark_rows, configs) -> float | None:
     """The first round's seconds for `configs` (Conv-2), from the benchmark's fused figure at the
     round's group size and the full budget; None without a figure."""
+    import pandas as pd
     from lth_core.imp import round_trainings
-    from lth_core.runs.fused import uses_cuda_graph
+    from lth_core.report.benchmark import ms_per_model_step
     trainings = sum(len(round_trainings(cfg, 0)) for cfg in configs)
-    rows = [r for r in benchmark_rows if isinstance(r, dict) and r.get("network") == "conv2" and r["K"] <= trainings]
-    if not rows:
+    rows = pd.DataFrame([r for r in benchmark_rows if isinstance(r, dict) and r.get("network") == "conv2"])
+    if rows.empty:
         return None
-    best = max(rows, key=lambda r: r["K"])
-    ms = best["graphed ms/model-step"] if uses_cuda_graph("conv2", "cuda") else best["fused ms/model-step"]
+    ms, _ = ms_per_model_step(rows, "conv2", "cuda", trainings)
     return ms / 1000 * trainings * configs[0].train.iterations
 
 

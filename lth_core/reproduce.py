@@ -62,8 +62,8 @@ import pandas as pd
 
 from lth_core import paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
+from lth_core.report.benchmark import ms_per_model_step
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
-from lth_core.runs import fused
 from lth_core.runs.executors import (ExecutorOptions, RunFailedError, execute_runs, resolve_device,
                                     with_cpu_workers)
 from lth_core.runs.progress import StoreProgress
@@ -290,23 +290,6 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     return executed
 
 
-def _ms_per_model_step(bench: pd.DataFrame, network: str, device: str, k: int, fuse: bool) -> tuple[float, int]:
-    """(ms per model-step, K it was measured at) for `network` on `device`: fused at the largest
-    measured K not above `k` (graphed where the trainer replays CUDA graphs and the table has them),
-    or solo; NaN when the benchmark has no row for them."""
-    rows = bench[(bench["network"] == network) & (bench["device"].str.split(":").str[0] == device)]
-    if rows.empty:
-        return float("nan"), 0
-    if not fuse:
-        return float(rows["solo ms/model-step"].min()), 1
-    fit = rows[rows["K"] <= k]
-    best = (fit if len(fit) else rows).sort_values("K").iloc[-1]
-    graphed = best.get("graphed ms/model-step", float("nan"))
-    if fused.uses_cuda_graph(network, device) and pd.notna(graphed):
-        return float(graphed), int(best["K"])
-    return float(best["fused ms/model-step"]), int(best["K"])
-
-
 def estimate(profile: str, device: str = "auto", executor_options: dict | None = None,
              benchmark_csv: Path | None = None) -> pd.DataFrame:
     """Per notebook and network of `profile`: runs, trainings, iterations (every training to its full
@@ -337,7 +320,7 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
             evals = sum(iterations_per_run(c) / c.train.eval_every * (c.val_size / c.train.batch_size)
                         * EVAL_STEP_FRACTION for c in mine)
             group = sum(len(round_trainings(c, min(1, c.rounds))) for c in mine)
-            ms, k = _ms_per_model_step(bench, network, dev, group, fuse)
+            ms, k = ms_per_model_step(bench, network, dev, group, fuse)
             rows.append({"notebook": name, "network": network, "runs": len(mine), "trainings": trainings,
                          "iterations": iterations, "device": dev, "K": k, "ms/model-step": ms, "workers": workers,
                          "hours": (iterations + evals) * ms / 3.6e6 / workers})

@@ -25,11 +25,11 @@ Minibatches are drawn by index from a seeded permutation per epoch (the last
 incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
 the learning rate changes at epoch boundaries.
 
-Same seed, same device, same numbers: on CPU that holds as is (at a fixed torch
-thread count, subnormal floats flushed to zero: `flush_cpu_denormals`); on CUDA,
-`train()` first calls `select_deterministic_kernels()`:
-cuDNN's deterministic algorithms, no autotuning, no TF32 (cuBLAS's workspace is
-fixed when lth_core is imported).
+Same seed, same device, same numbers: `train()` first calls `select_numerics(device)`.
+On a CPU (at a fixed torch thread count) that flushes subnormal floats to zero
+(`flush_cpu_denormals`); on CUDA it selects cuDNN's deterministic algorithms, no
+autotuning, no TF32 (`select_deterministic_kernels`; cuBLAS's workspace is fixed when
+lth_core is imported).
 """
 import dataclasses
 import math
@@ -230,6 +230,15 @@ def select_deterministic_kernels() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def select_numerics(device) -> None:
+    """What makes the same seed give the same numbers on `device` (train() and the fused trainer
+    call it): deterministic kernels in full float32 on CUDA, subnormal floats flushed on a CPU."""
+    if torch.device(device).type == "cuda":
+        select_deterministic_kernels()
+    else:
+        flush_cpu_denormals()
+
+
 def state_copy(model: nn.Module) -> dict:
     """A detached CPU copy of the model's state_dict (checkpoints survive further training)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -308,10 +317,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
         raise ValueError("no training rows: the training split is empty")
     cfg = cfg.budget_for(len(train_idx))
     device = data.device
-    if device.type == "cuda":
-        select_deterministic_kernels()
-    else:
-        flush_cpu_denormals()
+    select_numerics(device)
     gen = torch.Generator().manual_seed(seed)
     train_idx = train_idx.cpu()
     per_epoch = iterations_per_epoch(len(train_idx), cfg.batch_size)

@@ -62,8 +62,8 @@ from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, p
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
-from lth_core.runs.fused import FusedMember, train_fused
-from lth_core.training import select_deterministic_kernels, train
+from lth_core.runs.fused import FusedMember, train_fused, uses_cuda_graph
+from lth_core.training import select_numerics, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
 # alone takes seconds there), enough steps on a GPU for launch overheads to average out
@@ -211,8 +211,7 @@ def _measurement(network: str, dev: torch.device, iterations, warmup, defaults: 
     n = defaults[dev.type][network] if iterations is None else iterations
     n_warm = max(1, n // warm_share) if warmup is None else warmup
     batch = PAPER_TRAINING[network].batch_size
-    if dev.type == "cuda":
-        select_deterministic_kernels()  # train() would set them anyway; the other loops run under the same
+    select_numerics(dev)  # train() would select them anyway; the other loops run under the same
     return n, n_warm, batch, synthetic_dataset(DATASET_OF[network], dev, batch)
 
 
@@ -254,8 +253,7 @@ def run_schedule_benchmark(networks=tuple(MODELS), iterations: int | None = None
         n = SCHEDULE_ITERATIONS[dev.type][network] if iterations is None else iterations
         base = PAPER_TRAINING[network]
         data = synthetic_dataset(DATASET_OF[network], dev, base.batch_size, TEST_ROWS)
-        if dev.type == "cuda":
-            select_deterministic_kernels()
+        select_numerics(dev)
         step = (step_ms or {}).get(network)
         if step is None:
             step = LthCoreTimer(network, data, dev).ms_per_iteration(min(n, 50), 5)
@@ -340,6 +338,23 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
             if on_row is not None:
                 on_row(pd.DataFrame(rows, columns=FUSION_COLUMNS))
     return pd.DataFrame(rows, columns=FUSION_COLUMNS)
+
+
+def ms_per_model_step(bench: pd.DataFrame, network: str, device: str, k: int, fuse: bool = True) -> tuple[float, int]:
+    """(ms per model-step, K it was measured at) for `network` on `device`: fused at the largest
+    measured K not above `k` (graphed where the trainer replays CUDA graphs and the table has them),
+    or solo; NaN when the benchmark has no row for them."""
+    rows = bench[(bench["network"] == network) & (bench["device"].str.split(":").str[0] == device)]
+    if rows.empty:
+        return float("nan"), 0
+    if not fuse:
+        return float(rows["solo ms/model-step"].min()), 1
+    fit = rows[rows["K"] <= k]
+    best = (fit if len(fit) else rows).sort_values("K").iloc[-1]
+    graphed = best.get("graphed ms/model-step", float("nan"))
+    if uses_cuda_graph(network, device) and pd.notna(graphed):
+        return float(graphed), int(best["K"])
+    return float(best["fused ms/model-step"]), int(best["K"])
 
 
 def main(argv=None) -> None:

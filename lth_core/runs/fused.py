@@ -71,7 +71,7 @@ from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
 from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, batch_order, evaluate,
                                evaluate_state,
-                               finish, flush_cpu_denormals, iterations_per_epoch, select_deterministic_kernels,
+                               finish, iterations_per_epoch, select_numerics,
                                state_copy)
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
@@ -303,10 +303,7 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
     `cuda_graph`: replay the step as a CUDA graph (CUDA only; `uses_cuda_graph` says where it pays)."""
     check_members(members)
     device = data.device
-    if device.type == "cuda":
-        select_deterministic_kernels()
-    else:
-        flush_cpu_denormals()
+    select_numerics(device)
     for m in members:
         m.model.train()
     runs = [_Run(m) for m in members]

@@ -164,6 +164,55 @@ def _run_pooled(opened: list[_Open], pool: TrainingPool, bar, failures: dict, de
                 settle(o, job, future.result())
 
 
+def _run_rounds(opened: list[_Open], fuse: bool, max_group: int | None, bar, failures: dict,
+                deadline: float | None) -> None:
+    """In this process: every open run's round at once, trainings of one network and batch size
+    trained together (fused, or one by one with `fuse=False`), round after round. Closes each run
+    it is done with and leaves in `opened` only the runs stopped by the deadline."""
+    per_training = 0.0  # seconds per training in the last round: the next round's estimate
+    while opened:
+        trainings = sum(len(round_trainings(o.cfg, o.run.state.round)) for o in opened)
+        if deadline is not None and time.time() + per_training * trainings > deadline:
+            break
+        started = time.time()
+        jobs: dict[int, list[TrainingJob]] = {}
+        groups: dict[tuple, list[tuple[_Open, TrainingJob]]] = defaultdict(list)
+        for o in list(opened):
+            try:
+                jobs[id(o)] = o.runner.round_jobs(o.run.state)
+            except Exception as e:
+                opened.remove(o)
+                failures[o.run.dir.name] = e
+                o.run.close()
+                continue
+            for j in jobs[id(o)]:
+                groups[group_key(o.cfg, j)].append((o, j))
+        results: dict[int, TrainResult] = {}
+        for key, items in groups.items():
+            size = max_group or group_size(key[0], items[0][0].runner.device, key[2])
+            for start in range(0, len(items), size):
+                chunk = items[start:start + size]
+                try:
+                    for (_, job), res in zip(chunk, _train_group(chunk, fuse, bar)):
+                        results[id(job)] = res
+                except Exception as e:  # every run with a training in this chunk has lost its round
+                    for o, _ in chunk:
+                        failures.setdefault(o.run.dir.name, e)
+        for o in list(opened):
+            name = o.run.dir.name
+            try:
+                if name in failures:
+                    raise failures[name]
+                round_jobs = jobs[id(o)]
+                if not _finish_round(o, round_jobs, [results[id(j)] for j in round_jobs]):
+                    continue
+            except Exception as e:
+                failures.setdefault(name, e)
+            opened.remove(o)
+            o.run.close()
+        per_training = (time.time() - started) / trainings
+
+
 def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_group: int | None = None,
                  progress: bool = True, deadline: float | None = None,
                  pool: TrainingPool | None = None) -> dict[str, BaseException]:
@@ -199,48 +248,8 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                    disable=not progress)
         if pool is not None:
             _run_pooled(opened, pool, bar, failures, deadline)
-        per_training = 0.0  # seconds per training in the last round: the next round's estimate
-        while pool is None and opened:
-            trainings = sum(len(round_trainings(o.cfg, o.run.state.round)) for o in opened)
-            if deadline is not None and time.time() + per_training * trainings > deadline:
-                break
-            started = time.time()
-            jobs: dict[int, list[TrainingJob]] = {}
-            groups: dict[tuple, list[tuple[_Open, TrainingJob]]] = defaultdict(list)
-            for o in list(opened):
-                try:
-                    jobs[id(o)] = o.runner.round_jobs(o.run.state)
-                except Exception as e:
-                    opened.remove(o)
-                    failures[o.run.dir.name] = e
-                    o.run.close()
-                    continue
-                for j in jobs[id(o)]:
-                    groups[group_key(o.cfg, j)].append((o, j))
-            results: dict[int, TrainResult] = {}
-            for key, items in groups.items():
-                size = max_group or group_size(key[0], items[0][0].runner.device, key[2])
-                for start in range(0, len(items), size):
-                    chunk = items[start:start + size]
-                    try:
-                        for (_, job), res in zip(chunk, _train_group(chunk, fuse, bar)):
-                            results[id(job)] = res
-                    except Exception as e:  # every run with a training in this chunk has lost its round
-                        for o, _ in chunk:
-                            failures.setdefault(o.run.dir.name, e)
-            for o in list(opened):
-                name = o.run.dir.name
-                try:
-                    if name in failures:
-                        raise failures[name]
-                    round_jobs = jobs[id(o)]
-                    if not _finish_round(o, round_jobs, [results[id(j)] for j in round_jobs]):
-                        continue
-                except Exception as e:
-                    failures.setdefault(name, e)
-                opened.remove(o)
-                o.run.close()
-            per_training = (time.time() - started) / trainings
+        else:
+            _run_rounds(opened, fuse, max_group, bar, failures, deadline)
         bar.close()
     finally:
         for o in opened:  # interrupted: release the locks; finished rounds are stored

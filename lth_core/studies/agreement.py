@@ -83,7 +83,7 @@ def compare(fused: pd.DataFrame, solo: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
 
 def sentence(summary: pd.DataFrame) -> str:
     s = summary.iloc[0]
-    return (f"{s.trainings} trainings: early stopping at the same iteration in {100 * s.es_equal_share:.0f}%; "
+    return (f"{int(s.trainings)} trainings: early stopping at the same iteration in {100 * s.es_equal_share:.0f}%; "
             f"mean test accuracy {s.mean_test_acc_fused:.2f}% fused against {s.mean_test_acc_solo:.2f}% solo "
             f"({s.mean_difference_points:+.2f} points; the largest difference of one training "
             f"{s.largest_difference_points:.2f} points).")

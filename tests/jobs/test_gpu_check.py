@@ -28,7 +28,8 @@ def test_figure1_is_not_started_when_the_benchmark_says_round_0_cannot_end_in_ti
     from lth_core.runs.experiment import grid
     from lth_core.studies.unseen import unseen_config
     configs = grid(unseen_config("conv2", rounds=20), seeds=[0, 1, 2])
-    rows = [{"network": "conv2", "K": k, "fused ms/model-step": 2.0, "graphed ms/model-step": 1.0} for k in (1, 4, 8)]
+    rows = [{"network": "conv2", "device": "cuda:0", "K": k, "fused ms/model-step": 2.0, "graphed ms/model-step": 1.0}
+            for k in (1, 4, 8)]
     # round 0: a finding run and a retraining per seed, 6 trainings, so the K=4 figure, at 30,000 iterations
     need = first_round_seconds(rows, configs)
     assert need in (pytest.approx(6 * 30_000 * 2.0 / 1000), pytest.approx(6 * 30_000 * 1.0 / 1000))
