@@ -10,7 +10,11 @@ A verdict is "holds" or "does not hold" when the rule could be applied, and
 - the network learned: its unpruned test accuracy is at least `LEARNED_MARGIN`
   points above chance (a network at chance supports no statement about tickets);
 - claims about the paper's absolute numbers need the paper's scale (budget,
-  data); a scaled-down run is not judged on them.
+  data); a scaled-down run is not judged on them;
+- claims resting on early-stopping iterations need a reference (the unpruned
+  network) that did not stop in the last tenth of its budget
+  (`training.budget_bound`): there "stops no later" holds at every level by
+  construction (`budget_bound_reference`).
 A verdict from a single seed stays a verdict, and `why` says it rests on one seed.
 
 `judge(...)` applies this; `save_claims(claims, notebook)` merges a notebook's
@@ -21,6 +25,7 @@ import pandas as pd
 from lth_core import paths
 from lth_core.data import NUM_CLASSES
 from lth_core.report.tables import save_table
+from lth_core.training import budget_bound
 
 COLUMNS = ["notebook", "network", "claim", "paper_figure", "paper", "ours", "rule", "verdict", "why"]
 VERDICTS = ("holds", "does not hold", "not judged")
@@ -34,6 +39,15 @@ def not_learned(dense_acc: float) -> str | None:
         return (f"the unpruned network did not learn ({dense_acc:.1f}% test accuracy, chance is "
                 f"{CHANCE_ACC:.0f}%; at least {CHANCE_ACC + LEARNED_MARGIN:.0f}% is needed)")
     return None
+
+
+def budget_bound_reference(es_iteration: float, budget: float | None, what: str = "the unpruned network") -> str | None:
+    """Why a claim comparing early-stopping iterations with `what`'s cannot be judged, or None:
+    `what` early-stopped in the last tenth of its budget (no budget known: None)."""
+    if budget is None or pd.isna(budget) or not budget_bound(es_iteration, budget):
+        return None
+    return (f"{what} early-stopped at iteration {es_iteration:.0f} of a {budget:.0f}-iteration budget "
+            "(budget-bound), so no level can stop later than it")
 
 
 def judge(holds: bool | None, blockers: list[str | None], seeds: int) -> tuple[str, str]:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lth_core.imp import IMPConfig, is_paper_scale, paper_config, planned_remaining_pct, trainings_per_run
-from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.claims import budget_bound_reference, claim, claims_frame, not_learned
 from lth_core.report.plots import line_with_band, mark_budget_bound, new_figure
 from lth_core.report.tables import fmt, is_missing, points, save_table
 from lth_core.runs.experiment import grid, run_experiment
@@ -187,6 +187,7 @@ def arm_summary(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         rows.append({
             "arm": arm, "label": t["arm_label"].iloc[0], "seeds": t["seed"].nunique(), "levels": len(lv),
             "dense_test_acc": ref["test_acc"], "dense_es_iteration": ref["es_iteration"],
+            "dense_budget": t.loc[t["round"] == 0, "budget"].mean() if "budget" in t else None,
             "winning_levels": len(win),
             "winning_pct_pruned": ", ".join(f"{p:.1f}" for p in sorted(win["pct_pruned"])),
             "sparsest_winning_pct_pruned": float(win["pct_pruned"].max()) if len(win) else None,
@@ -302,13 +303,15 @@ def claims(df: pd.DataFrame, summary: pd.DataFrame, arms: dict[str, list[IMPConf
     reached = reset["sparsest_pct_pruned"]
     small = None if is_paper_scale(arms["reset"][0]) else "a scaled-down run (budget or data below Table 1's)"
     sparsest_win = reset["sparsest_winning_pct_pruned"]
+    # a winning ticket stops no later than its unpruned network: empty when that one is budget-bound
+    es_bound = budget_bound_reference(reset["dense_es_iteration"], reset["dense_budget"])
     out = [claim(NOTEBOOK, "shufflenet", f"IMP finds a winning ticket at about {PAPER_WINNING_PCT_PRUNED:g}% pruned "
                  f"(within {points(tolerance)}, early stopping not later)", "Fig. 4 top",
                  f"{PAPER_WINNING_PCT_PRUNED:g}% pruned", f"sparsest winning: {fmt(sparsest_win, '.1f', 'none')}"
                  f" (run reaches {reached:.1f}% pruned)",
                  f"sparsest_winning_pct_pruned >= 0.9 * {PAPER_WINNING_PCT_PRUNED:g}",
                  not is_missing(sparsest_win) and sparsest_win >= 0.9 * PAPER_WINNING_PCT_PRUNED,
-                 [learned, None if reached >= 0.9 * PAPER_WINNING_PCT_PRUNED or not is_missing(sparsest_win)
+                 [learned, es_bound, None if reached >= 0.9 * PAPER_WINNING_PCT_PRUNED or not is_missing(sparsest_win)
                   else f"the run reaches only {reached:.1f}% pruned"], seeds)]
     lv = arm_levels(df, "reset", tolerance)
     upto = lv[lv["pct_pruned"] <= PAPER_ACC_UNTIL]
@@ -337,7 +340,9 @@ def claims(df: pd.DataFrame, summary: pd.DataFrame, arms: dict[str, list[IMPConf
                          f"{int(c['winning_levels'])} vs {int(reset['winning_levels'])} winning levels",
                          "winning_levels(constant_lr) == 0 and winning_levels(reset) > 0",
                          c["winning_levels"] == 0 and reset["winning_levels"] > 0,
-                         [learned, not_learned(c["dense_test_acc"])], seeds))
+                         [learned, not_learned(c["dense_test_acc"]), es_bound,
+                          budget_bound_reference(c["dense_es_iteration"], c["dense_budget"],
+                                                 "the constant-lr unpruned network")], seeds))
     return claims_frame(out)
 
 

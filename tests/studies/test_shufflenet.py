@@ -251,3 +251,18 @@ def test_claims_table_of_figure_4(tmp_outputs):
     assert set(c["notebook"]) == {"03_shufflenet"} and set(c["verdict"]) <= {"holds", "does not hold", "not judged"}
     floor = c.loc[[k for k in c.index if k.startswith("test accuracy stays above 75%")][0]]
     assert floor["verdict"] == "not judged" and "scaled-down" in floor["why"]
+
+
+@pytest.mark.parametrize("budget, judged", [(520, False), (5000, True)])
+def test_winning_ticket_claims_need_an_unpruned_early_stop_inside_the_budget(tmp_outputs, budget, judged):
+    """A winning ticket stops no later than its unpruned network: when that one stopped in the last tenth
+    of its budget every level does by construction, so the claims resting on it are not judged."""
+    df, arms = study_rows().assign(budget=budget), ss.study_configs(**SMALL, seeds=[0])
+    summary = ss.arm_summary(df, tolerance=1.0)
+    c = ss.claims(df, summary, arms, tolerance=1.0).set_index("claim")
+    for key in ("IMP finds a winning ticket", "a constant lr of 2e-4"):
+        row = c.loc[[k for k in c.index if k.startswith(key)][0]]
+        assert ("budget-bound" in row["why"]) is not judged
+        assert (row["verdict"] != "not judged") is judged
+    bn = c.loc[[k for k in c.index if k.startswith("with BN gamma pruned")][0]]
+    assert "budget-bound" not in bn["why"]  # accuracy alone: no early-stopping iteration involved
