@@ -172,8 +172,8 @@ class Adam:
     def __init__(self, params, lr: float, weight_decay: float):
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.weight_decay = lr, weight_decay
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         # one count per tensor, float32 on its device, as torch.optim.Adam(fused=True) keeps them
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
 
@@ -187,11 +187,8 @@ class Adam:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
-        if len(live) == len(self.params):
-            params, exp_avg, exp_avg_sq, steps = self.params, self.exp_avg, self.exp_avg_sq, self.steps
-        else:
-            params, exp_avg, exp_avg_sq, steps = ([xs[i] for i in live]
-                                                  for xs in (self.params, self.exp_avg, self.exp_avg_sq, self.steps))
+        params, exp_avg, exp_avg_sq, steps = ([xs[i] for i in live]
+                                              for xs in (self.params, self.exp_avg, self.exp_avg_sq, self.steps))
         torch._foreach_add_(steps, 1)
         adam_update(params, [p.grad for p in params], exp_avg, exp_avg_sq, steps, self.lr, self.weight_decay)
 

@@ -70,9 +70,7 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
 from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, batch_order, evaluate,
-                               evaluate_state,
-                               finish, iterations_per_epoch, select_numerics,
-                               state_copy)
+                               evaluate_state, finish, iterations_per_epoch, select_numerics, state_copy)
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
 # where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every

@@ -13,11 +13,12 @@ def level_means(df: pd.DataFrame, by=("pct_remaining",), cols=("test_acc", "es_i
 
 
 def dense_reference(df: pd.DataFrame) -> pd.Series:
-    """Mean test accuracy and early-stopping iteration of the unpruned network (round 0)."""
+    """Mean test accuracy and early-stopping iteration of the unpruned network (round 0), and its
+    training budget when the rows carry one (NaN otherwise)."""
     dense = df[df["round"] == 0]
     if dense.empty:
         raise ValueError("no round-0 (unpruned) rows to compare with")
-    return dense[["test_acc", "es_iteration"]].mean()
+    return dense.reindex(columns=["test_acc", "es_iteration", "budget"]).mean()
 
 
 def sparsest_within_tolerance(df: pd.DataFrame, reference_acc: float, tolerance: float) -> float | None:

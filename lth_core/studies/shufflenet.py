@@ -187,7 +187,7 @@ def arm_summary(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         rows.append({
             "arm": arm, "label": t["arm_label"].iloc[0], "seeds": t["seed"].nunique(), "levels": len(lv),
             "dense_test_acc": ref["test_acc"], "dense_es_iteration": ref["es_iteration"],
-            "dense_budget": t.loc[t["round"] == 0, "budget"].mean() if "budget" in t else None,
+            "dense_budget": ref["budget"],
             "winning_levels": len(win),
             "winning_pct_pruned": ", ".join(f"{p:.1f}" for p in sorted(win["pct_pruned"])),
             "sparsest_winning_pct_pruned": float(win["pct_pruned"].max()) if len(win) else None,
