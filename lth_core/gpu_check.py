@@ -7,9 +7,10 @@ In order, each within the time left, results written as they come to
 1. the CUDA-only tests (same seed same numbers on CUDA, fused equal to solo on CUDA);
 2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size, the
    fused step eager and replayed as a CUDA graph (`report.benchmark.run_fusion_benchmark`);
-3. where the convolutional networks' time goes: their solo and fused steps with cuDNN's
-   autotuning off (the deterministic default) and on, and the CUDA kernels that take the time
-   of a fused step (`torch.profiler`);
+3. where the convolutional networks' time goes: their solo and fused steps under three cuDNN
+   algorithm choices (lth_core's deterministic default; autotuned among deterministic algorithms;
+   autotuned among all, which shows what determinism costs), and the CUDA kernels that take the
+   time of a fused step (`torch.profiler`);
 4. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
    three seeds, tickets found on S1, trained on S1 and S2, re-init control), all runs in
    lockstep with their trainings fused, as many rounds as fit in the time left: per training
@@ -110,16 +111,25 @@ def benchmark(report: "Report", repeats: int) -> list[dict]:
                                 on_row=lambda t: report.put("benchmark", t.to_dict("records"))).to_dict("records")
 
 
-@contextlib.contextmanager
-def cudnn_autotuning():
-    """cuDNN picks each convolution's fastest deterministic algorithm by timing them (off in lth_core:
-    the pick may differ between runs, and with it the numbers)."""
-    from lth_core import training
+# cuDNN's algorithm choices the kernels section times: lth_core's (deterministic algorithms, fixed
+# heuristic pick), autotuned among the deterministic ones, and autotuned among all (not reproducible:
+# what determinism costs). Convolutions stay in full float32 in all three.
+CUDNN_CHOICES = {"deterministic": (True, False), "deterministic, autotuned": (True, True),
+                 "any algorithm, autotuned": (False, True)}
 
-    def autotuned():
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, True
+
+@contextlib.contextmanager
+def cudnn_choice(name: str):
+    """Train with cuDNN's `deterministic` and `benchmark` flags as CUDNN_CHOICES[name] says, instead of
+    lth_core's (the autotuned pick may differ between runs, and with it the numbers)."""
+    from lth_core import training
+    deterministic, autotune = CUDNN_CHOICES[name]
     saved = training.select_deterministic_kernels
-    training.select_deterministic_kernels = autotuned  # what select_numerics calls on CUDA
+
+    def chosen():
+        saved()  # full float32 as always; only the algorithm choice changes
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, autotune
+    training.select_deterministic_kernels = chosen  # what select_numerics calls on CUDA
     try:
         yield
     finally:
@@ -128,7 +138,7 @@ def cudnn_autotuning():
 
 
 def kernels(networks=("conv2", "shufflenet"), k: int = 8, steps: int = 5) -> dict:
-    """Solo and fused (K=`k`) ms per model-step with cuDNN autotuning off and on, and the ten CUDA
+    """Solo and fused (K=`k`) ms per model-step under each of CUDNN_CHOICES, and the ten CUDA
     kernels with the most time in `steps` eager fused steps of each network."""
     from lth_core.report.benchmark import masked_model, run_fusion_benchmark
     from lth_core.runs.fused import FusedStack
@@ -136,10 +146,10 @@ def kernels(networks=("conv2", "shufflenet"), k: int = 8, steps: int = 5) -> dic
     from lth_core.imp import PAPER_TRAINING
     from lth_core.models import DATASET_OF
     out = {"timings": []}
-    for tuned in (False, True):
-        with cudnn_autotuning() if tuned else contextlib.nullcontext():
+    for choice in CUDNN_CHOICES:
+        with cudnn_choice(choice):
             table = run_fusion_benchmark(networks, ks=[k], device="cuda")
-        out["timings"] += [{"cudnn autotuning": tuned, **r} for r in table.to_dict("records")]
+        out["timings"] += [{"cudnn": choice, **r} for r in table.to_dict("records")]
     for network in networks:
         batch = PAPER_TRAINING[network].batch_size
         stack = FusedStack([masked_model(network, torch.device("cuda"), seed=i) for i in range(k)], [1e-3] * k,

@@ -36,3 +36,19 @@ def test_figure1_is_not_started_when_the_benchmark_says_round_0_cannot_end_in_ti
     assert first_round_seconds([{"network": "lenet_300_100", "K": 1}], configs) is None
     out = figure1_conv2(time.time() + 60, rows)
     assert "round 0 needs about" in out["skipped"]
+
+
+@pytest.mark.parametrize("choice", ["deterministic, autotuned", "any algorithm, autotuned"])
+def test_a_cudnn_choice_holds_while_training_selects_its_numerics_and_is_undone_after(choice):
+    import torch
+    from lth_core import training
+    from lth_core.gpu_check import CUDNN_CHOICES, cudnn_choice
+    cudnn = torch.backends.cudnn
+    with cudnn_choice(choice):
+        training.select_numerics("cuda")  # what train() and the fused trainer call first on a GPU
+        assert (cudnn.deterministic, cudnn.benchmark) == CUDNN_CHOICES[choice]
+        if hasattr(cudnn, "conv"):
+            assert cudnn.conv.fp32_precision == "ieee"  # never TF32, whatever the algorithm choice
+    assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+    training.select_numerics("cuda")
+    assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
