@@ -33,6 +33,7 @@ disjoint halves S1/S2, `subset` a seeded `subset_percent`% of the pool.
 """
 import dataclasses
 import hashlib
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -97,8 +98,11 @@ class IMPConfig:
         # a rate of 1 would prune every weight; past it (or negative) the masks would be nonsense,
         # and without this check that surfaces only after round 0 has trained
         for name, rate in (("prune_rate", self.prune_rate), ("output_rate", self.output_rate)):
-            if rate is not None and not 0 <= rate < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+            if rate is None:
+                continue
+            if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {rate!r}")
+            object.__setattr__(self, name, float(rate))  # a NumPy scalar too: configs are hashed as JSON
         n_train = data_mod.TRAIN_SIZE[self.dataset]
         if not 1 <= self.val_size < n_train:  # 0 would fail only at the first evaluation
             raise ValueError(f"val_size must be in [1, {n_train}) for {self.dataset}, got {self.val_size}")
@@ -107,7 +111,10 @@ class IMPConfig:
                 raise ValueError(f"{name} must be None or >= 1, got {limit}")
         if not 0 < self.subset_percent <= 100:
             raise ValueError(f"subset_percent must be in (0, 100], got {self.subset_percent}")
-        if self.rewind_iteration is not None and not 0 <= self.rewind_iteration <= self.train.iterations:
+        if self.rewind_iteration is not None and self.rewind_iteration < 0:
+            raise ValueError(f"rewind_iteration must be None or >= 0, got {self.rewind_iteration}")
+        if (self.rewind_iteration is not None and self.train.epochs is None  # else: known with the data
+                and self.rewind_iteration > self.train.iterations):
             raise ValueError(f"rewind_iteration {self.rewind_iteration} is outside the training budget "
                              f"0..{self.train.iterations}")
 
@@ -225,6 +232,14 @@ class IMPRunner:
         self.data = limit_test_set(data, cfg.test_limit, cfg.split_seed)
         self.splits = make_splits(cfg, len(data.train_y))
         self.device = data.device
+        for split in (cfg.find_on, *cfg.retrain_on):
+            if len(self.splits[split]) == 0:
+                raise ValueError(f"the {split!r} split has no rows (train_limit={cfg.train_limit}); "
+                                 "raise train_limit or choose another split")
+        budget = cfg.train.budget_for(len(self.splits[cfg.find_on])).iterations
+        if cfg.rewind_iteration is not None and cfg.rewind_iteration > budget:
+            raise ValueError(f"rewind_iteration {cfg.rewind_iteration} is past the finding run's budget of {budget} "
+                             f"iterations on {cfg.find_on!r}; choose a rewind iteration within it")
 
     def new_model(self, init_seed: int) -> torch.nn.Module:
         model = build_model(self.cfg.network, seed=init_seed)

@@ -94,14 +94,25 @@ class ShuffleUnit(nn.Module):
         return F.relu(out + x)
 
 
+def _shufflenet_groups_fit(groups: int, widths) -> bool:
+    """Whether grouped 1x1 convolutions with `groups` fit every unit: its bottleneck (width/4) and, in a
+    stage's first (stride-2) unit, the branch that adds width - previous width channels (24 after the stem)."""
+    previous = (24, *widths[:-1])
+    return (isinstance(groups, int) and groups >= 1 and all(w % (4 * groups) == 0 for w in widths)
+            and all((w - p) % groups == 0 for w, p in zip(widths, previous)))
+
+
 class ShuffleNet(nn.Module):
     """CIFAR ShuffleNet v1: 3x3 stem (no max-pool), stages of 4/8/4 units, GAP, linear."""
 
     def __init__(self, groups: int = 1, widths=(144, 288, 576), units=(4, 8, 4),
                  num_classes: int = 10, linear_init_std: float = LINEAR_INIT_STD):
         super().__init__()
-        if any(w % (4 * groups) for w in widths):
-            raise ValueError(f"stage widths {widths} must be divisible by 4*groups={4 * groups}")
+        if not _shufflenet_groups_fit(groups, widths):
+            valid = [g for g in range(1, 9) if _shufflenet_groups_fit(g, widths)]
+            raise ValueError(f"groups={groups} does not divide ShuffleNet's channels for stage widths {widths} "
+                             f"(each width by 4*groups, and each stage's new channels by groups); "
+                             f"valid groups up to 8: {valid}")
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
         blocks, c_in = [], 24
         for stage, (c_out, n) in enumerate(zip(widths, units)):

@@ -28,6 +28,7 @@ A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
 - `random_masks_like` builds the random-pruning control: same per-layer count.
 - `density_table` reports the fraction remaining per layer and overall.
 """
+import numbers
 import weakref
 
 import pandas as pd
@@ -76,7 +77,7 @@ def _apply_mask(module: nn.Module, args) -> None:
 
 
 def check_rate(name: str, rate: float) -> float:
-    if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= float(rate) < 1.0:
         raise ValueError(f"prune rate for {name!r} is {rate!r}; a rate must be a fraction in [0, 1) "
                          "(0.2 prunes 20% of the remaining weights each round)")
     return float(rate)

@@ -249,10 +249,15 @@ class EarlyStopping:
     patience has run out. Solo and fused training share it, so both stop at the same iteration.
     `probe_due()` says when the best checkpoint has just stayed best `TEST_PROBE_AFTER`
     evaluations; `probe(test_acc)` writes its test accuracy on its curve point.
+    `snapshot_at`: the iteration whose weights late rewinding keeps; patience never stops the
+    training before it (else the run would silently rewind to nothing), and it must lie in the budget.
     """
 
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, snapshot_at: int | None = None):
+        if snapshot_at is not None and not 0 <= snapshot_at <= cfg.iterations:
+            raise ValueError(f"the rewind snapshot at iteration {snapshot_at} lies outside this training's budget "
+                             f"of {cfg.iterations} iterations; choose a rewind iteration within it")
+        self.cfg, self.hold_until = cfg, snapshot_at or 0
         self.history: list[dict] = []
         self.best_score = None
         self.best: tuple | None = None  # (iteration, val_loss, val_acc, state)
@@ -268,7 +273,7 @@ class EarlyStopping:
             self.best_point = self.history[-1]
         else:
             self.stale += 1
-        return self.cfg.patience is not None and self.stale >= self.cfg.patience
+        return self.cfg.patience is not None and self.stale >= self.cfg.patience and it >= self.hold_until
 
     def probe_due(self) -> bool:
         return self.stale == TEST_PROBE_AFTER
@@ -321,7 +326,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     bs = min(cfg.batch_size, len(train_idx))
     opt = make_optimizer(model, cfg)
     model.train()
-    stopping = EarlyStopping(cfg)
+    stopping = EarlyStopping(cfg, snapshot_at)
     snapshot = state_copy(model) if snapshot_at == 0 else None
     t0, it, stop, order = time.perf_counter(), 0, False, None
     bar = tqdm(total=cfg.iterations, desc=desc, disable=not progress, leave=False, mininterval=1.0)

@@ -250,12 +250,12 @@ class _Run:
     """One member's bookkeeping: its rows, generator, epoch order, schedule, validations, snapshot."""
 
     def __init__(self, member: FusedMember):
-        self.member, self.cfg = member, member.cfg
         self.train_idx = member.train_idx.cpu()
+        self.member, self.cfg = member, member.cfg.budget_for(len(self.train_idx))  # as train() resolves it
         self.gen = torch.Generator().manual_seed(member.seed)
         self.per_epoch = iterations_per_epoch(len(self.train_idx), self.cfg.batch_size)
         self.batch = min(self.cfg.batch_size, len(self.train_idx))
-        self.stopping = EarlyStopping(self.cfg)
+        self.stopping = EarlyStopping(self.cfg, member.snapshot_at)
         self.snapshot = state_copy(member.model) if member.snapshot_at == 0 else None
         self.order, self.lr = None, self.cfg.lr
 
@@ -310,7 +310,7 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
     results: list[TrainResult | None] = [None] * len(members)
     active = list(range(len(members)))  # member index of each stack slot
     t0, it = time.perf_counter(), 0
-    bar = tqdm(total=max(m.cfg.iterations for m in members), desc=f"fused x{len(members)}",
+    bar = tqdm(total=max(r.cfg.iterations for r in runs), desc=f"fused x{len(members)}",
                disable=not progress, leave=False, mininterval=1.0)
     while active:
         rows = torch.cat([runs[k].rows(it, device) for k in active])
@@ -333,7 +333,7 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
                 if run.stopping.probe_due():
                     run.stopping.probe(evaluate_state(member.model, run.stopping.best[3],
                                                       data.test_batches(eval_batch))[1])
-                if patience_out or it == member.cfg.iterations:  # an evaluation always ends a budget
+                if patience_out or it == run.cfg.iterations:  # an evaluation always ends a budget
                     results[k] = finish(member.model, data, run.stopping, it, t0, run.snapshot, eval_batch)
                     stopped.append(slot)
         if stopped:

@@ -9,12 +9,12 @@ from lth_core.training import TrainConfig
 @pytest.mark.parametrize("network", ["lenet_300_100", "conv2", "shufflenet"])
 @pytest.mark.parametrize("rate", [1.0, 1.5, -0.1])
 def test_paper_config_rejects_a_prune_rate_outside_0_1(network, rate):
-    with pytest.raises(ValueError, match=rf"prune_rate must be in \[0, 1\), got {rate}"):
+    with pytest.raises(ValueError, match=rf"prune_rate must be a number in \[0, 1\), got {rate}"):
         paper_config(network, prune_rate=rate)
 
 
 @pytest.mark.parametrize("over,match", [
-    ({"output_rate": 1.0}, r"output_rate must be in \[0, 1\), got 1.0"),
+    ({"output_rate": 1.0}, r"output_rate must be a number in \[0, 1\), got 1.0"),
     ({"val_size": 0}, r"val_size must be in \[1, 60000\) for mnist, got 0"),
     ({"val_size": 60_000}, r"val_size must be in \[1, 60000\) for mnist, got 60000"),
     ({"network": "conv2", "val_size": 50_000}, r"val_size must be in \[1, 50000\) for cifar10"),

@@ -75,6 +75,38 @@ def test_rewind_resets_to_the_state_at_iteration_k():
     assert s2.rewind_state is s1.rewind_state
 
 
+def test_patience_never_stops_the_finding_run_before_its_rewind_snapshot():
+    # with patience 1 on validation accuracy the finding run stops at iteration 15 on its own (checked below);
+    # patience must wait for the snapshot at iteration 25, else every later round would silently reset to init
+    cfg = _cfg(rewind_iteration=25, train=dataclasses.replace(TINY, patience=1, eval_every=5, criterion="val_acc"))
+    runner = IMPRunner(cfg, synthetic_dataset(), progress=False)
+    s1 = runner.run_round(runner.initial_state())
+    assert s1.rows[0]["iterations"] >= 25 and s1.rewind_state is not None
+    assert runner.reset_target(s1) is s1.rewind_state
+    no_rewind = IMPRunner(_cfg(train=cfg.train), synthetic_dataset(), progress=False)
+    assert no_rewind.run_round(no_rewind.initial_state()).rows[0]["iterations"] < 25  # patience did bite
+
+
+def test_a_rewind_past_the_epoch_budget_of_the_finding_split_is_refused_before_training():
+    # 2 epochs of the 700-row pool at batch 50 is 28 iterations: the config cannot know it, the runner can
+    cfg = _cfg(rewind_iteration=50, train=dataclasses.replace(TINY, epochs=2))
+    with pytest.raises(ValueError, match="rewind_iteration 50 is past the finding run's budget of 28"):
+        IMPRunner(cfg, synthetic_dataset(n_train=900), progress=False)
+
+
+def test_an_empty_split_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="'half1' split has no rows .*train_limit=1"):
+        IMPRunner(_cfg(train_limit=1, find_on="half1"), synthetic_dataset(), progress=False)
+
+
+def test_a_numpy_prune_rate_is_a_plain_float_in_the_config():
+    import numpy as np
+    cfg = _cfg(prune_rate=np.float64(0.2))
+    assert type(cfg.prune_rate) is float and cfg.prune_rate == 0.2
+    with pytest.raises(ValueError, match=r"prune_rate must be a number in \[0, 1\)"):
+        _cfg(prune_rate="0.2")
+
+
 def _seed(cfg):
     from lth_core.imp import derive_seed
     return derive_seed(cfg.seed, 0, "ticket", cfg.find_on)

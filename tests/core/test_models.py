@@ -50,6 +50,13 @@ def test_initialisation_follows_spec():
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
+@pytest.mark.parametrize("groups", [0, 5, 8, 9])
+def test_groups_that_do_not_divide_every_layer_are_refused_with_the_valid_ones(groups):
+    # 9 divides every stage width by 4*9 but not the 120 channels the first stage's stride-2 unit adds
+    with pytest.raises(ValueError, match=r"valid groups up to 8: \[1, 2, 3, 4, 6\]"):
+        build_model("shufflenet", groups=groups)
+
+
 def test_groups_change_the_weight_count():
     assert count_prunable(build_model("shufflenet", groups=2)) < count_prunable(build_model("shufflenet"))
 

@@ -36,6 +36,11 @@ def test_impossible_rates_rejected(rate):
         layer_rates(build_model("lenet_300_100"), rate)
 
 
+def test_numpy_rates_are_rates():
+    import numpy as np
+    assert layer_rates(build_model("lenet_300_100"), np.float64(0.2)) == layer_rates(build_model("lenet_300_100"), 0.2)
+
+
 def test_exact_counts_over_several_rounds_and_remaining_fraction():
     model = build_model("lenet_300_100", seed=0)
     masks, rates = ones_masks(model), layer_rates(model, 0.2)

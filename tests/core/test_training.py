@@ -182,3 +182,14 @@ def test_adam_makes_torch_fused_adams_update_bit_for_bit(network):
         state = ref_opt.state[p]
         assert torch.equal(m, state["exp_avg"]) and torch.equal(v, state["exp_avg_sq"])
         assert float(s) == float(state["step"]) == 6.0
+
+
+def test_a_rewind_snapshot_outside_the_resolved_budget_is_refused_before_training():
+    # 2 epochs of 200 rows at batch 50 are 8 iterations: a snapshot at 10 would never be taken
+    cfg = TrainConfig(epochs=2, batch_size=50, eval_every=4)
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="snapshot at iteration 10 lies outside this training's budget of 8"):
+        train(model, synthetic_dataset(), torch.arange(100, 300), torch.arange(100), cfg, seed=0, snapshot_at=10,
+              progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

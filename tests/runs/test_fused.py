@@ -130,6 +130,25 @@ def test_patience_stops_a_member_where_solo_stops_and_the_others_go_on():
         _assert_same(res, member.model, solo, solo_model, "lenet_300_100")
 
 
+def test_an_epoch_budget_and_a_rewind_snapshot_hold_in_a_group_as_alone():
+    data = _data("mnist", 700, 100)
+    val, rows = torch.arange(100), torch.arange(100, 700)
+    # 2 epochs of 600 rows at batch 20: 60 iterations; the second member would stop by patience before its
+    # snapshot at iteration 100 (the first test above), and must train on until it has the snapshot
+    cfgs = [TrainConfig(epochs=2, batch_size=20, eval_every=5, lr=1e-3),
+            TrainConfig(iterations=120, batch_size=20, eval_every=5, lr=0.05, patience=1)]
+    snapshot = [None, 100]
+    models = _models("lenet_300_100", 2)
+    solo_models = [copy.deepcopy(m) for m in models]
+    members = [FusedMember(models[k], rows, val, cfgs[k], seed=k, snapshot_at=snapshot[k]) for k in range(2)]
+    results = train_fused(members, data, progress=False)
+    assert results[0].iterations == 60 and results[1].iterations >= 100 and results[1].snapshot_state is not None
+    for k, (member, res, solo_model) in enumerate(zip(members, results, solo_models)):
+        solo = train(solo_model, data, rows, val, cfgs[k], seed=k, snapshot_at=snapshot[k], progress=False)
+        assert solo.iterations == res.iterations
+        _assert_same(res, member.model, solo, solo_model, "lenet_300_100")
+
+
 def test_pruned_weights_moments_and_gradients_stay_exactly_zero(monkeypatch):
     data = synthetic_dataset(n_train=400, n_test=50)
     models = [attach_masks(build_model("lenet_300_100", seed=k)) for k in range(3)]
