@@ -51,7 +51,7 @@ CONTROLS = ("reinit", "random_prune")
 CURVE_KEYS = ["round", "kind", "trained_on"]  # with the row's run name, what a curve point belongs to
 ROW_COLUMNS = ["network", "seed", "round", "pct_remaining", "kind", "found_on", "trained_on", "subset_percent",
                "es_iteration", "budget", "test_acc", "test_loss", "val_acc", "val_loss", "iterations",
-               "wall_seconds", "device"]
+               "wall_seconds", "group_size", "device"]
 
 # Table 1 with the authors' optimiser settings (reproduction-spec.md).
 PAPER_TRAINING = {
@@ -267,7 +267,7 @@ class IMPRunner:
                "trained_on": trained_on, "subset_percent": self.cfg.subset_percent,
                "es_iteration": res.es_iteration, "budget": budget, "test_acc": res.test_acc, "test_loss": res.test_loss,
                "val_acc": res.val_acc, "val_loss": res.val_loss, "iterations": res.iterations,
-               "wall_seconds": res.wall_seconds, "device": str(self.device)}
+               "wall_seconds": res.wall_seconds, "group_size": res.group_size, "device": str(self.device)}
         for name, m in masks.items():
             row[f"pct_remaining[{name}]"] = 100.0 * float(m.sum()) / m.numel()
         return row

@@ -121,6 +121,9 @@ class TrainResult:
     history: list[dict] = field(repr=False)  # one dict per evaluation
     best_state: dict = field(repr=False)  # model state_dict at early stopping (CPU)
     snapshot_state: dict | None = field(default=None, repr=False)  # state at `snapshot_at`, for rewinding
+    # trainings that took their steps together (runs.fused); above 1, wall_seconds is the time from the
+    # group's start to this one's stop, shared with the others, not what this training alone costs
+    group_size: int = 1
 
 
 @torch.no_grad()

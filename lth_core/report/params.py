@@ -200,8 +200,8 @@ def _network_ranges(prefix: str) -> dict:
         out = _integer(v, 1, pool)
         return out and f"{out} (the training pool has {pool:,} rows)"
 
-    def prune_rate(v, P):
-        return None if 0 <= v < 1 else "a fraction in [0, 1) (1 would prune every weight)"
+    def prune_rate(v, P):  # 0 would train one level again and again (levels are told apart by sparsity)
+        return None if 0 < v < 1 else "a fraction in (0, 1) (0 prunes nothing, 1 every weight)"
 
     return {f"{prefix}_iterations": lambda v, P: _integer(v, 1),
             f"{prefix}_rounds": lambda v, P: _integer(v, 0),

@@ -77,15 +77,23 @@ def mark_budget_bound(ax, rows: pd.DataFrame, x: str = "pct_remaining") -> None:
     ax.legend(fontsize="small")
 
 
-def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = None, levels: int = 4,
+def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | list[str] | None = None, levels: int = 4,
                   title: str | None = None):
     """Validation loss against iteration, one line per pruning level (mean over seeds, 95% band), the
-    early-stopping points marked; one panel per value of `panel` (a rows column), at most `levels`
-    levels spread from dense to the sparsest. `curves` and `rows` are the same trainings' (filtered
-    alike); curves join rows on run, round, kind and trained_on."""
+    early-stopping points marked; one panel per value of `panel` (a rows column, or several: one panel
+    per combination), at most `levels` levels spread from dense to the sparsest. `curves` and `rows`
+    are the same trainings' (filtered alike); curves join rows on run, round, kind and trained_on.
+    A panel must hold one training per seed and round: a line averages seeds, never different runs
+    (two budget protocols, say), and a ValueError names the columns that tell them apart."""
     keys = ["run", "round", "kind", "trained_on"]
-    extra = [panel] if panel else []
+    extra = [panel] if isinstance(panel, str) else list(panel or [])
     rows = rows.assign(bound=budget_bound(rows["es_iteration"], rows["budget"]) if "budget" in rows else False)
+    per_line = rows.groupby([*extra, "seed", "round"], dropna=False)
+    if (per_line.size() > 1).any():
+        differ = [c for c in ("network", "protocol", "subset_percent", "found_on", "budget")
+                  if c in rows and per_line[c].nunique(dropna=False).gt(1).any()]
+        raise ValueError(f"curves_figure: a panel holds several trainings per seed and round (different runs); "
+                         f"add the columns that tell them apart to `panel` (here: {differ or 'see the rows'})")
     d = curves.merge(rows[keys + ["pct_remaining", "es_iteration", "val_loss", "bound", *extra]]
                      .rename(columns={"val_loss": "es_val_loss"}), on=keys)
     if d.empty:
@@ -95,10 +103,10 @@ def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = 
     d = d[d["round"].isin(keep)].copy()
     d["level"] = [f"{p:.3g}% left" for p in d["pct_remaining"]]
     order = [f"{p:.3g}% left" for p in sorted(d["pct_remaining"].unique(), reverse=True)]
-    panels = list(dict.fromkeys(d[panel])) if panel else [None]
+    panels = list(dict.fromkeys(d[extra].itertuples(index=False, name=None))) if extra else [()]
     fig, axes = new_figure(ncols=len(panels), width=5.0, height=3.8)
     for ax, value in zip(axes[0], panels):
-        sub = d if panel is None else d[d[panel] == value]
+        sub = d[(d[extra] == pd.Series(value, index=extra)).all(axis=1)] if extra else d
         line_with_band(ax, sub, "iteration", "val_loss", hue="level", hue_order=order, marker="")
         es = sub.drop_duplicates(["run", "round"])
         for bound, marker, label in ((False, "v", "early stopping"), (True, "x", BUDGET_BOUND_LABEL)):
@@ -107,7 +115,7 @@ def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | None = 
                 ax.scatter(points["es_iteration"], points["es_val_loss"], marker=marker, color="black", s=30,
                            zorder=5, label=label)
         ax.set_ylabel("validation loss")
-        ax.set_title(f"{panel} = {value}" if panel else "")
+        ax.set_title(", ".join(f"{c} = {v}" for c, v in zip(extra, value)))
         ax.legend(fontsize="x-small")
     if title:
         fig.suptitle(title)

@@ -69,6 +69,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+CLUSTERS = ("slurm", "local")  # what submitit.AutoExecutor is asked for
+
+
 @dataclass(frozen=True)
 class ExecutorOptions:
     # processes: None = one per visible GPU, else 2 CPU processes. local on a CPU: None or 1 trains in this
@@ -80,7 +83,7 @@ class ExecutorOptions:
     timeout_min: int = 240  # slurm: a job past it is requeued and resumes from the store
     array_parallelism: int = 32  # slurm: jobs of the array running at once
     mem_gb: int | None = None  # slurm: None = the partition's default
-    cluster: str = "slurm"  # "local": submitit's LocalExecutor (every job at once; for tests)
+    cluster: str = "slurm"  # one of CLUSTERS; "local": submitit's LocalExecutor (every job at once; for tests)
     # torch threads per run. On CPU, convolutions round differently with other thread counts, and
     # pruning amplifies that, so only equal counts give identical rows across executors. None: local
     # keeps this process's setting, processes share the cores out, slurm uses cpus_per_job.
@@ -89,6 +92,25 @@ class ExecutorOptions:
     # one at a time with training.train, the reference path (results agree to float rounding); None:
     # fuse on a GPU only, since on a CPU a fused step costs as much as its K solo steps (README, Speed)
     fuse: bool | None = None
+
+    def __post_init__(self):
+        def whole(name, low, optional=False):
+            v = getattr(self, name)
+            if not ((optional and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= low)):
+                raise ValueError(f"executor option {name}={v!r}: must be {'None or ' if optional else ''}"
+                                 f"a whole number >= {low}")
+        whole("workers", 1, optional=True)
+        whole("threads", 1, optional=True)
+        whole("mem_gb", 1, optional=True)
+        whole("gpus_per_job", 0)
+        for name in ("cpus_per_job", "timeout_min", "array_parallelism"):
+            whole(name, 1)
+        if self.fuse is not None and not isinstance(self.fuse, bool):  # the string "false" would fuse
+            raise ValueError(f"executor option fuse={self.fuse!r}: must be true, false or None (fuse on a GPU only)")
+        if self.partition is not None and not isinstance(self.partition, str):
+            raise ValueError(f"executor option partition={self.partition!r}: must be a partition name or None")
+        if self.cluster not in CLUSTERS:
+            raise ValueError(f"executor option cluster={self.cluster!r}: must be one of {', '.join(CLUSTERS)}")
 
     def fuses(self, device: str) -> bool:
         return self.fuse if self.fuse is not None else torch.device(device).type == "cuda"

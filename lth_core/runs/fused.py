@@ -335,6 +335,7 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
                                                       data.test_batches(eval_batch))[1])
                 if patience_out or it == run.cfg.iterations:  # an evaluation always ends a budget
                     results[k] = finish(member.model, data, run.stopping, it, t0, run.snapshot, eval_batch)
+                    results[k].group_size = len(members)
                     stopped.append(slot)
         if stopped:
             keep = [s for s in range(len(active)) if s not in stopped]

@@ -118,8 +118,9 @@ U, F, S = "01_trainability_unseen", "02_faster_tickets", "03_shufflenet"
     (U, {"lenet_rounds": -1}, r"an integer >= 0"),
     (F, {"conv2_iterations": 0}, r"an integer >= 1"),
     (U, {"lenet_eval_every": 301}, r"an integer in \[1, 300\]"),
-    (S, {"shufflenet_prune_rate": 1.0}, r"a fraction in \[0, 1\)"),
-    (S, {"shufflenet_prune_rate": -0.1}, r"a fraction in \[0, 1\)"),
+    (S, {"shufflenet_prune_rate": 1.0}, r"a fraction in \(0, 1\)"),
+    (S, {"shufflenet_prune_rate": -0.1}, r"a fraction in \(0, 1\)"),
+    (S, {"shufflenet_prune_rate": 0.0}, r"a fraction in \(0, 1\) \(0 prunes nothing"),
     (S, {"shufflenet_rewind_iteration": 7}, r"None or an integer in \[0, 6\]"),
     (S, {"shufflenet_constant_lr": 0.0}, "a finite number > 0"),
     (F, {"lenet_patience": 0}, r"None or an integer >= 1"),
@@ -137,6 +138,12 @@ U, F, S = "01_trainability_unseen", "02_faster_tickets", "03_shufflenet"
     (U, {"device": "tpu"}, "one of auto, cpu, cuda or cuda:N"),
     (F, {"executor": "cluster"}, "one of local, processes, slurm"),
     (S, {"executor_options": {"wrkers": 2}}, "unknown executor options"),
+    (S, {"executor_options": {"fuse": "false"}}, "fuse='false': must be true, false or None"),
+    (S, {"executor_options": {"workers": "2"}}, r"workers='2': must be None or a whole number >= 1"),
+    (S, {"executor_options": {"workers": -1}}, r"workers=-1: must be None or a whole number >= 1"),
+    (S, {"executor_options": {"threads": -2}}, r"threads=-2: must be None or a whole number >= 1"),
+    (S, {"executor_options": {"cpus_per_job": 0}}, r"cpus_per_job=0: must be a whole number >= 1"),
+    (S, {"executor_options": {"cluster": "pbs"}}, "cluster='pbs': must be one of slurm, local"),
 ])
 def test_out_of_range_values_name_the_parameter_value_and_range(notebook, over, valid):
     (name, value), = over.items()

@@ -54,3 +54,19 @@ def test_budget_bound_early_stops_are_crossed_under_their_budget_line():
     fig2, axes2 = new_figure(ncols=1)
     mark_budget_bound(axes2[0][0], rows.drop(columns="budget"))  # older rows without budgets: nothing drawn
     assert not axes2[0][0].collections and not axes2[0][0].lines
+
+
+def test_curves_figure_never_averages_two_runs_of_one_seed_into_one_line():
+    """Two budget protocols of one seed are two trainings per level: one panel each, or an error naming why."""
+    curves, rows = _data(seeds=(0,))
+    other = curves.assign(run="run0-epochs", val_loss=curves["val_loss"] + 2)
+    both_curves = pd.concat([curves, other])
+    both_rows = pd.concat([rows.assign(protocol="iterations"), rows.assign(run="run0-epochs", protocol="epochs")])
+    with pytest.raises(ValueError, match=r"several trainings per seed and round.*\['protocol'\]"):
+        curves_figure(both_curves, both_rows, panel="subset_percent")
+    fig = curves_figure(both_curves, both_rows, panel=["protocol", "subset_percent"])
+    assert [ax.get_title() for ax in fig.axes] == ["protocol = iterations, subset_percent = 10.0",
+                                                   "protocol = epochs, subset_percent = 10.0"]
+    # each panel's lines are its own run's: the epochs panel sits 2 higher
+    low, high = (min(line.get_ydata().min() for line in ax.get_lines() if len(line.get_ydata())) for ax in fig.axes)
+    assert high == pytest.approx(low + 2)

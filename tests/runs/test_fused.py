@@ -143,9 +143,10 @@ def test_an_epoch_budget_and_a_rewind_snapshot_hold_in_a_group_as_alone():
     members = [FusedMember(models[k], rows, val, cfgs[k], seed=k, snapshot_at=snapshot[k]) for k in range(2)]
     results = train_fused(members, data, progress=False)
     assert results[0].iterations == 60 and results[1].iterations >= 100 and results[1].snapshot_state is not None
+    assert [r.group_size for r in results] == [2, 2]  # their wall_seconds are the group's, and say so
     for k, (member, res, solo_model) in enumerate(zip(members, results, solo_models)):
         solo = train(solo_model, data, rows, val, cfgs[k], seed=k, snapshot_at=snapshot[k], progress=False)
-        assert solo.iterations == res.iterations
+        assert solo.iterations == res.iterations and solo.group_size == 1
         _assert_same(res, member.model, solo, solo_model, "lenet_300_100")
 
 

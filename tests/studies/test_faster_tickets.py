@@ -178,6 +178,13 @@ def test_caveat_and_cost_sentences_use_the_setup():
     assert "one epoch is 1 iteration," in caveat and "smaller than one batch of 100" in caveat
     cost = speedup.cost_sentences(table)
     assert "6.0 s on 10%" in cost and "12.0 s on 100%" in cost and "(2.0x)" in cost
+    assert "fused" not in cost and set(table["largest_group"]) == {1}  # rows stored without group_size: solo
+
+
+def test_cost_sentences_say_when_the_seconds_are_shared_by_a_fused_group():
+    table = speedup.speedup_table(_rows().assign(group_size=3), _setup(), tolerance=1.0)
+    assert set(table["largest_group"]) == {3}
+    assert "ran fused, up to 3 at a time" in speedup.cost_sentences(table)
 
 
 def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):

@@ -266,3 +266,15 @@ def test_winning_ticket_claims_need_an_unpruned_early_stop_inside_the_budget(tmp
         assert (row["verdict"] != "not judged") is judged
     bn = c.loc[[k for k in c.index if k.startswith("with BN gamma pruned")][0]]
     assert "budget-bound" not in bn["why"]  # accuracy alone: no early-stopping iteration involved
+
+
+def test_winning_ticket_claims_are_not_judged_before_the_run_reaches_the_papers_sparsity(tmp_outputs):
+    """Two rounds at rate 0.1 reach 19% pruned: every level winning there (or none, for the constant lr)
+    says nothing about a winning ticket at 36%, so neither claim may read holds or does not hold."""
+    df = pd.concat([rows("reset", [80, 80.2, 80.1], [500, 400, 400], rate=0.1),
+                    rows("constant_lr", [60, 55, 50], [500, 500, 500], rate=0.1)])
+    arms = ss.study_configs(**SMALL, seeds=[0])
+    c = ss.claims(df, ss.arm_summary(df, tolerance=1.0), arms, tolerance=1.0).set_index("claim")
+    for key in ("IMP finds a winning ticket", "a constant lr of 2e-4"):
+        row = c.loc[[k for k in c.index if k.startswith(key)][0]]
+        assert row["verdict"] == "not judged" and "reaches only 19.0% pruned" in row["why"]
