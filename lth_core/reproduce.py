@@ -38,7 +38,8 @@ those it no longer writes; a failure leaves the published outputs as they were a
 keeps the failed copy as `NN.failed.ipynb`. A table several notebooks write
 (claims.csv, each replacing its own rows) starts from the published one. A notebook is skipped ("already done")
 only when the manifest records a success with the same notebook source and
-parameters and every file it published is on disk unchanged. The run store caches
+parameters and every file it published is on disk unchanged; when another commit of the code made
+those files, the skip message says so (the analysis in lth_core may have changed). The run store caches
 every finished IMP round, so a second call after an interruption only computes what
 is missing. `--force` re-executes notebooks (runs stay cached).
 """
@@ -134,6 +135,16 @@ def _git_commit() -> str | None:
         return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def _code_changed_note(record: dict, manifest: dict) -> str:
+    """A warning when a skipped notebook's outputs were made by another commit of the code: the fingerprint
+    covers the notebook and its parameters, not lth_core, whose analysis (claim rules, tables) may have changed."""
+    made_by, now = record.get("published", {}).get("git_commit"), manifest.get("git_commit")
+    if not made_by or not now or made_by == now:
+        return ""
+    return (f"; note: its outputs were made with commit {made_by[:12]}, the code is now at {now[:12]}: "
+            "`--force` re-executes it with the current analysis (stored runs are reused)")
 
 
 @contextlib.contextmanager
@@ -254,7 +265,7 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
             if not force and is_done(folder, record, fingerprints[name]):
                 record["status"] = "done"  # even after a failed attempt since: these outputs are the current ones
                 tqdm.write(f"{name}: already done with these parameters, skipped "
-                           f"({folder / 'notebooks' / (name + '.ipynb')})")
+                           f"({folder / 'notebooks' / (name + '.ipynb')})" + _code_changed_note(record, manifest))
                 continue
             attempt = {"parameters": mine[name], "fingerprint": fingerprints[name],
                        "git_commit": manifest["git_commit"], "started": _now()}

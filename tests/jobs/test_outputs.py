@@ -210,3 +210,15 @@ def test_make_nbval_leaves_the_users_outputs_and_data_cache_alone(shared_data, t
     assert " passed" in job.stdout
     assert (_tree(user_outputs), _tree(user_cache)) == before
     assert list(tmp.iterdir()) == []  # the temporary folder is removed
+
+
+def test_a_skipped_notebook_made_by_other_code_says_so(project, monkeypatch, capsys):
+    project("p", "value: 1\n")
+    monkeypatch.setattr(reproduce, "_git_commit", lambda: "a" * 40)
+    reproduce.reproduce("p", device="cpu")
+    assert reproduce.reproduce("p", device="cpu") == []
+    assert "made with commit" not in capsys.readouterr().out  # same code: nothing to say
+    monkeypatch.setattr(reproduce, "_git_commit", lambda: "b" * 40)
+    assert reproduce.reproduce("p", device="cpu") == []  # still skipped: the fingerprint does not cover lth_core
+    out = capsys.readouterr().out
+    assert f"made with commit {'a' * 12}, the code is now at {'b' * 12}" in out and "--force" in out
