@@ -3,7 +3,7 @@
 A run lives in `outputs/runs/<network>-<hash>/`:
 - `config.json`: the full config, the non-default values that name it, and the
   numerics it was computed under (`numerics`: torch version, device type, torch
-  thread count, and the round each setting took effect from; the store format is
+  thread count, the GPU's model on CUDA, and the round each setting took effect from; the store format is
   `format_version`);
 - `init.pt`: the initial state (the reset target) and, when rewinding, the rewind state;
 - `round_000.pt`, `round_001.pt`, ...: per finished round, its rows, every
@@ -27,7 +27,7 @@ damaged round N (does not load, other run, broken chain, missing) keeps rounds
 0..N-1: the error lists the files to delete, and `repair(cfg)` (or
 `run_cached(cfg, repair=True)`) deletes them so the run resumes at round N.
 Resuming under other numerics than the run started with (torch version, device
-type, or on CPU the thread count) raises `NumericsChangedError` unless allowed
+type, on CPU the thread count, on CUDA the GPU model) raises `NumericsChangedError` unless allowed
 (`allow_numerics_change=True` or `LTH_ALLOW_NUMERICS_CHANGE=1`), which is then
 recorded in `config.json`; reading a finished run never checks numerics. Runs
 written before these checks (format 2 without `numerics`/chain fields) read as
@@ -99,7 +99,7 @@ class CorruptRunError(RuntimeError):
 
 
 class NumericsChangedError(RuntimeError):
-    """Resuming a run under another torch version, device type or CPU thread count than it started with."""
+    """Resuming a run under another torch version, device type, CPU thread count or GPU model than it started with."""
 
 
 def non_default_values(obj) -> dict:
@@ -380,12 +380,15 @@ def _numerics(device: torch.device) -> dict:
     n = {"torch": torch.__version__, "device": torch.device(device).type, "threads": torch.get_num_threads()}
     if n["device"] == "cpu":
         n["cpu_denormals"] = CPU_DENORMALS
+    else:  # another GPU model may pick other kernels (cuDNN's heuristics, cuBLAS's tiling): other rounding
+        n["gpu"] = torch.cuda.get_device_name(device)
     return n
 
 
 def _describe(n: dict) -> str:
     denormals = f", subnormal floats {n.get('cpu_denormals', CPU_DENORMALS_BEFORE)}" if n["device"] == "cpu" else ""
-    return f"torch {n['torch']} on {n['device']} with {n['threads']} torch threads{denormals}"
+    gpu = f" ({n['gpu']})" if n.get("gpu") else ""
+    return f"torch {n['torch']} on {n['device']}{gpu} with {n['threads']} torch threads{denormals}"
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -400,6 +403,8 @@ def _differences(old: dict, new: dict) -> list[str]:
         before, now = (n.get("cpu_denormals", CPU_DENORMALS_BEFORE) for n in (old, new))
         if before != now:
             out.append(f"subnormal floats {before} -> {now}")
+    elif old.get("gpu") and old.get("gpu") != new.get("gpu"):  # runs recorded before the GPU's name: no check
+        out.append(f"GPU {old['gpu']} -> {new.get('gpu')}")
     return out
 
 

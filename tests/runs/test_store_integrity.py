@@ -435,3 +435,13 @@ def test_open_run_without_data_refuses_an_unfinished_run():
     with pytest.raises(ValueError, match="needs an IMPRunner or the dataset"):
         open_run(CFG, None)
     open_run(CFG, synthetic_dataset()).close()  # the refusal released the lock
+
+
+def test_another_gpu_model_is_a_numerics_change_and_runs_recorded_without_one_are_not():
+    h100 = {"torch": "2.0", "device": "cuda", "threads": 1, "gpu": "NVIDIA H100 80GB HBM3"}
+    assert store._differences(h100, {**h100, "gpu": "NVIDIA A100-SXM4-40GB"}) == [
+        "GPU NVIDIA H100 80GB HBM3 -> NVIDIA A100-SXM4-40GB"]
+    assert store._differences(h100, dict(h100)) == []
+    recorded_before = {k: v for k, v in h100.items() if k != "gpu"}
+    assert store._differences(recorded_before, h100) == []
+    assert "(NVIDIA H100 80GB HBM3)" in store._describe(h100)
