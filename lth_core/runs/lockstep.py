@@ -24,7 +24,8 @@ freed worker takes the queued training with the most work behind it, so that two
 stay busy until the last run's last round instead of idling at the end of every round. A fused member matches its
 solo training to float rounding, not bit for bit; each stored round is complete in itself (rows, next mask), so a
 run resumed in the other mode goes on correctly, only not bitwise as it would have.
-A fused member's `wall_seconds` is the time from its group's start to its own stop; its row's `group_size` says how many trainings shared it.
+A fused member's `wall_seconds` is the time from its group's start to its own stop; its row's
+`group_size` says how many trainings shared it.
 
 `deadline` (a `time.time()` value) stops before a round that would not end by then,
 judged by the last round's seconds per training (with a pool: the mean training's seconds,
