@@ -33,10 +33,10 @@ CHANCE_ACC = 100.0 / NUM_CLASSES
 LEARNED_MARGIN = 10.0  # accuracy points above chance an unpruned network needs before its tickets are judged
 
 
-def not_learned(dense_acc: float) -> str | None:
-    """Why a network with this unpruned test accuracy cannot be judged, or None when it learned."""
+def not_learned(dense_acc: float, what: str = "the unpruned network") -> str | None:
+    """Why a network (`what`) with this unpruned test accuracy cannot be judged, or None when it learned."""
     if dense_acc < CHANCE_ACC + LEARNED_MARGIN:
-        return (f"the unpruned network did not learn ({dense_acc:.1f}% test accuracy, chance is "
+        return (f"{what} did not learn ({dense_acc:.1f}% test accuracy, chance is "
                 f"{CHANCE_ACC:.0f}%; at least {CHANCE_ACC + LEARNED_MARGIN:.0f}% is needed)")
     return None
 

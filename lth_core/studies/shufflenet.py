@@ -334,7 +334,7 @@ def claims(df: pd.DataFrame, summary: pd.DataFrame, arms: dict[str, list[IMPConf
                          f"slope {fmt(b['slope_per_10pct_pruned'], '+.2f')} points per 10%, "
                          f"R\u00b2 {fmt(b['linear_r2'])}", f"slope < 0 and R\u00b2 >= {LINEAR_R2:g}",
                          bool(fitted and b["slope_per_10pct_pruned"] < 0 and b["linear_r2"] >= LINEAR_R2),
-                         [not_learned(b["dense_test_acc"]),
+                         [not_learned(b["dense_test_acc"], "the BN arm's unpruned network"),
                           None if fitted else "fewer than 3 levels: no line to fit"], seeds))
     if "constant_lr" in set(summary["arm"]):
         c = _row(summary, "constant_lr")
@@ -343,7 +343,7 @@ def claims(df: pd.DataFrame, summary: pd.DataFrame, arms: dict[str, list[IMPConf
                          f"{int(c['winning_levels'])} vs {int(reset['winning_levels'])} winning levels",
                          "winning_levels(constant_lr) == 0 and winning_levels(reset) > 0",
                          c["winning_levels"] == 0 and reset["winning_levels"] > 0,
-                         [learned, not_learned(c["dense_test_acc"]), es_bound,
+                         [learned, not_learned(c["dense_test_acc"], "the constant-lr arm's unpruned network"), es_bound,
                           budget_bound_reference(c["dense_es_iteration"], c["dense_budget"],
                                                  "the constant-lr unpruned network"), short], seeds))
     return claims_frame(out)

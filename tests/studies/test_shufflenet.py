@@ -278,3 +278,13 @@ def test_winning_ticket_claims_are_not_judged_before_the_run_reaches_the_papers_
     for key in ("IMP finds a winning ticket", "a constant lr of 2e-4"):
         row = c.loc[[k for k in c.index if k.startswith(key)][0]]
         assert row["verdict"] == "not judged" and "reaches only 19.0% pruned" in row["why"]
+
+
+def test_a_claim_resting_on_two_networks_names_the_one_that_did_not_learn(tmp_outputs):
+    df = pd.concat([rows("reset", [80, 80.5, 80.1, 76], [500, 400, 500, 300]),
+                    rows("constant_lr", [12, 11, 11, 10], [900, 900, 900, 900])])
+    arms = ss.study_configs(**SMALL, seeds=[0])
+    c = ss.claims(df, ss.arm_summary(df, tolerance=1.0), arms, tolerance=1.0).set_index("claim")
+    lr = c.loc[[k for k in c.index if k.startswith("a constant lr of 2e-4")][0]]
+    assert lr["verdict"] == "not judged"
+    assert lr["why"].startswith("the constant-lr arm's unpruned network did not learn (12.0% test accuracy")
