@@ -26,7 +26,7 @@ test: $(VENV)/.installed
 
 # The notebooks under nbval (their smoke defaults) write outputs, runs and the decoded-data cache into a
 # temporary folder, removed afterwards: a test never replaces a real run's results in outputs/ or data/.
-# tests/report/test_outputs.py runs this target on one notebook (NBVAL_NOTEBOOKS=...) to check that.
+# tests/jobs/test_outputs.py runs this target on one notebook (NBVAL_NOTEBOOKS=...) to check that.
 NBVAL_NOTEBOOKS ?= notebooks
 nbval: $(VENV)/.installed
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

@@ -65,8 +65,8 @@ from lth_core import paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.report.benchmark import ms_per_model_step
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
-from lth_core.runs.executors import (ExecutorOptions, RunFailedError, execute_runs, resolve_device,
-                                    with_cpu_workers)
+from lth_core.runs.executors import (ExecutorOptions, RunFailedError, device_for_executor, execute_runs,
+                                    resolve_device, with_cpu_workers)
 from lth_core.runs.progress import StoreProgress
 from lth_core.studies.profiles import STUDIES, notebook_parameters
 
@@ -100,7 +100,8 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
 def _fingerprint(notebook: str, parameters: dict, device: str) -> str:
     src = (paths.NOTEBOOKS_DIR / f"{notebook}.ipynb").read_bytes()
     results_depend_on = {k: v for k, v in parameters.items() if k not in ("executor", "executor_options")}
-    results_depend_on["device"] = device  # resolved: "auto" gives cpu results here and cuda results there
+    # resolved: "auto" gives cpu results here and cuda results there (Slurm: as the jobs are asked, auto or cuda)
+    results_depend_on["device"] = device
     return hashlib.sha256(src + json.dumps(results_depend_on, sort_keys=True).encode()).hexdigest()
 
 
@@ -217,7 +218,7 @@ def _settle(records: dict, fingerprints: dict) -> None:
 def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | None = None,
               force: bool = False, executor: str = "local", executor_options: dict | None = None) -> list[str]:
     """Execute the profile's notebooks into outputs/<profile>/; returns the names executed (not skipped)."""
-    resolved = str(resolve_device(device))
+    resolved = device_for_executor(device, executor)  # Slurm: resolved in the jobs, on their nodes
     parameters = {**load_profile(profile), "device": device, "executor": executor,
                   "executor_options": with_cpu_workers(executor, resolved, executor_options)}
     folder, runs = profile_dir(profile), paths.runs_dir()

@@ -30,7 +30,7 @@ from lth_core import paths
 from lth_core.data import TRAIN_SIZE
 from lth_core.imp import CONTROLS, PAPER_TRAINING
 from lth_core.models import DATASET_OF
-from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, resolve_device
+from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, device_for_executor
 from lth_core.training import BUDGET_PROTOCOLS, CRITERIA
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
@@ -152,10 +152,10 @@ def _positive_number(value, P) -> str | None:
 
 def _device(value, P) -> str | None:
     try:
-        resolve_device(value)
+        device_for_executor(value, P.get("executor", "local"))
     except ValueError:
         if value in DEVICES or value.startswith("cuda:"):
-            return "auto or cpu: torch sees no CUDA GPU here"
+            return "auto or cpu: torch sees no CUDA GPU here (with executor slurm, cuda asks the jobs for GPUs)"
         return f"one of {', '.join(DEVICES)} or cuda:N"
     return None
 

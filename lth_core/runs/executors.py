@@ -69,6 +69,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def device_for_executor(device: str, executor: str) -> str:
+    """The device as the submitting process passes it on: resolved here, except for Slurm, whose jobs
+    resolve it on their own nodes ("auto" or "cuda" from a login node without a GPU asks for GPU jobs)."""
+    if executor == "slurm":  # (an unknown executor is reported where it is checked, with its valid names)
+        return check_device(device)
+    return str(resolve_device(device))
+
+
 CLUSTERS = ("slurm", "local")  # what submitit.AutoExecutor is asked for
 
 
@@ -328,8 +336,7 @@ def execute_runs(configs: list[IMPConfig], device: str, executor: str = "local",
     check_executor(executor)
     if not isinstance(options, ExecutorOptions):
         options = ExecutorOptions.from_dict(options or {})
-    if executor != "slurm":
-        device = str(resolve_device(str(device)))
+    device = device_for_executor(str(device), executor)
     unique = {store.run_name(cfg): cfg for cfg in configs}  # a run listed twice must not run twice at once
     pending = [cfg for cfg in unique.values() if not store.is_done(cfg)]
     bar = tqdm(total=len(unique), initial=len(unique) - len(pending), desc=f"runs [{executor}]",

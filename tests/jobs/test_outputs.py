@@ -222,3 +222,10 @@ def test_a_skipped_notebook_made_by_other_code_says_so(project, monkeypatch, cap
     assert reproduce.reproduce("p", device="cpu") == []  # still skipped: the fingerprint does not cover lth_core
     out = capsys.readouterr().out
     assert f"made with commit {'a' * 12}, the code is now at {'b' * 12}" in out and "--force" in out
+
+
+def test_slurm_jobs_resolve_the_device_so_a_login_node_without_a_gpu_can_ask_for_cuda(project, monkeypatch):
+    project("p", "value: 1\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a login node
+    assert reproduce.reproduce("p", device="cuda", executor="slurm") == ["01_n"]
+    assert 'device = "cuda"' in _injected(reproduce.profile_dir("p") / "notebooks" / "01_n.ipynb")

@@ -149,3 +149,29 @@ def test_processes_thread_count_does_not_depend_on_how_many_runs_are_left(monkey
         with pytest.raises(RuntimeError, match="captured"):
             executors._run_processes(pending, "cpu", ExecutorOptions(workers=4), None, None)
     assert seen == [2, 2]  # 8 cores over the 4 configured workers, whatever is pending
+
+
+@pytest.mark.parametrize("device, gpus", [("auto", 1), ("cuda", 1), ("cpu", 0)])
+def test_slurm_jobs_ask_for_a_gpu_unless_the_device_is_cpu_whatever_the_submitting_node_has(
+        device, gpus, monkeypatch, tmp_path):
+    asked = {}
+
+    class Recorder:  # stands in for submitit.AutoExecutor: records what the jobs would ask Slurm for
+        def __init__(self, folder, cluster):
+            pass
+
+        def update_parameters(self, **kw):
+            asked.update(kw)
+
+        def map_array(self, fn, *args):
+            return []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a login node
+    monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
+    assert executors.device_for_executor(device, "slurm") == device
+    assert executors.execute_runs([], device, "slurm", {"gpus_per_job": 1}, progress=False) == []
+    executors._run_slurm([], device, ExecutorOptions(gpus_per_job=1), None, None)
+    assert asked["gpus_per_node"] == gpus
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        executors.device_for_executor("cuda", "local")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        executors.device_for_executor("tpu", "slurm")
