@@ -422,7 +422,7 @@ def cost_sentences(table: pd.DataFrame) -> str:
     trainings were fused, a warning that these seconds are shared group times."""
     out, largest = [], 1
     for protocol, network, s, row, ref in _claim_rows(table):
-        largest = max(largest, row.get("largest_group", 1), ref.get("largest_group", 1))
+        largest = max(largest, row["largest_group"], ref["largest_group"])
         out.append(f"- **{network_title(network)}** ({protocol_title(protocol)}): finding one trajectory of tickets (every round's finding run) took "
                    f"{fmt(row['finding_seconds'], ',.1f')} s on {s:g}% against {fmt(ref['finding_seconds'], ',.1f')} s on 100% "
                    f"({row['wall_speedup']:.1f}x); up to the early-stopping iterations it was "
