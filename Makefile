@@ -25,13 +25,12 @@ test: $(VENV)/.installed
 	$(MAKE) --no-print-directory nbval
 
 # The notebooks under nbval (their smoke defaults) write outputs, runs and the decoded-data cache into a
-# temporary folder, removed afterwards: a test never replaces a real run's results in outputs/ or data/.
+# temporary folder that notebooks/conftest.py makes and removes: the empty values below make it ignore the
+# caller's LTH_* folders too, so `make test` never replaces a real run's results.
 # tests/jobs/test_outputs.py runs this target on one notebook (NBVAL_NOTEBOOKS=...) to check that.
 NBVAL_NOTEBOOKS ?= notebooks
 nbval: $(VENV)/.installed
-	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	LTH_OUTPUTS_DIR="$$tmp/outputs" LTH_RUNS_DIR="$$tmp/runs" LTH_CACHE_DIR="$$tmp/data" \
-	$(PY) -m pytest -q --nbval-lax $(NBVAL_NOTEBOOKS)
+	LTH_OUTPUTS_DIR= LTH_RUNS_DIR= LTH_CACHE_DIR= $(PY) -m pytest -q --nbval-lax $(NBVAL_NOTEBOOKS)
 
 benchmark: $(VENV)/.installed
 	$(PY) -m lth_core.report.benchmark

@@ -212,6 +212,44 @@ def test_make_nbval_leaves_the_users_outputs_and_data_cache_alone(shared_data, t
     assert list(tmp.iterdir()) == []  # the temporary folder is removed
 
 
+WHERE = """import os
+from pathlib import Path
+from lth_core import paths
+for d in (paths.tables_dir(), paths.runs_dir(), paths.CACHE_DIR):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "written.txt").write_text("by the notebook")
+expected = {name: Path(os.environ[f"EXPECT_{name}"]).resolve() for name in ("OUTPUTS", "RUNS", "CACHE")}
+for name, got in (("OUTPUTS", paths.outputs_dir()), ("RUNS", paths.runs_dir()), ("CACHE", paths.CACHE_DIR)):
+    assert got == expected[name] or expected[name] in got.parents, (name, got, expected[name])
+"""
+
+
+@pytest.mark.parametrize("caller_sets_outputs", [False, True])
+def test_pytest_nbval_run_directly_writes_into_a_temporary_folder(caller_sets_outputs, tmp_path):
+    # `pytest --nbval-lax notebooks/` without make: notebooks/conftest.py moves what the kernels write
+    # into a temporary folder, except the folders the caller named
+    folder, tmp = tmp_path / "notebooks", tmp_path / "tmp"
+    folder.mkdir(), tmp.mkdir()
+    (folder / "conftest.py").write_bytes((paths.NOTEBOOKS_DIR / "conftest.py").read_bytes())
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(WHERE)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "where.ipynb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LTH_")}
+    env.update(TMPDIR=str(tmp), EXPECT_OUTPUTS=str(tmp), EXPECT_RUNS=str(tmp), EXPECT_CACHE=str(tmp))
+    if caller_sets_outputs:
+        mine = tmp_path / "mine"
+        env.update(LTH_OUTPUTS_DIR=str(mine), EXPECT_OUTPUTS=str(mine), EXPECT_RUNS=str(mine / "runs"))
+    before = _tree(paths.REPO_ROOT / "outputs"), _tree(paths.REPO_ROOT / "data")
+    job = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                          str(folder / "where.ipynb")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert job.returncode == 0 and "1 passed" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
+    assert (_tree(paths.REPO_ROOT / "outputs"), _tree(paths.REPO_ROOT / "data")) == before
+    assert list(tmp.iterdir()) == []  # the temporary folder is removed
+    if caller_sets_outputs:
+        assert (mine / "tables" / "written.txt").exists() and (mine / "runs" / "written.txt").exists()
+
+
 def test_a_skipped_notebook_made_by_other_code_says_so(project, monkeypatch, capsys):
     project("p", "value: 1\n")
     monkeypatch.setattr(reproduce, "_git_commit", lambda: "a" * 40)

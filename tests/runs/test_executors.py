@@ -17,6 +17,7 @@ from lth_core.runs import executors
 from lth_core import paths
 from lth_core.runs import store
 from lth_core.runs.executors import ExecutorOptions, RunFailedError, execute_runs
+from lth_core.data import Dataset
 from lth_core.imp import IMPConfig
 from lth_core.training import TrainConfig
 
@@ -118,19 +119,57 @@ def test_unknown_executor_or_option_is_refused():
     assert not paths.runs_dir().exists()
 
 
-def test_local_fused_lockstep_agrees_with_one_at_a_time(tmp_path, monkeypatch):
-    # fused members match solo trainings to float32 rounding (exactly in float64: test_fused.py)
-    grid = [dataclasses.replace(TINY, seed=s, rounds=2, controls=("reinit",)) for s in (0, 1)]
-    fused = execute_runs(grid, "cpu", "local", {"threads": 1, "fuse": True}, progress=False,
-                         data_loader=synthetic_loader)
+class Float64Data(Dataset):
+    """Synthetic batches in float64: fused and solo then differ by rounding far below any tolerance."""
+
+    def normalize(self, x_uint8):
+        return super().normalize(x_uint8).double()
+
+
+def float64_loader(name: str) -> Float64Data:
+    d = synthetic_dataset(name)
+    return Float64Data(name=d.name, train_x=d.train_x, train_y=d.train_y, test_x=d.test_x, test_y=d.test_y)
+
+
+@pytest.fixture
+def float64_models():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # models are built in the default dtype
+    yield
+    torch.set_default_dtype(before)
+
+
+FUSED_GRID = [dataclasses.replace(TINY, seed=s, rounds=2, controls=("reinit", "random_prune")) for s in (0, 1)]
+
+
+def _fused_and_solo(loader, tmp_path, monkeypatch):
+    fused = execute_runs(FUSED_GRID, "cpu", "local", {"threads": 1, "fuse": True}, progress=False, data_loader=loader)
     monkeypatch.setenv("LTH_OUTPUTS_DIR", str(tmp_path / "solo"))
-    solo = execute_runs(grid, "cpu", "local", {"threads": 1, "fuse": False}, progress=False,
-                        data_loader=synthetic_loader)
+    solo = execute_runs(FUSED_GRID, "cpu", "local", {"threads": 1, "fuse": False}, progress=False, data_loader=loader)
     f, s = _rows(fused), _rows(solo)
-    assert len(f) == len(s) == 2 * (3 + 2)  # per seed: 3 tickets, 2 controls
-    assert f[["seed", "round", "kind", "pct_remaining", "es_iteration"]].equals(
-        s[["seed", "round", "kind", "pct_remaining", "es_iteration"]])
-    assert (f["test_acc"] - s["test_acc"]).abs().max() <= 0.5
+    assert len(f) == len(s) == 2 * (3 + 2 * 2)  # per seed: 3 tickets, 2 controls in each pruned round
+    structure = ["seed", "round", "kind", "trained_on", "es_iteration", "iterations",
+                 *[c for c in s if c.startswith("pct_remaining")]]
+    assert f[structure].equals(s[structure])
+    return f, s
+
+
+def test_local_fused_lockstep_equals_one_at_a_time_in_float64(float64_models, tmp_path, monkeypatch):
+    # the whole executor path (lockstep rounds, controls' inits and masks, batch orders) is the same
+    # computation fused and solo: in float64 they agree to rounding, accuracies exactly
+    f, s = _fused_and_solo(float64_loader, tmp_path, monkeypatch)
+    assert f["test_acc"].equals(s["test_acc"]) and f["val_acc"].equals(s["val_acc"])
+    for column in ("test_loss", "val_loss"):
+        assert ((f[column] - s[column]).abs() <= 1e-9 * s[column].abs()).all(), column
+
+
+def test_local_fused_lockstep_agrees_with_one_at_a_time_in_float32(tmp_path, monkeypatch):
+    # float32 promises the same structure and losses within rounding grown over three rounds of training
+    # (seen up to 1e-3 relative on AVX-512 kernels); test accuracy on 200 barely-trained synthetic images
+    # is not compared: a rounding difference moves predictions near the decision boundary (seen: 13 of 200)
+    f, s = _fused_and_solo(synthetic_loader, tmp_path, monkeypatch)
+    for column in ("test_loss", "val_loss"):
+        assert ((f[column] - s[column]).abs() <= 1e-2 * s[column].abs()).all(), column
     assert ExecutorOptions().fuses("cuda") and not ExecutorOptions().fuses("cpu")
 
 
