@@ -380,6 +380,8 @@ def _numerics(device: torch.device) -> dict:
     n = {"torch": torch.__version__, "device": torch.device(device).type, "threads": torch.get_num_threads()}
     if n["device"] == "cpu":
         n["cpu_denormals"] = CPU_DENORMALS
+        # torch picks its CPU kernels per machine (or ATEN_CPU_CAPABILITY): AVX-512 ones round differently
+        n["cpu_kernels"] = torch.backends.cpu.get_cpu_capability()
     else:  # another GPU model may pick other kernels (cuDNN's heuristics, cuBLAS's tiling): other rounding
         n["gpu"] = torch.cuda.get_device_name(device)
     return n
@@ -387,8 +389,9 @@ def _numerics(device: torch.device) -> dict:
 
 def _describe(n: dict) -> str:
     denormals = f", subnormal floats {n.get('cpu_denormals', CPU_DENORMALS_BEFORE)}" if n["device"] == "cpu" else ""
+    kernels = f", {n['cpu_kernels']} kernels" if n.get("cpu_kernels") else ""
     gpu = f" ({n['gpu']})" if n.get("gpu") else ""
-    return f"torch {n['torch']} on {n['device']}{gpu} with {n['threads']} torch threads{denormals}"
+    return f"torch {n['torch']} on {n['device']}{gpu} with {n['threads']} torch threads{kernels}{denormals}"
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -403,6 +406,8 @@ def _differences(old: dict, new: dict) -> list[str]:
         before, now = (n.get("cpu_denormals", CPU_DENORMALS_BEFORE) for n in (old, new))
         if before != now:
             out.append(f"subnormal floats {before} -> {now}")
+        if old.get("cpu_kernels") and old["cpu_kernels"] != new.get("cpu_kernels"):  # older records: no check
+            out.append(f"CPU kernels {old['cpu_kernels']} -> {new.get('cpu_kernels')}")
     elif old.get("gpu") and old.get("gpu") != new.get("gpu"):  # runs recorded before the GPU's name: no check
         out.append(f"GPU {old['gpu']} -> {new.get('gpu')}")
     return out

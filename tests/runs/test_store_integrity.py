@@ -167,7 +167,7 @@ def test_done_without_every_round_is_repairable(trainings):
 # ---- numerics ----
 def _now():
     return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
-            "cpu_denormals": "flushed"}
+            "cpu_denormals": "flushed", "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
 
 
 def test_numerics_are_recorded_when_a_run_starts():
@@ -182,6 +182,7 @@ def test_numerics_are_recorded_when_a_run_starts():
     ("torch", lambda v: "1.0.0", "torch version {old} -> {new}"),
     ("device", lambda v: "cuda", "device {old} -> {new}"),
     ("cpu_denormals", lambda v: "kept", "subnormal floats {old} -> {new}"),
+    ("cpu_kernels", lambda v: "AVX512" if v != "AVX512" else "AVX2", "CPU kernels {old} -> {new}"),
 ])
 def test_resuming_under_other_numerics_is_refused(field, recorded, expected, trainings):
     _partial()
@@ -232,6 +233,14 @@ def test_finished_run_reads_under_any_numerics():
     pd.testing.assert_frame_equal(_finished(), first)
     with open_run(CFG, None) as run:  # finished: no numerics check, no data needed
         assert run.finished and len(run.state.rows) == 3
+
+
+def test_a_run_recorded_before_cpu_kernels_were_recorded_resumes():
+    _partial()
+    saved = _config_json()
+    del saved["numerics"][0]["cpu_kernels"]
+    _write_config_json(saved)
+    assert len(_finished()) == 3
 
 
 def test_thread_count_matters_only_on_cpu():
