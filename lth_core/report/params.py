@@ -4,13 +4,20 @@ A notebook's parameters cell holds flat annotated assignments
 (`seeds: list = [0]  # comment`, `limit: Optional[int] = None  # comment`), in
 the form papermill's own parser reads (`--help-notebook`, its unknown-parameter
 warnings): `Optional[...]` rather than `... | None`, and no `=` in comments.
-`declared_parameters(notebook)` reads them from the notebook file with `ast`;
-`validate_parameters(globals(), notebook)` checks the values papermill injected:
-a name no project notebook declares is an error naming the valid ones (papermill
-itself only warns), and a value whose type does not match its annotation is an
-error. Names declared by another notebook
-are accepted, so one profile file (`notebooks/params/<profile>.yaml`) can serve
-every notebook. Values are then range-checked (`RANGES`, by parameter name): sizes,
+The cell opens with `PARAMETERS_HEADER`. `declared_parameters(notebook)` reads
+them from the notebook file with `ast`; `validate_parameters(globals(), notebook)`
+checks the notebook's values. In a kernel it reads the declarations from the
+parameters cell run last (the newest entry of IPython's input history `In` that
+opens with the header), so an edited, unsaved parameters cell counts and the
+validation cell can be re-run at any time; without that history it reads the
+file. The names papermill injected (its cell opens with `INJECTED_HEADER`, run
+after the parameters cell) must be parameters: a name no project notebook
+declares is an error naming the valid ones (papermill itself only warns); other
+names in the namespace (scratch variables, `P`) are not parameters and never
+checked. A value whose type does not match its annotation is an error. Names
+declared by another notebook are accepted, so one profile file
+(`notebooks/params/<profile>.yaml`) can serve every notebook. Values are then
+range-checked (`RANGES`, by parameter name): sizes,
 limits, rates, tolerance, seeds, patience, the batch against the pool, the device (a
 GPU when cuda is asked for) and the executor, each error naming the parameter, its
 value and the valid range, before any data loads. `load_profile(name)` reads such a
@@ -21,7 +28,6 @@ parameters (`lenet_iterations`, ...) into config overrides.
 import ast
 import json
 import math
-import types
 from pathlib import Path
 
 import yaml
@@ -35,7 +41,8 @@ from lth_core.training import BUDGET_PROTOCOLS, CRITERIA
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
-_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+PARAMETERS_HEADER = "# Notebook parameters (profiles override them; the next cell checks them)"
+INJECTED_HEADER = "# Parameters"  # the comment papermill's Python translator opens its injected cell with
 
 
 class ParameterError(ValueError):
@@ -69,9 +76,19 @@ def _type_names(annotation: ast.expr) -> list[str]:
 
 def declared_parameters(notebook: str, notebooks_dir: Path | None = None
                         ) -> dict[str, tuple[tuple[type, ...], bool, object]]:
-    """{name: (accepted types, None allowed, default)} from the notebook's parameters cell."""
+    """{name: (accepted types, None allowed, default)} from the notebook's parameters cell on disk."""
+    return _declarations(_parameters_source(_notebook_path(notebook, notebooks_dir)), notebook)
+
+
+def _declarations(source: str, notebook: str) -> dict[str, tuple[tuple[type, ...], bool, object]]:
+    """{name: (accepted types, None allowed, default)} from the source of a parameters cell."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError as err:
+        raise ParameterError(f"{notebook}: the parameters cell does not parse ({err.msg}, line {err.lineno}); "
+                             f"fix it and run it again") from None
     out = {}
-    for node in ast.parse(_parameters_source(_notebook_path(notebook, notebooks_dir))).body:
+    for node in body:
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
             raise ParameterError(f"{notebook}: parameters cell lines must be `name: type = value`, "
                                  f"got {ast.unparse(node)!r}")
@@ -238,7 +255,11 @@ RANGES = {
 
 def check_parameters(notebook: str, values: dict, notebooks_dir: Path | None = None) -> dict:
     """Type- and range-check all of `notebook`'s parameter values (every declared name); returns them."""
-    declared = declared_parameters(notebook, notebooks_dir)
+    return _checked(notebook, values, declared_parameters(notebook, notebooks_dir))
+
+
+def _checked(notebook: str, values: dict, declared: dict) -> dict:
+    """`values` of the `declared` parameters, type- and range-checked; returns them."""
     missing = sorted(set(declared) - set(values))
     if missing:
         raise ParameterError(f"{notebook}: no value for parameters {missing}")
@@ -255,17 +276,38 @@ def check_parameters(notebook: str, values: dict, notebooks_dir: Path | None = N
 def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | None = None) -> dict:
     """Check the notebook's parameter values in `namespace`; return {name: value} of its parameters.
 
-    Call it from the cell right after the parameters cell: globals then hold only
-    imports and parameters (papermill's injected values included)."""
-    mine = declared_parameters(notebook, notebooks_dir)
+    Call it as `P = validate_parameters(globals(), ...)` from the cell after the parameters cell. In a
+    kernel the declarations come from the parameters cell run last and only the names papermill injected
+    after it can be unknown parameters, so re-running any cell, scratch variables and unsaved edits of the
+    parameters cell all work; outside a kernel the declarations come from the notebook file."""
+    history = _input_history(namespace)
+    start = max((i for i, src in enumerate(history) if _opens_with(src, PARAMETERS_HEADER)), default=-1)
+    mine = (_declarations(history[start], notebook) if start >= 0
+            else declared_parameters(notebook, notebooks_dir))
     others = {n for nb, decl in all_declared(notebooks_dir).items() if nb != notebook for n in decl}
-    for name, value in namespace.items():
-        if name.startswith("_") or name in _IPYTHON_NAMES or name in mine or name in others:
-            continue
-        if isinstance(value, (types.ModuleType, types.FunctionType, type)) or callable(value):
-            continue
-        raise ParameterError(f"{notebook}: unknown parameter {name!r}; valid parameters: {', '.join(mine)}")
-    return check_parameters(notebook, {name: namespace[name] for name in mine}, notebooks_dir)
+    for src in history[start + 1:]:
+        if _opens_with(src, INJECTED_HEADER):
+            for name in _assigned_names(src):
+                if name not in mine and name not in others:
+                    raise ParameterError(f"{notebook}: unknown parameter {name!r}; "
+                                         f"valid parameters: {', '.join(mine)}")
+    return _checked(notebook, {name: namespace[name] for name in mine if name in namespace}, mine)
+
+
+def _input_history(namespace: dict) -> list[str]:
+    """The sources of the cells run so far, oldest first: IPython's `In`; empty outside IPython."""
+    history = namespace.get("In")
+    return history if isinstance(history, list) and all(isinstance(s, str) for s in history) else []
+
+
+def _opens_with(source: str, header: str) -> bool:
+    return source.lstrip().split("\n", 1)[0].rstrip() == header
+
+
+def _assigned_names(source: str) -> list[str]:
+    """The names a papermill-injected cell assigns (`name = value` lines)."""
+    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)]
 
 
 def network_overrides(params: dict, network: str) -> dict:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lth_core import paths
-from lth_core.report.params import (ParameterError, check_parameters, declared_parameters, load_profile,
-                                    validate_parameters)
+from lth_core.report.params import (INJECTED_HEADER, PARAMETERS_HEADER, ParameterError, check_parameters,
+                                    declared_parameters, load_profile, validate_parameters)
 
 PARAMS_A = ('seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: Optional[int] = None  # rows\n'
             'name: str = "x"\nratio: float | None = 0.5\n')
@@ -62,14 +62,71 @@ def test_valid_values_pass_and_other_notebooks_names_are_accepted(notebooks):
                                                                           "ratio": None}
 
 
-@pytest.mark.parametrize("over,match", [({"lrr": 0.2}, r"unknown parameter 'lrr'; valid parameters: seeds, lr, limit, name, ratio"),
-                                        ({"lr": "fast"}, r"'lr' must be float or int, got 'fast'"),
+@pytest.mark.parametrize("over,match", [({"lr": "fast"}, r"'lr' must be float or int, got 'fast'"),
                                         ({"seeds": 3}, "'seeds' must be list"),
                                         ({"limit": 2.5}, "'limit' must be int or None"),
                                         ({"name": True}, "'name' must be str")])
 def test_bad_names_and_types_rejected(notebooks, over, match):
     with pytest.raises(ParameterError, match=match):
         validate_parameters(_ns(**over), "01_a")
+
+
+def _kernel_ns(*cells, **values):
+    """A kernel's namespace after running `cells` (IPython's input history `In` holds their sources)."""
+    return {**_ns(**values), "In": ["", "from typing import Optional", *cells, "P = validate_parameters(...)"]}
+
+
+def _injected(**values):
+    return INJECTED_HEADER + "\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())
+
+
+HEADED_A = PARAMETERS_HEADER + "\n" + PARAMS_A
+
+
+def test_an_unknown_injected_name_is_an_error_naming_it_and_the_valid_ones(notebooks):
+    ns = _kernel_ns(HEADED_A, _injected(lrr=0.2), lrr=0.2)
+    with pytest.raises(ParameterError, match=r"01_a: unknown parameter 'lrr'; valid parameters: seeds, lr, limit, "
+                                             r"name, ratio$"):
+        validate_parameters(ns, "01_a")
+    # the same without the parameters cell in the history (a notebook without the header): still refused
+    with pytest.raises(ParameterError, match="unknown parameter 'lrr'"):
+        validate_parameters(_kernel_ns(PARAMS_A, _injected(lrr=0.2), lrr=0.2), "01_a")
+
+
+def test_injected_values_are_type_checked_and_other_notebooks_names_accepted(notebooks):
+    assert validate_parameters(_kernel_ns(HEADED_A, _injected(lr=0.5, width=4), lr=0.5, width=4), "01_a")["lr"] == 0.5
+    with pytest.raises(ParameterError, match="'lr' must be float or int, got 'fast'"):
+        validate_parameters(_kernel_ns(HEADED_A, _injected(lr="fast"), lr="fast"), "01_a")
+
+
+def test_scratch_variables_and_P_are_not_parameters(notebooks):
+    ns = _kernel_ns(HEADED_A, "x = 5", "P = validate_parameters(globals(), '01_a')", "x = 5", x=5, P={"seeds": [0]})
+    assert validate_parameters(ns, "01_a") == {"seeds": [0], "lr": 0.1, "limit": None, "name": "x", "ratio": None}
+
+
+def test_the_parameters_cell_run_last_declares_the_parameters_not_the_file(notebooks):
+    edited = HEADED_A.replace("lr: float = 0.1", "lr: float = 0.3").replace("ratio: float | None = 0.5\n",
+                                                                              "depth: int = 2\n")
+    ns = _kernel_ns(HEADED_A, edited, lr=0.3, depth=2)
+    assert validate_parameters(ns, "01_a") == {"seeds": [0], "lr": 0.3, "limit": None, "name": "x", "depth": 2}
+    # its declarations check the values: an edit that gives a value of the wrong type is refused
+    with pytest.raises(ParameterError, match="'depth' must be int, got 'two'"):
+        validate_parameters(_kernel_ns(HEADED_A, edited, lr=0.3, depth="two"), "01_a")
+    with pytest.raises(ParameterError, match=r"01_a: the parameters cell does not parse \(.*line 2\); fix it"):
+        validate_parameters(_kernel_ns(HEADED_A, PARAMETERS_HEADER + "\nlr: float = = 2\n"), "01_a")
+
+
+def test_names_injected_before_the_parameters_cell_run_last_are_not_checked(notebooks):
+    # papermill's output notebook opened in a kernel: its parameters cell re-run later replaced the values
+    ns = _kernel_ns(HEADED_A, _injected(lrr=0.2), HEADED_A, lrr=0.2)
+    assert validate_parameters(ns, "01_a")["lr"] == 0.1
+
+
+@pytest.mark.parametrize("notebook", ["01_trainability_unseen", "02_faster_tickets", "03_shufflenet"])
+def test_project_parameters_cells_open_with_the_header(notebook):
+    nb = nbformat.read(paths.NOTEBOOKS_DIR / f"{notebook}.ipynb", as_version=4)
+    cell, = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert cell.source.splitlines()[0] == PARAMETERS_HEADER
 
 
 def test_papermill_run_stops_on_unknown_parameter(notebooks, tmp_path):
