@@ -12,7 +12,8 @@ One row per number the paper reports: values stated in its text and Table 1
 
 `paper_values()` reads and checks the table; `paper_value(key)` and
 `paper_source(key)` give one keyed number and where the paper states it;
-`paper_series(source, panel)` the figure points of one panel.
+`paper_series(source, panel)` the figure points of one panel; `FIGURE_PANEL` which
+panel of Figures 1-3 shows a network.
 """
 from functools import cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 PAPER_VALUES_CSV = Path(__file__).with_name("paper_values.csv")
+FIGURE_PANEL = {"lenet_300_100": "top", "conv2": "bottom"}  # Figures 1-3: LeNet above, Conv-2 below
 COLUMNS = ["key", "source", "panel", "network", "series", "quantity", "x", "value", "uncertainty", "stated_as"]
 
 

@@ -7,7 +7,12 @@
 - `plot_vs_remaining`: that line on a log x axis running from 100% on the left
   down to the sparsest ticket, with an optional reference line (the dense network);
 - `mark_budget_bound(ax, rows, x)`: on an early-stopping-iteration axis, the budget
-  (dotted) and a cross on every budget-bound early stop (`training.budget_bound`);
+  (dotted) and a cross on every budget-bound early stop (`training.budget_bound`), the
+  axis up to the budget (or to what else is drawn above it);
+- `draw_paper(ax, points, quantities, x)`: the paper's own points of one figure panel
+  (`report.paper.paper_series`) as a reference in one style, apart from our curves;
+- `place_legend(ax)`: the axes' legend, below the axes when it lists the paper's series
+  (inside, it would cover them: they span the whole x range);
 - `curves_figure(curves, rows, panel)`: validation loss against iteration for a few
   pruning levels, early-stopping points marked, budget-bound ones crossed (the curves
   the run store keeps);
@@ -25,6 +30,7 @@ from lth_core import paths
 from lth_core.training import budget_bound
 
 BUDGET_BOUND_LABEL = "budget-bound (last tenth of budget)"
+PAPER_MARKERS = ("o", "s", "^", "D", "v")  # one per paper series of a panel, all hollow and black
 
 
 def line_with_band(ax, df: pd.DataFrame, x: str, y: str, **style):
@@ -37,18 +43,26 @@ def line_with_band(ax, df: pd.DataFrame, x: str, y: str, **style):
 
 def plot_vs_remaining(df: pd.DataFrame, y: str, ax, hue: str | None = None, style: str | None = None,
                       reference: float | None = None, reference_label: str = "unpruned",
-                      x: str = "pct_remaining", ylabel: str | None = None, title: str | None = None):
-    """Mean of `y` over seeds with a 95% CI band, against percent remaining (log, decreasing)."""
+                      x: str = "pct_remaining", ylabel: str | None = None, title: str | None = None,
+                      paper: pd.DataFrame | None = None):
+    """Mean of `y` over seeds with a 95% CI band, against percent remaining (log, decreasing);
+    `paper`: the paper's points of the matching panel, drawn by `draw_paper` (quantity `y`) and
+    kept inside the x range."""
     line_with_band(ax, df, x, y, hue=hue, style=style)
     if reference is not None:
         ax.axhline(reference, color="black", ls="--", lw=1, label=reference_label)
     ax.set_xscale("log")
     levels = sorted(df[x].unique())
+    with_paper = paper is not None and draw_paper(ax, paper, (y,), x)
+    if with_paper:
+        shown = paper.loc[paper["quantity"] == y, "x"]
+        levels = sorted({*levels, shown.min(), shown.max()})
     ax.set_xlim(max(levels) * 1.15, min(levels) / 1.15)  # 100% on the left, as in the paper
-    if len(levels) <= 8:  # few levels: label each one
+    if len(levels) <= 8 and not with_paper:  # few levels of ours alone: label each one
         ticks = levels[::-1]
-    else:
-        ticks = [v for v in (100, 80, 51, 33, 21, 11, 7, 4.4, 2.9, 1.8, 1.2, 0.7, 0.5, 0.3) if
+    else:  # over more than a decade, every other tick (neighbours would collide)
+        every = (100, 80, 51, 33, 21, 11, 7, 4.4, 2.9, 1.8, 1.2, 0.7, 0.5, 0.3)
+        ticks = [v for v in (every if max(levels) / min(levels) < 10 else every[::2]) if
                  min(levels) / 1.15 <= v <= max(levels) * 1.15]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -57,9 +71,36 @@ def plot_vs_remaining(df: pd.DataFrame, y: str, ax, hue: str | None = None, styl
     ax.set_ylabel(ylabel or y)
     if title:
         ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+    place_legend(ax)
     return ax
+
+
+def draw_paper(ax, points: pd.DataFrame, quantities=("test_acc",), x: str = "pct_remaining") -> bool:
+    """The paper's points (rows of `report.paper.paper_series`) whose quantity is in `quantities`, one
+    black dashed line with hollow markers per paper series, error bars the reading uncertainty, labelled
+    "paper" ("paper: <series>" when several are drawn); True when something was drawn.
+
+    `x` is the axis: "pct_remaining" as the table stores it, or "pct_pruned" (100 minus it). A series
+    whose quantity no axis of ours shows is left out by `quantities`: Figure 4 top's "iteration"
+    has no unit in the paper (it shares the accuracy axis, values 20-30), so it is not put on an
+    early-stopping-iteration axis. The y limits grow to hold the points (a budget-limited axis too:
+    the paper's values may exceed a scaled-down run's budget)."""
+    if x not in ("pct_remaining", "pct_pruned"):
+        raise ValueError(f"draw_paper: x must be 'pct_remaining' or 'pct_pruned', not {x!r}")
+    pts = points[points["quantity"].isin(quantities)]
+    series = list(dict.fromkeys(pts["series"]))
+    for i, name in enumerate(series):
+        s = pts[pts["series"] == name].sort_values("x", ascending=False)
+        xs = s["x"] if x == "pct_remaining" else 100 - s["x"]
+        ax.errorbar(xs, s["value"], yerr=s["uncertainty"], color="black", ls="--", lw=0.9, elinewidth=0.7,
+                    capsize=1.5, marker=PAPER_MARKERS[i % len(PAPER_MARKERS)], ms=4, mfc="none", zorder=4,
+                    label="paper" if len(series) == 1 else f"paper: {name}")
+    if series:
+        lo, hi = ax.get_ylim()
+        top, bottom = (pts["value"] + pts["uncertainty"]).max(), (pts["value"] - pts["uncertainty"]).min()
+        pad = 0.03 * (max(hi, top) - min(lo, bottom))
+        ax.set_ylim(min(lo, bottom - pad), max(hi, top + pad))
+    return bool(series)
 
 
 def mark_budget_bound(ax, rows: pd.DataFrame, x: str = "pct_remaining") -> None:
@@ -73,8 +114,21 @@ def mark_budget_bound(ax, rows: pd.DataFrame, x: str = "pct_remaining") -> None:
     if len(bound):
         ax.scatter(bound[x], bound["es_iteration"], marker="x", color="black", s=40, zorder=6,
                    label=BUDGET_BOUND_LABEL)
-    ax.set_ylim(0, rows["budget"].max() * 1.05)
-    ax.legend(fontsize="small")
+    # the budget bounds our early stops; anything drawn above it (the paper's points) stays in view
+    ax.set_ylim(0, max(rows["budget"].max() * 1.05, ax.dataLim.y1 * 1.03))
+    place_legend(ax)
+
+
+def place_legend(ax, fontsize: str = "small") -> None:
+    """The legend of `ax` (none without labelled artists): inside the axes, or below them in two
+    columns when it lists the paper's points."""
+    labels = ax.get_legend_handles_labels()[1]
+    if not labels:
+        return
+    if any(label.startswith("paper") for label in labels):
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    else:
+        ax.legend(fontsize=fontsize)
 
 
 def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, panel: str | list[str] | None = None, levels: int = 4,

@@ -36,6 +36,7 @@ from lth_core.data import TRAIN_SIZE
 from lth_core.imp import IMPConfig, make_splits, paper_config
 from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.paper import FIGURE_PANEL, paper_series
 from lth_core.report.params import PARAM_PREFIX, network_overrides
 from lth_core.report.plots import mark_budget_bound, new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
@@ -276,13 +277,18 @@ def protocol_title(protocol: str) -> str:
             else "budget: epochs of each run's own rows")
 
 
+def _paper(source: str, network: str) -> pd.DataFrame | None:
+    return paper_series(source, FIGURE_PANEL[network]) if network in FIGURE_PANEL else None
+
+
 def figure2(df: pd.DataFrame, network: str, min_span: float = 4.0):
     """Test accuracy at early stopping of tickets found on s% and retrained on the full set (Figure 2),
-    one panel per budget protocol. The y axis spans at least `min_span` accuracy points."""
+    one panel per budget protocol, the paper's Figure 2 points of the network on each. The y axis spans at
+    least `min_span` accuracy points."""
     rows = retrained_rows(df)
     fig, panels = _protocol_panels(rows[rows["network"] == network])
     for protocol, mine, ax in panels:
-        plot_vs_remaining(_with_labels(mine), "test_acc", ax, hue="subset",
+        plot_vs_remaining(_with_labels(mine), "test_acc", ax, hue="subset", paper=_paper("Figure 2", network),
                           ylabel="test accuracy at early stopping (%)",
                           title=f"{network_title(network)}: found on s%, retrained on 100%\n({protocol_title(protocol)})")
         lo, hi = ax.get_ylim()
@@ -295,11 +301,12 @@ def figure2(df: pd.DataFrame, network: str, min_span: float = 4.0):
 
 def figure3(df: pd.DataFrame, network: str):
     """Early-stopping iteration of the ticket-finding runs on the s% subset (Figure 3), one panel per
-    budget protocol; budget-bound runs (early stopping in the last tenth of the budget) are crossed."""
+    budget protocol, the paper's Figure 3 points of the network on each; budget-bound runs (early stopping
+    in the last tenth of the budget) are crossed."""
     rows = finding_rows(df)
     fig, panels = _protocol_panels(rows[rows["network"] == network])
     for protocol, mine, ax in panels:
-        plot_vs_remaining(_with_labels(mine), "es_iteration", ax, hue="subset",
+        plot_vs_remaining(_with_labels(mine), "es_iteration", ax, hue="subset", paper=_paper("Figure 3", network),
                           ylabel="early-stopping iteration while finding",
                           title=f"{network_title(network)}: ticket finding on s%\n({protocol_title(protocol)})")
         mark_budget_bound(ax, mine)

@@ -28,7 +28,8 @@ import pandas as pd
 
 from lth_core.imp import IMPConfig, is_paper_scale, paper_config, planned_remaining_pct, trainings_per_run
 from lth_core.report.claims import budget_bound_reference, claim, claims_frame, not_learned
-from lth_core.report.plots import line_with_band, mark_budget_bound, new_figure
+from lth_core.report.paper import paper_series
+from lth_core.report.plots import draw_paper, line_with_band, mark_budget_bound, new_figure, place_legend
 from lth_core.report.tables import fmt, is_missing, points, save_table
 from lth_core.runs.experiment import grid, run_experiment
 from lth_core.runs.store import run_name
@@ -354,7 +355,7 @@ def _line(ax, df: pd.DataFrame, y: str, label: str, color: str, ls: str = "-", m
 
 
 def arm_figure(df: pd.DataFrame, arms, tolerance: float, title: str, control: bool = False,
-               val_acc: bool = False, mark_arms=None):
+               val_acc: bool = False, mark_arms=None, paper_panel: str | None = None):
     """Two panels against percent of weights pruned (linear, 0 on the left): test accuracy, early stopping.
 
     Per arm: the ticket's mean over seeds (95% CI band with several seeds), its unpruned
@@ -363,6 +364,8 @@ def arm_figure(df: pd.DataFrame, arms, tolerance: float, title: str, control: bo
     (default: the first arm). `control` adds the re-init control of each arm,
     `val_acc` the first arm's validation accuracy at early stopping (dotted). Early stops in the last
     tenth of their budget are crossed under the budget line (`plots.mark_budget_bound`).
+    `paper_panel` ("top", "bottom"): the paper's Figure 4 panel whose accuracies go on the accuracy
+    panel (`plots.draw_paper`; its unitless "iteration" series has no place on ours).
     """
     fig, axes = new_figure(ncols=2)
     ax_acc, ax_es = axes[0]
@@ -397,12 +400,14 @@ def arm_figure(df: pd.DataFrame, arms, tolerance: float, title: str, control: bo
                 for ax in (ax_acc, ax_es):
                     ax.axvline(win["pct_pruned"].max(), color="black", lw=1.5)
     mark_budget_bound(ax_es, df[df["arm"].isin(list(arms))], x="pct_pruned")
+    if paper_panel is not None:
+        draw_paper(ax_acc, paper_series("Figure 4", paper_panel), ("test_acc", "val_acc"), x="pct_pruned")
     ax_acc.set_ylabel("test accuracy at early stopping (%)")
     ax_es.set_ylabel("early-stopping iteration")
     for ax in (ax_acc, ax_es):
         ax.set_xlabel("percent of weights pruned")
         ax.set_xlim(left=-2)
-        ax.legend(fontsize="x-small")
+        place_legend(ax, fontsize="x-small")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -33,6 +33,7 @@ from lth_core.models import (DATASET_LABEL, DATASET_OF, NETWORK_LABEL, build_mod
 from lth_core.pruning import layer_rates
 from lth_core.report import plots
 from lth_core.report.claims import claim, claims_frame, not_learned
+from lth_core.report.paper import FIGURE_PANEL, paper_series
 from lth_core.report.params import PARAM_PREFIX, network_overrides
 from lth_core.runs.experiment import grid
 from lth_core.report.tables import fmt, format_count, format_float, points
@@ -348,7 +349,8 @@ def findings_markdown(found: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- Figure 1
 
 def figure1(rows: pd.DataFrame, network: str, tolerance: float):
-    """Two panels for `network`: test accuracy and early-stopping iteration vs percent remaining."""
+    """Two panels for `network`: test accuracy and early-stopping iteration vs percent remaining; the
+    paper's Figure 1 points of the network on the accuracy panel (it shows no early-stopping iteration)."""
     d = label_curves(rows[rows["network"] == network])
     if d.empty:
         raise ValueError(f"no rows for network {network!r}")
@@ -357,7 +359,8 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
     ax_acc, ax_es = axes[0]
     plots.plot_vs_remaining(d, "test_acc", ax_acc, hue="curve", reference=ref["test_acc"],
                             reference_label="unpruned, trained on S2",
-                            ylabel="test accuracy at early stopping (%)", title="test accuracy")
+                            ylabel="test accuracy at early stopping (%)", title="test accuracy",
+                            paper=paper_series("Figure 1", FIGURE_PANEL[network]) if network in FIGURE_PANEL else None)
     ax_acc.axhspan(ref["test_acc"] - tolerance, ref["test_acc"] + tolerance, color="grey", alpha=0.15, lw=0,
                    label=f"unpruned ± {points(tolerance)} (tolerance)")
     sparsest = analysis.sparsest_within_tolerance(_select(rows, network, "ticket", S2), ref["test_acc"], tolerance)
@@ -375,7 +378,7 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
         if label not in labels:
             handles, labels = handles + [h], labels + [label]
     fig.suptitle(f"{network_title(network)}: tickets found on S1, trained on S1 and on unseen S2")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * -(-len(labels) // 3), 1, 1))  # room for the legend's rows
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
     return fig
 

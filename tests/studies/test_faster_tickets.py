@@ -3,6 +3,7 @@ import pytest
 
 from lth_core.studies import faster_tickets as speedup
 from lth_core.imp import PAPER_TRAINING
+from lth_core.report.paper import paper_series
 
 PCT = {0: 100.0, 1: 80.0, 2: 64.0}
 
@@ -192,11 +193,17 @@ def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):
     df = _rows()
     lo, hi = speedup.figure2(df, "lenet_300_100").axes[0].get_ylim()
     assert hi - lo >= 4.0  # accuracies 97.0 and 97.5 are not blown up to fill the axis
-    for make, extra in ((speedup.figure2, []), (speedup.figure3, ["training budget"])):
+    for make, extra, source in ((speedup.figure2, [], "Figure 2"), (speedup.figure3, ["training budget"], "Figure 3")):
         fig = make(df, "lenet_300_100")
         ax = fig.axes[0]
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels == ["s = 100% (full set)", "s = 10%"] + extra
+        panel = paper_series(source, "top")  # LeNet is the paper's top panel
+        assert labels[:2] == ["s = 100% (full set)", "s = 10%"]
+        assert sorted(labels[2:]) == sorted([f"paper: {s}" for s in set(panel["series"])] + extra)
+        drawn = {c.get_label(): c.lines[0].get_data() for c in ax.containers}
+        for series, pts in panel.groupby("series"):  # the paper's points, on the same quantity and x
+            x, y = drawn[f"paper: {series}"]
+            assert sum(sorted(zip(x, y)), ()) == pytest.approx(sum(sorted(zip(pts["x"], pts["value"])), ()))
         assert ax.get_xlim()[0] > ax.get_xlim()[1]  # 100% on the left
         files = save_figure(fig, "fig_test")
         assert all(f.exists() and f.stat().st_size > 0 for f in files)

@@ -288,3 +288,22 @@ def test_a_claim_resting_on_two_networks_names_the_one_that_did_not_learn(tmp_ou
     lr = c.loc[[k for k in c.index if k.startswith("a constant lr of 2e-4")][0]]
     assert lr["verdict"] == "not judged"
     assert lr["why"].startswith("the constant-lr arm's unpruned network did not learn (12.0% test accuracy")
+
+
+def test_arm_figure_draws_the_papers_figure_4_panel_against_percent_pruned():
+    from lth_core.report.paper import paper_series
+    df = study_rows()
+    for arms, panel, series in ((["reset"], "top", ["validation acc.", "test acc."]),
+                                (["bn_pruned", "reset"], "bottom", ["batch-norm layers pruned too"])):
+        if not set(arms) <= set(df["arm"]):
+            df = pd.concat([df, df[df["arm"] == "reset"].assign(arm=arms[0])])
+        ax_acc, ax_es = ss.arm_figure(df, arms, 1.0, panel, val_acc=True, paper_panel=panel).axes[:2]
+        drawn = {c.get_label(): c.lines[0].get_data() for c in ax_acc.containers}
+        pts = paper_series("Figure 4", panel)
+        labels = [f"paper: {s}" for s in series] if len(series) > 1 else ["paper"]
+        assert list(drawn) == labels and ax_es.containers == []  # the unitless "iteration" is not drawn
+        for label, s in zip(labels, series):
+            mine = pts[pts["series"] == s]
+            assert sum(sorted(zip(*drawn[label])), ()) == pytest.approx(sum(sorted(zip(100 - mine["x"], mine["value"])), ()))
+        assert set(labels) <= set(ax_acc.get_legend_handles_labels()[1])
+    assert ss.arm_figure(df, ["reset"], 1.0, "no paper").axes[0].containers == []

@@ -16,6 +16,7 @@ from lth_core import imp
 from lth_core import training
 from lth_core.studies import unseen
 from lth_core.imp import IMPRunner
+from lth_core.report.paper import paper_series
 from lth_core.report.plots import save_figure
 from lth_core.training import TrainConfig
 
@@ -226,7 +227,16 @@ def test_figure1_draws_both_panels_with_the_papers_axis(tmp_outputs):
     assert ax_es.get_ylabel() == "early-stopping iteration"
     legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend for both panels, below them
     assert "unpruned ± 1 point (tolerance)" in legend and ax_acc.get_legend() is None
-    assert [t.get_text() for t in ax_acc.get_xticklabels()] == ["100", "80", "64", "51.2"]  # few levels: each
+    # the paper's Figure 1 top, point for point; the x axis reaches its sparsest point
+    paper = paper_series("Figure 1", "top")
+    drawn = {c.get_label(): c.lines[0].get_data() for c in ax_acc.containers if c.get_label().startswith("paper")}
+    assert set(drawn) == {f"paper: {s}" for s in paper["series"]}
+    for series, pts in paper.groupby("series"):
+        x, y = drawn[f"paper: {series}"]
+        assert sum(sorted(zip(x, y)), ()) == pytest.approx(sum(sorted(zip(pts["x"], pts["value"])), ()))
+    assert min(ax_acc.get_xlim()) < paper["x"].min()
+    assert {"paper: " + s for s in paper["series"]} <= set(legend)
+    assert unseen.figure1(rows.assign(network="shufflenet"), "shufflenet", 1.0).axes[0].containers == []  # no counterpart
     files = save_figure(fig, "fig1_" + FIGURE_STEM["lenet_300_100"])
     assert all(p.exists() and p.stat().st_size > 0 for p in files)
     plt.close(fig)
