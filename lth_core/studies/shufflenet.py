@@ -16,7 +16,8 @@ The study has up to four arms, each a full IMP run per seed on CIFAR-10:
 labels the rows, `arm_summary` computes per arm the dense reference and the
 winning tickets (a pruned level whose mean test accuracy is within `tolerance`
 of the arm's own unpruned network and whose early stopping is not later), the
-`claims` judges the paper's Figure 4 claims from it (the claims table), the
+`claims` judges the paper's Figure 4 claims from it (the claims table; the rules
+below, and `paper_numbers()` the paper's numbers they read), the
 `*_sentence` functions turn it into the prose the notebook prints, and
 `arm_figure` draws accuracy and early-stopping iteration against percent of
 weights pruned on a linear axis (0 on the left, as the paper's Figure 4).
@@ -27,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from lth_core.imp import IMPConfig, is_paper_scale, paper_config, planned_remaining_pct, trainings_per_run
-from lth_core.report.claims import budget_bound_reference, claim, claims_frame, not_learned
-from lth_core.report.paper import paper_series
+from lth_core.report.claims import budget_bound_reference, claim, claims_frame, learned, not_learned
+from lth_core.report.paper import paper_series, paper_value
+from lth_core.report.rules import Precondition, Rule, paper_numbers_table
 from lth_core.report.plots import draw_paper, line_with_band, mark_budget_bound, new_figure, place_legend
 from lth_core.report.tables import fmt, is_missing, points, save_table
 from lth_core.runs.experiment import grid, run_experiment
@@ -36,9 +38,24 @@ from lth_core.runs.store import run_name
 from lth_core.studies.analysis import dense_reference, sparsest_within_tolerance, winning_levels
 
 NOTEBOOK = "03_shufflenet"
-PAPER_WINNING_PCT_PRUNED = 40.0  # "a winning ticket at about 40% pruned"
-PAPER_ACC_FLOOR, PAPER_ACC_UNTIL = 75.0, 80.0  # "accuracy above 75% until about 80% pruned"
-LINEAR_R2 = 0.8  # "decreases roughly linearly": a straight line explains at least this share of the variance
+# The claims' rules (report/rules.py), each over the named values `claims` computes from the arm summary.
+# "about 40% pruned": a level at ABOUT times the paper's sparsity counts
+ABOUT = {"ABOUT": 0.9}
+WINNING_RULE = Rule("winning_levels > 0 and sparsest_winning_pct_pruned >= ABOUT * paper['shufflenet.winning_pct_pruned']",
+                    ABOUT)
+FLOOR_RULE = Rule("min_test_acc_until_paper_pct_pruned >= paper['shufflenet.acc_floor']")
+# "decreases roughly linearly": a falling straight line explains at least LINEAR_R2 of the variance
+LINEAR_RULE = Rule("slope_per_10pct_pruned < 0 and linear_r2 >= LINEAR_R2", {"LINEAR_R2": 0.8})
+LR_RULE = Rule("winning_levels_constant_lr == 0 and winning_levels_reset > 0")
+# Whether IMP finds winning tickets (with one schedule or another) is open until the run has pruned as far as
+# the paper's winning ticket: a shorter run's "none" or "only small ones" settles nothing.
+REACHED_WINNING = Precondition(Rule("sparsest_pct_pruned >= ABOUT * paper['shufflenet.winning_pct_pruned']", ABOUT),
+                               "the run reaches only {sparsest_pct_pruned:.1f}% pruned, short of the paper's "
+                               "{paper[shufflenet.winning_pct_pruned]:g}%")
+REACHED_FLOOR = Precondition(Rule("sparsest_pct_pruned >= paper['shufflenet.acc_floor_until_pct_pruned']"),
+                             "the run reaches only {sparsest_pct_pruned:.1f}% pruned")
+PAPER_SCALE = Precondition(Rule("paper_scale"), "a scaled-down run (budget or data below Table 1's)")
+FITTED = Precondition(Rule("levels >= 3"), "fewer than 3 levels: no line to fit")
 
 ARMS = ("reset", "bn_pruned", "constant_lr", "rewind")
 ARM_COLORS = {"reset": "tab:blue", "bn_pruned": "tab:purple", "constant_lr": "tab:orange", "rewind": "tab:green"}
@@ -244,7 +261,9 @@ def top_sentence(df: pd.DataFrame, summary: pd.DataFrame, tolerance: float) -> s
         verdict = "beats" if a_t > a_c else "does not beat"
         text += (f" There the ticket {verdict} its random re-initialisation control "
                  f"({a_t:.2f}% vs {a_c:.2f}% at {pruned:.1f}% pruned).")
-    return text + " The paper: a winning ticket at about 40% pruned, accuracy above 75% until about 80% pruned."
+    return text + (f" The paper: a winning ticket at about {paper_value('shufflenet.winning_pct_pruned'):g}% pruned, "
+                   f"accuracy above {paper_value('shufflenet.acc_floor'):g}% until about "
+                   f"{paper_value('shufflenet.acc_floor_until_pct_pruned'):g}% pruned.")
 
 
 def bn_sentence(summary: pd.DataFrame, tolerance: float) -> str:
@@ -300,54 +319,53 @@ def claims(df: pd.DataFrame, summary: pd.DataFrame, arms: dict[str, list[IMPConf
            tolerance: float) -> pd.DataFrame:
     """The claims table of Figure 4 (see report/claims.py): winning ticket, accuracy floor, BN, lr."""
     reset = _row(summary, "reset")
-    seeds, learned = int(reset["seeds"]), not_learned(reset["dense_test_acc"])
+    seeds = int(reset["seeds"])
+    # every claim rests on the paper's setting (the reset arm): its network must have learned
+    run = [not_learned("shufflenet", reset["dense_test_acc"])]
+    values = {**reset, "paper_scale": is_paper_scale(arms["reset"][0])}
     reached = reset["sparsest_pct_pruned"]
-    small = None if is_paper_scale(arms["reset"][0]) else "a scaled-down run (budget or data below Table 1's)"
-    sparsest_win = reset["sparsest_winning_pct_pruned"]
+    short = REACHED_WINNING.unmet(values)
     # a winning ticket stops no later than its unpruned network: empty when that one is budget-bound
     es_bound = budget_bound_reference(reset["dense_es_iteration"], reset["dense_budget"])
-    # whether IMP finds winning tickets (with one schedule or another) is open until the run has pruned
-    # as far as the paper's winning ticket: a shorter run's "none" or "only small ones" settles nothing
-    short = (None if reached >= 0.9 * PAPER_WINNING_PCT_PRUNED
-             else f"the run reaches only {reached:.1f}% pruned, short of the paper's {PAPER_WINNING_PCT_PRUNED:g}%")
-    out = [claim(NOTEBOOK, "shufflenet", f"IMP finds a winning ticket at about {PAPER_WINNING_PCT_PRUNED:g}% pruned "
+    winning_pct, floor_pct = paper_value("shufflenet.winning_pct_pruned"), paper_value("shufflenet.acc_floor")
+    until = paper_value("shufflenet.acc_floor_until_pct_pruned")
+    out = [claim(NOTEBOOK, "shufflenet", f"IMP finds a winning ticket at about {winning_pct:g}% pruned "
                  f"(within {points(tolerance)}, early stopping not later)", "Fig. 4 top",
-                 f"{PAPER_WINNING_PCT_PRUNED:g}% pruned", f"sparsest winning: {fmt(sparsest_win, '.1f', 'none')}"
-                 f" (run reaches {reached:.1f}% pruned)",
-                 f"sparsest_winning_pct_pruned >= 0.9 * {PAPER_WINNING_PCT_PRUNED:g}",
-                 not is_missing(sparsest_win) and sparsest_win >= 0.9 * PAPER_WINNING_PCT_PRUNED,
-                 [learned, es_bound, short], seeds)]
+                 f"{winning_pct:g}% pruned", f"sparsest winning: {fmt(reset['sparsest_winning_pct_pruned'], '.1f', 'none')}"
+                 f" (run reaches {reached:.1f}% pruned)", WINNING_RULE, values, run + [es_bound, short], seeds)]
     lv = arm_levels(df, "reset", tolerance)
-    upto = lv[lv["pct_pruned"] <= PAPER_ACC_UNTIL]
-    floor = float(upto["test_acc"].min())
-    out.append(claim(NOTEBOOK, "shufflenet", f"test accuracy stays above {PAPER_ACC_FLOOR:g}% until about "
-                     f"{PAPER_ACC_UNTIL:g}% pruned", "Fig. 4 top", f"> {PAPER_ACC_FLOOR:g}%",
-                     f"lowest {floor:.2f}% up to {float(upto['pct_pruned'].max()):.1f}% pruned",
-                     f"min test_acc over levels <= {PAPER_ACC_UNTIL:g}% pruned >= {PAPER_ACC_FLOOR:g}",
-                     floor >= PAPER_ACC_FLOOR,
-                     [learned, small, None if reached >= PAPER_ACC_UNTIL
-                      else f"the run reaches only {reached:.1f}% pruned"], seeds))
+    upto = lv[lv["pct_pruned"] <= until]
+    values["min_test_acc_until_paper_pct_pruned"] = float(upto["test_acc"].min())
+    out.append(claim(NOTEBOOK, "shufflenet", f"test accuracy stays above {floor_pct:g}% until about "
+                     f"{until:g}% pruned", "Fig. 4 top", f"> {floor_pct:g}%",
+                     f"lowest {values['min_test_acc_until_paper_pct_pruned']:.2f}% up to "
+                     f"{float(upto['pct_pruned'].max()):.1f}% pruned", FLOOR_RULE, values,
+                     run + [PAPER_SCALE.unmet(values), REACHED_FLOOR.unmet(values)], seeds))
     if "bn_pruned" in set(summary["arm"]):
         b = _row(summary, "bn_pruned")
-        fitted = b["slope_per_10pct_pruned"] is not None and b["levels"] >= 3
         out.append(claim(NOTEBOOK, "shufflenet", "with BN gamma pruned, accuracy decreases roughly linearly with "
                          "the fraction pruned", "Fig. 4 bottom", "linear decrease",
                          f"slope {fmt(b['slope_per_10pct_pruned'], '+.2f')} points per 10%, "
-                         f"R\u00b2 {fmt(b['linear_r2'])}", f"slope < 0 and R\u00b2 >= {LINEAR_R2:g}",
-                         bool(fitted and b["slope_per_10pct_pruned"] < 0 and b["linear_r2"] >= LINEAR_R2),
-                         [not_learned(b["dense_test_acc"], "the BN arm's unpruned network"),
-                          None if fitted else "fewer than 3 levels: no line to fit"], seeds))
+                         f"R\u00b2 {fmt(b['linear_r2'])}", LINEAR_RULE, b,
+                         run + [not_learned("shufflenet", b["dense_test_acc"], "the BN arm's unpruned network"),
+                                FITTED.unmet(b)], seeds))
     if "constant_lr" in set(summary["arm"]):
         c = _row(summary, "constant_lr")
         out.append(claim(NOTEBOOK, "shufflenet", "a constant lr of 2e-4 finds no winning ticket; lr 1e-2 with "
                          "x0.1 steps does", "Sec. 5 (prose)", "none vs some",
-                         f"{int(c['winning_levels'])} vs {int(reset['winning_levels'])} winning levels",
-                         "winning_levels(constant_lr) == 0 and winning_levels(reset) > 0",
-                         c["winning_levels"] == 0 and reset["winning_levels"] > 0,
-                         [learned, not_learned(c["dense_test_acc"], "the constant-lr arm's unpruned network"), es_bound,
-                          budget_bound_reference(c["dense_es_iteration"], c["dense_budget"],
-                                                 "the constant-lr unpruned network"), short], seeds))
+                         f"{int(c['winning_levels'])} vs {int(reset['winning_levels'])} winning levels", LR_RULE,
+                         {"winning_levels_constant_lr": c["winning_levels"],
+                          "winning_levels_reset": reset["winning_levels"]},
+                         run + [not_learned("shufflenet", c["dense_test_acc"], "the constant-lr arm's unpruned network"),
+                                es_bound, budget_bound_reference(c["dense_es_iteration"], c["dense_budget"],
+                                                                 "the constant-lr unpruned network"), short], seeds))
     return claims_frame(out)
+
+
+def paper_numbers() -> pd.DataFrame:
+    """The paper's numbers this notebook's claims read, with where the paper states each."""
+    return paper_numbers_table([WINNING_RULE, FLOOR_RULE, LINEAR_RULE, LR_RULE, REACHED_WINNING, REACHED_FLOOR,
+                                learned("shufflenet")], ["shufflenet.constant_lr", "shufflenet.step_lr"])
 
 
 def _line(ax, df: pd.DataFrame, y: str, label: str, color: str, ls: str = "-", marker: str = "o"):

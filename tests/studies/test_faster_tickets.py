@@ -144,7 +144,8 @@ def _claim(df, tolerance=1.0):
 def test_the_claims_table_gives_the_verdict_and_its_rule():
     c = _claim(_rows(es={10.0: 100, 100.0: 900}))
     assert c["verdict"] == "holds" and c["ours"].startswith("9.0x (100 vs 900)")
-    assert c["rule"] == "es_speedup >= 7.5 and acc_diff_worst >= -tolerance" and c["why"] == "mean over 2 seeds"
+    assert c["rule"] == ("es_speedup >= paper['faster.speedup'] and acc_diff_worst >= -tolerance, "
+                         "where paper['faster.speedup'] = 7.5") and c["why"] == "mean over 2 seeds"
     assert _claim(_rows(es={10.0: 300, 100.0: 900}))["verdict"] == "does not hold"  # 3.0x
     worse = _rows(es={10.0: 100, 100.0: 900}, acc={10.0: 95.0, 100.0: 97.5})
     assert _claim(worse)["verdict"] == "does not hold" and _claim(worse, tolerance=3.0)["verdict"] == "holds"
@@ -167,6 +168,18 @@ def test_a_budget_bound_reference_or_a_network_at_chance_is_not_judged():
     assert both["verdict"] == "not judged" and "reflects the budgets" in both["why"]
     chance = _claim(_rows(es={10.0: 100, 100.0: 900}, acc={10.0: 11.0, 100.0: 11.0}))
     assert chance["verdict"] == "not judged" and "did not learn (11.0%" in chance["why"]
+    low = _claim(_rows(es={10.0: 100, 100.0: 900}, acc={10.0: 70.0, 100.0: 70.0}))  # the paper's: 97.9%
+    assert low["verdict"] == "not judged" and "the paper's unpruned network reaches 97.9% (Figure 2 top)" in low["why"]
+
+
+def test_changing_the_rule_changes_the_verdict_and_the_rule_shown(monkeypatch):
+    rows = _rows(es={10.0: 100, 100.0: 900})  # 9.0x
+    monkeypatch.setattr(speedup, "SPEEDUP_RULE", speedup.Rule("es_speedup >= 1.5 * paper['faster.speedup']"))
+    c = _claim(rows)
+    assert c["verdict"] == "does not hold"  # 9.0 < 11.25
+    assert c["rule"] == "es_speedup >= 1.5 * paper['faster.speedup'], where paper['faster.speedup'] = 7.5"
+    keys = speedup.paper_numbers()["key"].tolist()
+    assert keys[0] == "faster.speedup" and {"faster.subset_percent", "faster.es_full.conv2"} <= set(keys)
 
 
 def test_caveat_and_cost_sentences_use_the_setup():

@@ -192,15 +192,34 @@ def test_claims_table_judges_each_network_and_says_why_not():
     assert list(c["claim"].str.startswith("tickets found on S1")) == [True, False]
     main, control = c.iloc[0], c.iloc[1]
     assert (main["verdict"], main["ours"], main["paper"]) == ("does not hold", "20.0% pruned", "80% pruned")
-    assert main["rule"] == "pct_pruned_within_tolerance >= paper_pct_pruned" and "one seed" in main["why"]
+    assert main["rule"] == ("pct_pruned_within_tolerance >= paper['unseen.pct_pruned.lenet_300_100'], "
+                            "where paper['unseen.pct_pruned.lenet_300_100'] = 80") and "one seed" in main["why"]
     assert control["verdict"] == "holds" and control["rule"] == "ticket_S2_acc_at > reinit_acc_at"
     # within tolerance to the end of a run that stops short of the paper's level: no verdict either way
     short = unseen.claims(unseen.findings(_rows([98.0, 97.5, 97.6]), 1.0)).iloc[0]
     assert short["verdict"] == "not judged" and "short of the paper's 80%" in short["why"]
-    # a network at chance supports no verdict, however flat its curve
-    chance = unseen.claims(unseen.findings(_rows([11.0, 11.0, 10.8], reinit=[0, 15.0, 9.5]), 1.0))
-    assert list(chance["verdict"]) == ["not judged", "not judged"]
-    assert chance["why"].str.contains("did not learn").all()
+    # a network far below the paper's unpruned accuracy supports no verdict, however flat its curve
+    low = unseen.claims(unseen.findings(_rows([60.0, 60.0, 59.8], reinit=[0, 15.0, 9.5]), 1.0))
+    assert list(low["verdict"]) == ["not judged", "not judged"]
+    assert low["why"].str.startswith("the unpruned network did not learn (60.0% test accuracy; the paper's unpruned "
+                                     "network reaches 97.9% (Figure 2 top)").all()
+
+
+def test_changing_a_rule_changes_the_verdict_and_the_rule_shown(monkeypatch):
+    found = unseen.findings(_rows([98.0, 97.5, 96.5, 97.9], reinit=[0, 97.0, 96.0, 90.0]), 1.0)
+    monkeypatch.setitem(unseen.PCT_PRUNED_RULE, "lenet_300_100",
+                        unseen.Rule("pct_pruned_within_tolerance >= paper['unseen.pct_pruned.lenet_300_100'] / 8"))
+    main = unseen.claims(found).iloc[0]
+    assert main["verdict"] == "holds"  # 20.0% >= 80 / 8
+    assert main["rule"] == ("pct_pruned_within_tolerance >= paper['unseen.pct_pruned.lenet_300_100'] / 8, "
+                            "where paper['unseen.pct_pruned.lenet_300_100'] = 80")
+
+
+def test_the_paper_numbers_table_lists_what_the_rules_read():
+    t = unseen.paper_numbers().set_index("key")
+    assert list(t.loc[["unseen.pct_pruned.lenet_300_100", "unseen.pct_pruned.conv2"], "value"]) == [80, 85]
+    assert t.loc["conv2.dense_test_acc", "where"] == "Figure 2 bottom" and t.loc["conv2.dense_test_acc", "uncertainty"] > 0
+    assert "85% weights are pruned" in t.loc["unseen.pct_pruned.conv2", "stated_as"]
 
 
 def test_level_table_has_every_curve_per_level():
