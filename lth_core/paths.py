@@ -8,9 +8,10 @@ Notebooks and library code import these; nobody builds paths by hand.
 `LTH_RUNS_DIR` moves the run store alone (the main job keeps it shared while
 each profile gets its own outputs folder).
 A relative value of any of these variables (LTH_DATA_DIR, LTH_CACHE_DIR too) means the folder
-below the working directory of the process that first imports this module; the value is made
-absolute in os.environ there, so notebook kernels and other child processes started in another
-folder see the same place.
+below the directory the user started in: the shell's `$PWD`, which child processes inherit even
+when they are started in another folder (papermill `--cwd notebooks`, a Jupyter kernel), else the
+working directory. The value is made absolute in os.environ by the first process that imports this
+module, so every process it starts sees the same place.
 """
 import os
 from pathlib import Path
@@ -25,10 +26,17 @@ def _env_path(var: str, default: Path) -> Path:
     value = os.environ.get(var)
     if not value:
         return default
-    path = Path(value).expanduser().resolve()
+    path = (_started_in() / Path(value).expanduser()).resolve()
     if str(path) != value:
         os.environ[var] = str(path)
     return path
+
+
+def _started_in() -> Path:
+    """The directory the user started in: the shell's $PWD (a child started in another folder inherits
+    it unchanged), else, without a usable $PWD, the working directory."""
+    pwd = os.environ.get("PWD")
+    return Path(pwd) if pwd and os.path.isabs(pwd) and os.path.isdir(pwd) else Path.cwd()
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

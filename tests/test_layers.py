@@ -58,4 +58,4 @@ def test_the_checker_sees_an_upward_import(tmp_path):
 def test_every_layer_has_its_folder():
     assert all((PACKAGE / layer).is_dir() for layer in ORDER[1:-1])
     core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"} - JOBS
-    assert core == {"paths", "data", "models", "pruning", "training", "imp"}
+    assert core == {"paths", "data", "models", "pruning", "training", "imp", "crashpoints", "writer_lock"}

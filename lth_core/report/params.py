@@ -328,7 +328,16 @@ def profile_path(profile: str) -> Path:
 
 
 def load_profile(profile: str) -> dict:
-    values = yaml.safe_load(profile_path(profile).read_text()) or {}
+    path = profile_path(profile)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise ParameterError(f"{path} is not valid YAML ({getattr(e, 'problem', None) or e}"
+                             f"{f' at line {where.line + 1}' if where else ''}): fix it, e.g. `name: value` "
+                             "per line") from None
+    if not isinstance(values, dict):
+        raise ParameterError(f"{path} must hold `name: value` lines, not a {type(values).__name__}")
     known = {n for decl in all_declared().values() for n in decl}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -28,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -143,15 +144,32 @@ def with_cpu_workers(executor: str, device: str, options: dict | None) -> dict:
 
 
 class RunFailedError(RuntimeError):
-    """Some runs failed; `failures` holds (config, error, log path) per failed run."""
+    """Some runs failed; `failures` holds (config, error, log path) per failed run. The message counts the
+    runs that finished, failed and never started, and lists each distinct error once with its runs;
+    `summary` is its first line."""
 
-    def __init__(self, failures: list[tuple[IMPConfig, str, str]], total: int):
+    def __init__(self, failures: list[tuple[IMPConfig, str, str]], total: int, finished: int | None = None):
         self.failures = failures
-        lines = [f"{len(failures)} of {total} runs failed; every other run finished and is in the run store "
-                 "(running again retries only the unfinished runs):"]
+        failed = len(failures)
+        finished = total - failed if finished is None else finished
+        never = total - failed - finished
+        counts = [f"{failed} of {total} runs failed", *([f"{never} never started"] if never else []),
+                  f"{finished} finished and {'is' if finished == 1 else 'are'} in the run store" if finished
+                  else "none finished"]
+        self.summary = ("; ".join(counts) + " (running again retries only the unfinished runs)")
+        by_error: dict[str, list] = {}
         for cfg, error, log in failures:
-            lines += [f"- {store.run_name(cfg)} {store.non_default_values(cfg)}",
-                      *(f"    {line}" for line in error.splitlines()), f"    log: {log}"]
+            by_error.setdefault(error, []).append((cfg, log))
+        lines = [self.summary + ":"]
+        for error, runs in by_error.items():
+            if len(runs) == 1:
+                [(cfg, log)] = runs
+                lines += [f"- {store.run_name(cfg)} {store.non_default_values(cfg)}",
+                          *(f"    {line}" for line in error.splitlines()), f"    log: {log}"]
+            else:  # one cause (a missing dataset fails every run): said once
+                names = ", ".join(store.run_name(cfg) for cfg, _ in runs)
+                lines += [f"- {len(runs)} runs failed with the same error ({names}):",
+                          *(f"    {line}" for line in error.splitlines()), f"    logs: {runs[0][1]} and alike"]
         super().__init__("\n".join(lines))
 
 
@@ -160,7 +178,11 @@ def _error_log(cfg: IMPConfig):
 
 
 def _tail(text: str, n: int = 4) -> str:
-    return "\n".join([line for line in text.splitlines() if line.strip()][-n:])
+    """A traceback's exception, from the line naming its type to the end (a message may span lines);
+    else its last `n` lines."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line)]
+    return "\n".join(lines[starts[-1]:] if starts else lines[-n:])
 
 
 def _dataset_loader(device: str, loader, datasets: dict):
@@ -345,5 +367,5 @@ def execute_runs(configs: list[IMPConfig], device: str, executor: str = "local",
     failures = run(pending, device, options, data_loader, bar) if pending else []
     bar.close()
     if failures:
-        raise RunFailedError(failures, len(unique))
+        raise RunFailedError(failures, len(unique), sum(store.is_done(cfg) for cfg in unique.values()))
     return [store.run_cached(cfg) for cfg in configs]

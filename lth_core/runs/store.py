@@ -73,7 +73,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lth_core import paths
+from lth_core import crashpoints, paths
 from lth_core.data import Dataset
 from lth_core.imp import IMPConfig, IMPRunner, IMPState
 from lth_core.training import TrainConfig
@@ -147,7 +147,13 @@ def atomic_write(path: Path, write) -> None:
         except FileExistsError:
             continue
     try:
-        write(str(tmp))
+        try:
+            write(str(tmp))
+        except OSError as e:  # a failed write names no file (a full disk): name the one it was for
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
+        crashpoints.reached(f"rename into {path}")  # a kill here leaves the temp file beside the old one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,180 @@
+"""The main job under faults: every failure ends in one `error:` line naming what is at fault (the
+traceback in a log), summaries count what happened, records say `done` only for a success, one
+writer per profile folder, and relative LTH_* paths follow the directory the user started in.
+
+Runs the tiny project of `tiny_project.py` (one notebook, tiny LeNet runs on synthetic data)."""
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import papermill
+import pytest
+
+import tiny_project
+from lth_core import paths, reproduce, writer_lock
+from lth_core.data import load_dataset
+from lth_core.imp import IMPConfig
+from lth_core.runs import store
+from lth_core.runs.executors import RunFailedError
+
+CLI = ["--profile", "t", "--device", "cpu", "-o", "fuse=false"]
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """The tiny project installed in this process; returns its notebooks folder."""
+    folder = tiny_project.make(tmp_path)
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", folder)
+    monkeypatch.setattr(paths, "PARAMS_DIR", folder / "params")
+    monkeypatch.setitem(reproduce.STUDIES, tiny_project.NOTEBOOK, tiny_project)
+    from lth_core.runs import executors
+    monkeypatch.setattr(executors, "load_dataset", tiny_project.synthetic)
+    return folder
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+def test_run_failed_summary_counts_what_happened_and_says_one_cause_once():
+    cfgs = [IMPConfig(network="lenet_300_100", seed=s) for s in range(4)]
+    every = RunFailedError([(c, "DataError: MNIST not found", "log") for c in cfgs], total=4, finished=0)
+    assert every.summary.startswith("4 of 4 runs failed; none finished")
+    assert str(every).count("MNIST not found") == 1 and "4 runs failed with the same error" in str(every)
+    some = RunFailedError([(cfgs[0], "boom", "log")], total=4, finished=2)
+    assert some.summary.startswith("1 of 4 runs failed; 1 never started; 2 finished and are in the run store")
+
+
+def test_a_data_error_is_reported_once_and_no_notebook_runs_on_missing_runs(tiny, tmp_path, monkeypatch, capsys):
+    (tiny / "params" / "t.yaml").write_text("seeds: [0, 1]\n")
+    from lth_core.runs import executors
+    monkeypatch.setattr(executors, "load_dataset", load_dataset)  # the real loader: no synthetic data
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("LTH_DATA_DIR", str(empty))  # and LTH_DOWNLOAD=0 (conftest): MNIST is nowhere
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    assert reproduce.main(CLI) == 1
+    out = capsys.readouterr()
+    line = [x for x in out.err.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and line[0].startswith("error: 2 of 2 runs failed; none finished")
+    assert "not executed: 01_t" in line[0] and "mnist not found" in line[0], line[0]
+    assert out.out.count("2 runs failed with the same error") == 1
+    folder = reproduce.profile_dir("t")
+    assert not (folder / "notebooks").exists()  # notebook 01_t was never started
+    record = reproduce.read_manifest("t")["notebooks"]["01_t"]
+    assert record["status"] == "not executed" and "2 of its runs failed" in record["error"]
+    assert "Traceback" in (folder / "reproduce.log").read_text()
+
+
+def test_a_malformed_profile_is_named(tiny, capsys):
+    (tiny / "params" / "t.yaml").write_text("seeds: [0\nfail: true\n")
+    assert reproduce.main(CLI) == 1
+    line = _error_line(capsys)
+    assert str(tiny / "params" / "t.yaml") in line and "not valid YAML" in line
+    assert not paths.outputs_dir().exists()
+
+
+def test_a_damaged_manifest_is_named(tiny, capsys):
+    folder = reproduce.profile_dir("t")
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"notebooks": {"01_t": ')
+    assert reproduce.main(CLI) == 1
+    line = _error_line(capsys)
+    assert f"{folder / 'manifest.json'} is damaged" in line and "delete it and run again" in line
+    assert "(traceback: " in line and "JSONDecodeError" in (folder / "reproduce.log").read_text()
+
+
+def test_a_run_damaged_after_it_finished_is_named_by_force(tiny, capsys):
+    assert reproduce.main(CLI) == 0
+    [cfg] = tiny_project.configs_from_parameters({"seeds": [0]})
+    (store.run_dir(cfg) / "round_001.pt").write_bytes(b"not a round file")
+    capsys.readouterr()
+    assert reproduce.main([*CLI, "--force"]) == 1
+    line = _error_line(capsys)
+    assert str(store.run_dir(cfg)) in line and "round_001.pt" in line
+
+
+def test_an_interrupted_execution_is_not_done_until_a_success_replaces_it(tiny, monkeypatch, capsys):
+    assert reproduce.main(CLI) == 0
+    execute = papermill.execute_notebook
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    assert reproduce.main([*CLI, "--force"]) == 130
+    assert "error: interrupted; run the same command again to resume" in _error_line(capsys)
+    record = reproduce.read_manifest("t")["notebooks"]["01_t"]
+    assert record["status"] == "interrupted"
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    # not "already done": the last execution did not succeed, though the earlier outputs are on disk
+    assert reproduce.reproduce("t", device="cpu", executor_options={"fuse": False}) == ["01_t"]
+    record = reproduce.read_manifest("t")["notebooks"]["01_t"]
+    assert record["status"] == "done" and "error" not in record
+    assert not (reproduce.profile_dir("t") / "notebooks" / "01_t.failed.ipynb").exists()
+
+
+def _mount(*args) -> str | None:
+    job = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return None if job.returncode == 0 else (job.stderr.strip() or f"mount exited {job.returncode}")
+
+
+@pytest.fixture
+def mounts():
+    made = []
+
+    def mount(target: Path, *args):
+        target.mkdir(parents=True, exist_ok=True)
+        why = _mount(*args, str(target))
+        if why:
+            pytest.skip(f"cannot make a test filesystem here ({why})")
+        made.append(target)
+    yield mount
+    for target in reversed(made):
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_read_only_outputs_folder_is_refused_before_any_training(tiny, tmp_path, mounts, monkeypatch, capsys):
+    outputs = tmp_path / "ro"
+    mounts(outputs, "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs")
+    monkeypatch.setenv("LTH_OUTPUTS_DIR", str(outputs))
+    monkeypatch.setenv("LTH_RUNS_DIR", str(tmp_path / "runs"))
+    assert reproduce.main(CLI) == 1
+    line = _error_line(capsys)
+    assert f"cannot write into the outputs folder {outputs / 't'}" in line or \
+        f"cannot write {outputs / 't'}" in line, line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing trained
+
+
+def test_a_full_disk_is_named_before_training_and_while_training(tiny, tmp_path, mounts, monkeypatch, capsys):
+    runs = tmp_path / "small"
+    mounts(runs, "-t", "tmpfs", "-o", "size=40k", "tmpfs")  # less than the writability probe
+    monkeypatch.setenv("LTH_RUNS_DIR", str(runs))
+    assert reproduce.main(CLI) == 1
+    line = _error_line(capsys)
+    assert f"cannot write into the run store {runs} (it is full)" in line and "nothing was trained" in line
+
+    bigger = tmp_path / "bigger"
+    mounts(bigger, "-t", "tmpfs", "-o", "size=400k", "tmpfs")  # the probe fits, a LeNet round file does not
+    monkeypatch.setenv("LTH_RUNS_DIR", str(bigger))
+    assert reproduce.main(CLI) == 1
+    line = _error_line(capsys)
+    # the run failed (and is listed with its log); the line names the file that did not fit
+    assert line.startswith("error: 1 of 1 runs failed; none finished") and "not executed: 01_t" in line
+    assert "No space left on device" in line and f"{bigger}/" in line, line
+
+
+def test_relative_paths_mean_the_directory_the_user_started_in(tmp_path):
+    start, elsewhere = tmp_path / "start", tmp_path / "start" / "notebooks"
+    elsewhere.mkdir(parents=True)
+    # a kernel papermill starts with --cwd notebooks inherits the caller's PWD and a relative value
+    env = {**os.environ, "PWD": str(start), "LTH_RUNS_DIR": "my_runs", "PYTHONPATH": str(paths.REPO_ROOT)}
+    job = subprocess.run([sys.executable, "-c", "from lth_core import paths; print(paths.runs_dir())"],
+                         cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
+    assert job.stdout.strip() == str(start / "my_runs")
