@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import nbformat
+import papermill
 import pytest
 import torch
 
 from lth_core import paths
 from lth_core import reproduce
-from lth_core.jobs.errors import JobError
 from lth_core.report.params import ParameterError
 
 PARAMS = ('device: str = "auto"\nexecutor: str = "local"\nexecutor_options: dict = {}\n'
@@ -102,13 +102,14 @@ def test_a_failure_never_replaces_the_good_execution(project):
     good = _tree(folder / "notebooks") | _tree(folder / "tables") | _tree(folder / "figures")
 
     project("p", "value: 2\nfail: true\n")
-    with pytest.raises(JobError, match="notebook 01_n failed: AssertionError: asked to fail"):
+    with pytest.raises(papermill.PapermillExecutionError, match="asked to fail"):
         reproduce.reproduce("p", device="cpu")
     failed = folder / "notebooks" / "01_n.failed.ipynb"
     assert "value = 2" in _injected(failed)
     # the value-2 table and figure were written before the failing cell; none of them is published
     assert _tree(folder / "notebooks") | _tree(folder / "tables") | _tree(folder / "figures") == \
-        good | {"01_n.failed.ipynb": failed.read_bytes()}
+        good | {"01_n.failed.ipynb": failed.read_bytes(), "01_n.failed.html": failed.with_suffix(".html").read_bytes()}
+    assert "asked to fail" in (folder / "index.html").read_text()  # the results page, written after a failure too
     record = reproduce.read_manifest("p")["notebooks"]["01_n"]
     assert record["status"] == "failed" and "asked to fail" in record["error"]
     assert record["attempt"]["parameters"]["value"] == 2 and record["published"]["parameters"]["value"] == 1
