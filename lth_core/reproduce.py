@@ -53,6 +53,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,13 +63,16 @@ from tqdm.auto import tqdm
 
 import pandas as pd
 
-from lth_core import paths
+from lth_core import crashpoints, paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.report.benchmark import ms_per_model_step
 from lth_core.report.params import check_parameters, declared_parameters, load_profile
 from lth_core.report.results_page import write_results_page
 from lth_core.runs.executors import (ExecutorOptions, RunFailedError, device_for_executor, execute_runs,
                                     resolve_device, with_cpu_workers)
+from lth_core.jobs import folder as job_folder
+from lth_core.jobs.errors import JobError, describe, log_traceback
+from lth_core.runs import store
 from lth_core.runs.progress import StoreProgress
 from lth_core.studies.profiles import STUDIES, notebook_parameters
 
@@ -77,6 +81,8 @@ EVAL_STEP_FRACTION = 1 / 3
 
 MANIFEST = "manifest.json"
 PUBLISHED = ("tables", "figures")  # what a notebook saves beside its executed copy
+# a record's status: its last execution succeeded with the current parameters (done) or with others (outdated)
+SUCCEEDED = ("done", "outdated")
 
 
 def notebooks() -> list[str]:
@@ -90,13 +96,30 @@ def profile_dir(profile: str) -> Path:
 
 def read_manifest(profile: str) -> dict:
     path = profile_dir(profile) / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
+    if not path.exists():
+        return {"notebooks": {}}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("notebooks", {}), dict):
+            raise ValueError("it is not an object with a 'notebooks' object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise JobError(f"{path} is damaged ({e}): delete it and run again (every notebook of the profile is "
+                       "then executed again; stored runs are reused)") from e
+    return manifest
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    tmp = folder / f".{MANIFEST}.tmp"  # replaced in one step: a reader never sees half a manifest
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST)
+    store.atomic_text(json.dumps(manifest, indent=2) + "\n", folder / MANIFEST)  # a reader never sees half of it
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    crashpoints.reached(f"move into {dst}")
+    os.replace(src, dst)
+
+
+def _remove(path: Path) -> None:
+    crashpoints.reached(f"remove {path}")
+    path.unlink(missing_ok=True)
 
 
 def _fingerprint(notebook: str, parameters: dict, device: str) -> str:
@@ -116,10 +139,11 @@ def _sha256(path: Path) -> str:
 
 
 def is_done(folder: Path, record: dict | None, fingerprint: str) -> bool:
-    """Whether a notebook's manifest record shows a success with this fingerprint whose published
-    files (executed notebook, tables, figures) are all on disk, unchanged."""
+    """Whether a notebook's manifest record shows that its last execution succeeded, with this
+    fingerprint, and its published files (executed notebook, tables, figures) are all on disk, unchanged.
+    A failed, interrupted or unfinished execution since is not done, whatever it left published."""
     published = (record or {}).get("published")
-    if not published or published["fingerprint"] != fingerprint:
+    if (record or {}).get("status") not in SUCCEEDED or not published or published["fingerprint"] != fingerprint:
         return False
     return all((folder / rel).is_file() and _sha256(folder / rel) == digest
                for rel, digest in published["files"].items())
@@ -189,7 +213,7 @@ def _execute(name: str, parameters: dict, folder: Path, runs: Path, previous: di
                                        kernel_name="python3", progress_bar=False)
     except BaseException:  # an interrupted execution is kept the same way as a failed one
         if in_progress.exists():
-            os.replace(in_progress, executed_dir / f"{name}.failed.ipynb")
+            _move_into_place(in_progress, executed_dir / f"{name}.failed.ipynb")
         raise
     files = {}
     for sub in PUBLISHED:
@@ -199,13 +223,13 @@ def _execute(name: str, parameters: dict, folder: Path, runs: Path, previous: di
             if seeded.get(rel) == f.stat().st_mtime_ns:
                 f.unlink()
                 continue
-            os.replace(f, folder / rel)
+            _move_into_place(f, folder / rel)
             files[rel] = _sha256(folder / rel)
-    os.replace(in_progress, executed_dir / f"{name}.ipynb")
-    (executed_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)  # superseded by this success
+    _move_into_place(in_progress, executed_dir / f"{name}.ipynb")
+    _remove(executed_dir / f"{name}.failed.ipynb")  # superseded by this success
     files[f"notebooks/{name}.ipynb"] = _sha256(executed_dir / f"{name}.ipynb")
     for rel in set(previous) - set(files) - set(others):  # made with the previous parameters: gone
-        (folder / rel).unlink(missing_ok=True)
+        _remove(folder / rel)
     return files
 
 
@@ -240,9 +264,12 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
         check_parameters(name, {**{k: spec[2] for k, spec in declared.items()}, **mine[name]})
         fingerprints[name] = _fingerprint(name, mine[name], resolved)
 
-    folder.mkdir(parents=True, exist_ok=True)
+    job_folder.prepare(folder, runs)  # one writer; outputs and run store writable before any training
     manifest = read_manifest(profile)
     records = manifest.setdefault("notebooks", {})
+    for record in records.values():  # this process is the only writer: a "running" one's job was killed
+        if record.get("status") == "running":
+            record.update(status="interrupted", error="the job was stopped while this notebook was executing")
     manifest.update(profile=profile, parameters=parameters, device=resolved, git_commit=_git_commit(),
                     updated=_now())
     executed, todo = [], [n for n in names if not only or n in only]
@@ -251,6 +278,7 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
                for name in todo if name in STUDIES}
     progress = StoreProgress([c for configs in runs_of.values() for c in configs],
                              desc=f"reproduce [{profile}]").start()
+    runs_failed, blocked = None, []
     try:
         # every run of the notebooks to execute, trained in one pass before the first notebook starts, so
         # that they share the workers (a notebook's runs alone leave cores idle at the end of each round);
@@ -261,15 +289,23 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
             progress.set_label("training the runs of every notebook")
             try:
                 execute_runs(pending, resolved, executor, parameters["executor_options"], progress=False)
-            except RunFailedError as e:  # each notebook that uses a failed run reports it in its own outputs
+            except RunFailedError as e:  # the notebooks whose runs all finished still execute
                 tqdm.write(str(e))
+                runs_failed = e
+        failed_runs = {store.run_name(cfg) for cfg, _, _ in runs_failed.failures} if runs_failed else set()
         for i, name in enumerate(todo):
             progress.set_label(f"notebook {i + 1}/{len(todo)} {name}")
             record = records.get(name, {})
             if not force and is_done(folder, record, fingerprints[name]):
-                record["status"] = "done"  # even after a failed attempt since: these outputs are the current ones
                 tqdm.write(f"{name}: already done with these parameters, skipped "
                            f"({folder / 'notebooks' / (name + '.ipynb')})" + _code_changed_note(record, manifest))
+                continue
+            mine_failed = sorted({store.run_name(c) for c in runs_of.get(name, [])} & failed_runs)
+            if mine_failed:  # its figures would be made of the runs that did finish: not executed
+                records[name] = {**record, "status": "not executed",
+                                 "error": f"{len(mine_failed)} of its runs failed: {', '.join(mine_failed)}"}
+                blocked.append(name)
+                tqdm.write(f"{name}: not executed, {len(mine_failed)} of its runs failed")
                 continue
             attempt = {"parameters": mine[name], "fingerprint": fingerprints[name],
                        "git_commit": manifest["git_commit"], "started": _now()}
@@ -285,9 +321,13 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
                                  others)
             except BaseException as err:
                 attempt["seconds"] = round(time.perf_counter() - t0, 1)
-                records[name].update(status="failed", failed_notebook=f"notebooks/{name}.failed.ipynb",
-                                     error=f"{getattr(err, 'ename', type(err).__name__)}: "
-                                           f"{getattr(err, 'evalue', err)}")
+                error = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+                records[name].update(status="failed" if isinstance(err, Exception) else "interrupted",
+                                     failed_notebook=f"notebooks/{name}.failed.ipynb", error=error)
+                if isinstance(err, papermill.PapermillExecutionError):
+                    raise JobError(f"notebook {name} failed: {_one_line(error)}; its execution is kept in "
+                                   f"{folder / records[name]['failed_notebook']}: fix the cause and run again "
+                                   "(finished runs and the other notebooks' outputs are kept)") from err
                 raise
             attempt["seconds"] = round(time.perf_counter() - t0, 1)
             records[name] = {"status": "done", "attempt": attempt, "published": {**attempt, "files": files}}
@@ -304,7 +344,16 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
         # also after a failure: the page then says which notebook failed and why
         tqdm.write(f"results page: {write_results_page(folder / MANIFEST)}")
     tqdm.write(f"outputs of profile {profile!r}: {folder} (manifest: {folder / MANIFEST})")
+    if runs_failed:
+        first = runs_failed.failures[0][1].strip().splitlines()[0]
+        raise JobError(f"{runs_failed.summary}; first error: {first}; "
+                       + (f"not executed: {', '.join(blocked)}" if blocked else "every notebook executed")
+                       + "; fix the cause and run again")
     return executed
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def estimate(profile: str, device: str = "auto", executor_options: dict | None = None,
@@ -371,7 +420,11 @@ def main(argv=None) -> int:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"executor option {item!r} must be KEY=VALUE, e.g. partition=gpu")
-            options[key] = yaml.safe_load(value)
+            try:
+                options[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError(f"executor option {item!r}: {value!r} is not a value (a number, true/false, "
+                                 "a name)") from None
         if args.estimate:
             table = estimate(args.profile, args.device, options, args.benchmark)
             print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
@@ -380,10 +433,20 @@ def main(argv=None) -> int:
                   f"{hours} hours")
             return 0
         reproduce(args.profile, args.device, args.notebooks, args.force, args.executor, options)
-    except (ValueError, papermill.PapermillExecutionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as e:  # every way the job ends short of success gets its one line
+        log = log_traceback(e, job_log(args.profile))
+        print(f"error: {describe(e)}" + (f" (traceback: {log})" if log else ""), file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
     return 0
+
+
+def job_log(profile: str) -> Path:
+    """Where a failed job leaves its traceback: outputs/<profile>/reproduce.log when that folder exists and
+    takes files (a job stopped before it started writes nothing there), else a file in the temporary folder."""
+    folder = profile_dir(profile)
+    if folder.is_dir() and os.access(folder, os.W_OK):
+        return folder / "reproduce.log"
+    return Path(tempfile.gettempdir()) / f"lth-reproduce-{os.getuid()}.log"
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import nbformat
-import papermill
 import pytest
 import torch
 
 from lth_core import paths
 from lth_core import reproduce
+from lth_core.jobs.errors import JobError
 from lth_core.report.params import ParameterError
 
 PARAMS = ('device: str = "auto"\nexecutor: str = "local"\nexecutor_options: dict = {}\n'
@@ -102,7 +102,7 @@ def test_a_failure_never_replaces_the_good_execution(project):
     good = _tree(folder / "notebooks") | _tree(folder / "tables") | _tree(folder / "figures")
 
     project("p", "value: 2\nfail: true\n")
-    with pytest.raises(papermill.PapermillExecutionError, match="asked to fail"):
+    with pytest.raises(JobError, match="notebook 01_n failed: AssertionError: asked to fail"):
         reproduce.reproduce("p", device="cpu")
     failed = folder / "notebooks" / "01_n.failed.ipynb"
     assert "value = 2" in _injected(failed)
