@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from lth_core import paths
+from lth_core import paths, writer_lock
 from lth_core.data import TRAIN_SIZE
 from lth_core.imp import CONTROLS, PAPER_TRAINING
 from lth_core.models import DATASET_OF
@@ -291,7 +291,10 @@ def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | No
                 if name not in mine and name not in others:
                     raise ParameterError(f"{notebook}: unknown parameter {name!r}; "
                                          f"valid parameters: {', '.join(mine)}")
-    return _checked(notebook, {name: namespace[name] for name in mine if name in namespace}, mine)
+    values = _checked(notebook, {name: namespace[name] for name in mine if name in namespace}, mine)
+    if (paths.outputs_dir() / "manifest.json").exists():  # a main job's profile folder: one writer at a time
+        writer_lock.claim(paths.outputs_dir(), f"notebook {notebook}")
+    return values
 
 
 def _input_history(namespace: dict) -> list[str]:

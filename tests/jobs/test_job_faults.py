@@ -3,8 +3,6 @@ traceback in a log), summaries count what happened, records say `done` only for 
 writer per profile folder, and relative LTH_* paths follow the directory the user started in.
 
 Runs the tiny project of `tiny_project.py` (one notebook, tiny LeNet runs on synthetic data)."""
-import errno
-import json
 import os
 import subprocess
 import sys
@@ -178,3 +176,32 @@ def test_relative_paths_mean_the_directory_the_user_started_in(tmp_path):
     job = subprocess.run([sys.executable, "-c", "from lth_core import paths; print(paths.runs_dir())"],
                          cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert job.stdout.strip() == str(start / "my_runs")
+
+
+def test_a_second_main_job_on_the_same_profile_is_refused_naming_the_first(tiny, capsys):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, str(Path(tiny_project.__file__)), str(tiny), *CLI], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = reproduce.profile_dir("t") / writer_lock.LOCK_NAME
+    deadline = time.time() + 300
+    while not (lock.exists() and f"process {first.pid} " in lock.read_text()):
+        assert first.poll() is None and time.time() < deadline, "the first job ended before it held the folder"
+        time.sleep(0.2)
+    assert reproduce.main(CLI) == 1  # this process, while the first one writes
+    line = _error_line(capsys)
+    assert f"is being written by process {first.pid} " in line and "tiny_project.py" in line, line
+    assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
+    assert reproduce.reproduce("t", device="cpu", executor_options={"fuse": False}) == []  # its work is whole
+
+
+def test_a_notebook_run_into_a_profile_folder_in_use_is_refused(tiny, tmp_path, monkeypatch):
+    assert reproduce.main(CLI) == 0
+    folder = reproduce.profile_dir("t")
+    writer_lock.claim(folder, "the main job")  # as a running main job holds it
+    try:
+        monkeypatch.setenv("LTH_OUTPUTS_DIR", str(folder))  # papermill by hand, into the job's folder
+        with pytest.raises(papermill.PapermillExecutionError, match=f"being written by process {os.getpid()} "):
+            papermill.execute_notebook(str(tiny / "01_t.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                       progress_bar=False)
+    finally:
+        writer_lock.release(folder)

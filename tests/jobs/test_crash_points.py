@@ -1,0 +1,97 @@
+"""Crash consistency of the main job, tested the way databases test it: the job is SIGKILLed at each
+point where it writes a file (run store round files and rows, the manifest, the published table,
+figure and executed notebook, the removal of a stale failure copy), one point after another; the
+next run then finishes, and its outputs and run store must equal an uninterrupted run's, with
+nothing recorded as done after any kill that is not.
+
+Each job runs in a forked child of this process (the imports are paid once), on the tiny project
+of `tiny_project.py`; `crashpoints.arm` numbers the child's write points and kills it at one."""
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+import tiny_project
+from lth_core import crashpoints, paths, reproduce
+from lth_core.runs import executors, store
+
+OPTIONS = {"fuse": False}
+
+
+def _in_child(kill_at: int = 0, log: str | None = None) -> int:
+    """Run the main job in a forked child; its exit code, or -signal when a signal ended it."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 3
+        try:
+            crashpoints.arm(kill_at, log)
+            store._STARTED = time.time()  # as in a new process: older temp files are a killed writer's
+            code = reproduce.main(["--profile", "t", "--device", "cpu", "-o", "fuse=false"])
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _published(folder) -> dict:
+    """The profile's tables and figures, byte for byte; the executed notebooks by name (they hold times)."""
+    out = {str(p.relative_to(folder)): p.read_bytes() for sub in ("tables", "figures")
+           for p in sorted((folder / sub).glob("*")) if p.is_file()}
+    return out | {str(p.relative_to(folder)): None for p in sorted((folder / "notebooks").glob("*.ipynb"))}
+
+
+def _store(cfgs) -> dict:
+    """Each run's files and rows, less the wall-clock seconds."""
+    out = {}
+    for cfg in cfgs:
+        d = store.run_dir(cfg)
+        rows = store.run_cached(cfg).drop(columns=["wall_seconds"])
+        out[d.name] = (sorted(p.name for p in d.iterdir()), rows.to_csv(index=False))
+    return out
+
+
+def _nothing_called_done_that_is_not(folder, cfgs) -> None:
+    manifest = reproduce.read_manifest("t")
+    for name, record in manifest.get("notebooks", {}).items():
+        if record["status"] == "done":
+            files = record["published"]["files"]
+            assert all(reproduce._sha256(folder / rel) == digest for rel, digest in files.items()), name
+    for cfg in cfgs:
+        if store.is_done(cfg):  # a finished run reads whole
+            assert store.load_state(cfg).round == cfg.rounds + 1
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    folder = tiny_project.make(tmp_path)
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", folder)
+    monkeypatch.setattr(paths, "PARAMS_DIR", folder / "params")
+    monkeypatch.setitem(reproduce.STUDIES, tiny_project.NOTEBOOK, tiny_project)
+    monkeypatch.setattr(executors, "load_dataset", tiny_project.synthetic)
+    return folder
+
+
+def test_killed_at_every_write_the_job_resumes_to_the_uninterrupted_result(tiny, tmp_path):
+    cfgs = tiny_project.configs_from_parameters({"seeds": [0]})
+    folder = reproduce.profile_dir("t")
+    log = tmp_path / "writes.log"
+    assert _in_child(log=str(log)) == 0
+    points = log.read_text().splitlines()
+    wanted = ("round_000.pt", "rows.csv", "done.json", "manifest.json", "tables/tiny.csv", "figures/tiny.png",
+              "notebooks/01_t.ipynb", "01_t.failed.ipynb")
+    assert all(any(w in p for p in points) for w in wanted), points
+    reference = _published(folder), _store(cfgs), reproduce.read_manifest("t")["notebooks"]["01_t"]["status"]
+    assert reference[2] == "done"
+
+    for k in range(1, len(points) + 1):
+        shutil.rmtree(paths.outputs_dir())
+        assert _in_child(kill_at=k) == -signal.SIGKILL, points[k - 1]
+        _nothing_called_done_that_is_not(folder, cfgs)
+        assert _in_child() == 0, points[k - 1]  # resumes
+        _nothing_called_done_that_is_not(folder, cfgs)
+        after = _published(folder), _store(cfgs), reproduce.read_manifest("t")["notebooks"]["01_t"]["status"]
+        assert after == reference, points[k - 1]
+        leftovers = [p.name for p in folder.rglob(".*.tmp")]
+        assert not leftovers, (points[k - 1], leftovers)
