@@ -6,7 +6,8 @@ In order, each within the time left, results written as they come to
 `outputs/gpu_check.json` (so a run cut short still reports what it finished):
 1. the CUDA-only tests (same seed same numbers on CUDA, fused equal to solo on CUDA);
 2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size, the
-   fused step eager and replayed as a CUDA graph (`report.benchmark.run_fusion_benchmark`);
+   fused step under each forward pass side by side (vmap, the stacked layers, channels-last),
+   eager, and the runner's pass replayed as a CUDA graph (`report.benchmark.run_fusion_benchmark`);
 3. where the convolutional networks' time goes: their solo and fused steps under three cuDNN
    algorithm choices (lth_core's deterministic default; autotuned among deterministic algorithms;
    autotuned among all, which shows what determinism costs), and the CUDA kernels that take the
@@ -141,7 +142,7 @@ def kernels(networks=("conv2", "shufflenet"), k: int = 8, steps: int = 5) -> dic
     """Solo and fused (K=`k`) ms per model-step under each of CUDNN_CHOICES, and the ten CUDA
     kernels with the most time in `steps` eager fused steps of each network."""
     from lth_core.report.benchmark import masked_model, run_fusion_benchmark
-    from lth_core.runs.fused import FusedStack
+    from lth_core.runs.fused import FusedStack, fused_layers
     from lth_core.data import IMAGE_SHAPE
     from lth_core.imp import PAPER_TRAINING
     from lth_core.models import DATASET_OF
@@ -152,8 +153,9 @@ def kernels(networks=("conv2", "shufflenet"), k: int = 8, steps: int = 5) -> dic
         out["timings"] += [{"cudnn": choice, **r} for r in table.to_dict("records")]
     for network in networks:
         batch = PAPER_TRAINING[network].batch_size
+        layers, channels_last = fused_layers(network, "cuda")  # the runner's forward pass
         stack = FusedStack([masked_model(network, torch.device("cuda"), seed=i) for i in range(k)], [1e-3] * k,
-                           [0.0] * k)
+                           [0.0] * k, layers=layers, channels_last=channels_last)
         x = torch.randn(k, batch, *IMAGE_SHAPE[DATASET_OF[network]], device="cuda")
         y = torch.randint(0, 10, (k, batch), device="cuda")
         stack.step(x, y)

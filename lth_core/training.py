@@ -305,10 +305,13 @@ def evaluate_state(model: nn.Module, state: dict, batches) -> tuple[float, float
 
 
 def finish(model: nn.Module, data: Dataset, stopping: EarlyStopping, iterations: int, t0: float,
-           snapshot: dict | None, eval_batch: int) -> TrainResult:
-    """Evaluate the early-stopping checkpoint on the test set; the model keeps its last state."""
+           snapshot: dict | None, eval_batch: int, test: tuple[float, float] | None = None) -> TrainResult:
+    """Evaluate the early-stopping checkpoint on the test set; the model keeps its last state.
+
+    `test`: the checkpoint's (test loss, test accuracy) when the caller has evaluated it already
+    (the fused trainer evaluates its members' checkpoints together)."""
     es_it, vl, va, best_state = stopping.best
-    test_loss, test_acc = evaluate_state(model, best_state, data.test_batches(eval_batch))
+    test_loss, test_acc = test or evaluate_state(model, best_state, data.test_batches(eval_batch))
     return TrainResult(es_iteration=es_it, val_loss=vl, val_acc=va, test_acc=test_acc, test_loss=test_loss,
                        iterations=iterations, wall_seconds=time.perf_counter() - t0, history=stopping.history,
                        best_state=best_state, snapshot_state=snapshot)

@@ -5,14 +5,16 @@ Inside:
   batch size, the device and CPU thread count, the two timings and their ratio.
 - `run_fusion_benchmark(networks, ks, ...)`: per network and group size K, ms per model-step
   of K trainings run one after another with `train()` (solo) and together with
-  `runs.fused.train_fused` (fused), and `speedup` = solo / fused.
+  `runs.fused.train_fused` under each forward pass of its step, side by side: vmap over the
+  solo network, the stacked layers of `runs.ops`, and those channels-last (convolutional
+  networks); `fused` is the pass the runner uses (`fused.fused_layers`), `speedup` = solo / fused.
 - `run_schedule_benchmark(networks, ...)`: what a user waits for: whole `train()` calls at the
   paper's evaluation schedule (validation every 100 iterations on 5,000 rows, checkpoints copied at
   every improvement, epoch boundaries; the 10,000-row test set at the end), in ms per iteration
   (the difference of a call of n and one of 2n iterations), beside the per-step figure, the share
   of the time outside the steps (`overhead`) and the seconds of one 30,000-iteration training.
 - `main()`: `python -m lth_core.report.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
-  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--no-fusion] [--no-schedule]` prints the tables,
+  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-schedule]` prints the tables,
   writes the fusion table to `outputs/tables/benchmark.csv` (what `reproduce --estimate` projects
   from) and the schedule table to `outputs/tables/benchmark_schedule.csv`.
 
@@ -62,7 +64,7 @@ from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, p
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
-from lth_core.runs.fused import FusedMember, train_fused, uses_cuda_graph
+from lth_core.runs.fused import FusedMember, fused_layers, train_fused, uses_cuda_graph
 from lth_core.training import select_numerics, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
@@ -78,7 +80,12 @@ BARE_BATCHES = 16  # distinct preloaded batches the bare loop cycles through
 SEED = 0
 COLUMNS = ["network", "batch", "device", "threads", "iterations",
            "lth_core ms/iter", "bare ms/iter", "ratio"]
-FUSION_KS = {"lenet_300_100": (1, 2, 4, 8, 16, 32), "conv2": (1, 2, 4, 8, 16), "shufflenet": (1, 2, 4, 8, 16)}
+FUSION_KS = {  # a CPU fuses at most fused.CPU_GROUP_SIZE members
+    "cpu": {"lenet_300_100": (1, 2, 4, 8), "conv2": (1, 2, 4, 8), "shufflenet": (1, 2, 4, 8)},
+    "cuda": {"lenet_300_100": (1, 2, 4, 8, 16, 32), "conv2": (1, 2, 4, 8, 16), "shufflenet": (1, 2, 4, 8, 16)},
+}
+# the fused step's forward passes timed side by side: (column, layers, channels_last)
+FUSED_PATHS = [("vmap", "vmap", False), ("stacked", "stacked", False), ("stacked channels-last", "stacked", True)]
 # timed iterations of each fused measurement: K of these steps run per iteration
 FUSION_ITERATIONS = {
     "cpu": {"lenet_300_100": 50, "conv2": 2, "shufflenet": 3},
@@ -94,7 +101,8 @@ PAPER_EVAL_EVERY, PAPER_VAL_ROWS, TEST_ROWS = 100, 5000, 10_000
 SCHEDULE_COLUMNS = ["network", "device", "threads", "iterations", "eval_every", "val_rows", "train() ms/iter",
                     "step ms/iter", "overhead", "s per 30K training"]
 FUSION_COLUMNS = ["network", "device", "threads", "K", "iterations", "solo ms/model-step", "fused ms/model-step",
-                  "speedup", "graphed ms/model-step", "graphed speedup"]
+                  "speedup", "fused path", *(f"{name} ms/model-step" for name, _, _ in FUSED_PATHS),
+                  "graphed ms/model-step", "graphed speedup"]
 
 
 def synthetic_dataset(name: str, device: torch.device, batch_size: int, test_rows: int | None = None) -> Dataset:
@@ -288,11 +296,12 @@ def schedule_sentence(table: pd.DataFrame) -> str:
 
 
 def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
-                            warmup: int, prototypes: list[nn.Module], cuda_graph: bool = False) -> float:
+                            warmup: int, prototypes: list[nn.Module], cuda_graph: bool = False,
+                            layers: str = "stacked", channels_last: bool = False) -> float:
     """ms per model-step of K members trained together (see the module docstring); members are
     copies of `prototypes` (masked models, built once: pruning a 4.3M-weight network takes a second).
     `cuda_graph`: the step replayed as a CUDA graph (its recording, at the first step, cancels out
-    in the difference of the two calls)."""
+    in the difference of the two calls); `layers`, `channels_last`: the step's forward pass."""
     base = PAPER_TRAINING[network]
     val_idx = torch.arange(base.batch_size)  # one batch: the untimed end-of-call evaluations stay short
     train_idx = torch.arange(base.batch_size, len(data.train_y))
@@ -302,7 +311,8 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
         members = [FusedMember(copy.deepcopy(prototypes[i % len(prototypes)]), train_idx, val_idx, cfg, seed=i)
                    for i in range(k)]
         start = _now(device)
-        train_fused(members, data, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph)
+        train_fused(members, data, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph,
+                    layers=layers, channels_last=channels_last)
         return _now(device) - start
 
     return 1000.0 * (seconds(warmup + iterations) - seconds(max(1, warmup))) / (k * iterations)
@@ -311,8 +321,11 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
 def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, iterations: int | None = None,
                          device: str = "auto", warmup: int | None = None, repeats: int = 1,
                          on_row=None) -> pd.DataFrame:
-    """One row per (network, K): solo and fused ms per model-step, speedup = solo / fused; on CUDA also
-    the fused step replayed as a CUDA graph (`graphed`; NaN on a CPU, where there are no graphs).
+    """One row per (network, K): solo and each fused forward pass (`FUSED_PATHS`; channels-last only for
+    the convolutional networks, NaN for LeNet) in ms per model-step, `fused` the runner's pass and
+    speedup = solo / fused; on CUDA also the runner's pass replayed as a CUDA graph (`graphed`; NaN on a
+    CPU, where there are no graphs). Per K, solo and every pass are measured in turn, `repeats` rounds
+    of them, so that a burst of load from other processes hits all alike; the fastest of each is kept.
 
     `on_row(table so far)` is called after every row, so a caller can save partial results."""
     dev = resolve_device(device)
@@ -322,19 +335,29 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
     for network in map(check_model_name, networks):
         n, n_warm, batch, data = _measurement(network, dev, iterations, warmup, FUSION_ITERATIONS, 5)
         solo_timer = LthCoreTimer(network, data, dev)
-        solo = min(solo_timer.ms_per_iteration(n, n_warm) for _ in range(repeats))
-        group_sizes = ks if isinstance(ks, (list, tuple)) else (ks or FUSION_KS)[network]
+        group_sizes = ks if isinstance(ks, (list, tuple)) else (ks or FUSION_KS[dev.type])[network]
         prototypes = [masked_model(network, dev, seed=i) for i in range(min(4, max(group_sizes)))]
+        paths = [p for p in FUSED_PATHS if not (p[2] and network == "lenet_300_100")]  # no channels in LeNet
+        chosen = fused_layers(network, dev)
+        graph = dev.type == "cuda"
         for k in group_sizes:
-            fused = min(fused_ms_per_model_step(network, data, dev, k, n, n_warm, prototypes) for _ in range(repeats))
-            graphed = float("nan")
-            if dev.type == "cuda":
-                graphed = min(fused_ms_per_model_step(network, data, dev, k, n, n_warm, prototypes, cuda_graph=True)
-                              for _ in range(repeats))
+            times = {name: float("inf") for name in ["solo", *(p[0] for p in paths), *(["graphed"] if graph else [])]}
+            for _ in range(repeats):
+                times["solo"] = min(times["solo"], solo_timer.ms_per_iteration(n, n_warm))
+                for name, layers, channels_last in paths:
+                    times[name] = min(times[name], fused_ms_per_model_step(
+                        network, data, dev, k, n, n_warm, prototypes, layers=layers, channels_last=channels_last))
+                if graph:
+                    times["graphed"] = min(times["graphed"], fused_ms_per_model_step(
+                        network, data, dev, k, n, n_warm, prototypes, cuda_graph=True, layers=chosen[0],
+                        channels_last=chosen[1]))
+            fused_name = next(name for name, layers, channels_last in paths if (layers, channels_last) == chosen)
+            solo, fused, graphed = times["solo"], times[fused_name], times.get("graphed", float("nan"))
             rows.append({"network": network, "device": str(dev), "threads": torch.get_num_threads(), "K": k,
                          "iterations": n, "solo ms/model-step": solo, "fused ms/model-step": fused,
-                         "speedup": solo / fused, "graphed ms/model-step": graphed,
-                         "graphed speedup": solo / graphed})
+                         "speedup": solo / fused, "fused path": fused_name,
+                         **{f"{name} ms/model-step": times.get(name, float("nan")) for name, _, _ in FUSED_PATHS},
+                         "graphed ms/model-step": graphed, "graphed speedup": solo / graphed})
             if on_row is not None:
                 on_row(pd.DataFrame(rows, columns=FUSION_COLUMNS))
     return pd.DataFrame(rows, columns=FUSION_COLUMNS)
@@ -375,10 +398,12 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for the run (default: PyTorch's choice)")
     parser.add_argument("--ks", type=int, nargs="+", default=None,
-                        help=f"group sizes for the fusion table (default: per network, {FUSION_KS})")
+                        help=f"group sizes for the fusion table (default: per device and network, {FUSION_KS})")
     parser.add_argument("--fusion-iterations", type=int, default=None,
                         help=f"timed iterations per fused measurement (default: per network and device, "
                              f"CPU {FUSION_ITERATIONS['cpu']}, CUDA {FUSION_ITERATIONS['cuda']})")
+    parser.add_argument("--fusion-repeats", type=int, default=1,
+                        help="rounds of side-by-side fusion measurements; the fastest of each is reported")
     parser.add_argument("--no-fusion", action="store_true", help="no fusion table")
     parser.add_argument("--no-schedule", action="store_true", help="no whole-train() table")
     args = parser.parse_args(argv)
@@ -395,7 +420,7 @@ def main(argv=None) -> None:
         print(f"written to {save_table(schedule, 'benchmark_schedule')[0]}")
     if not args.no_fusion:
         fusion = run_fusion_benchmark(args.networks, args.ks, args.fusion_iterations, args.device,
-                                      on_row=lambda partial: save_table(partial, "benchmark"))
+                                      repeats=args.fusion_repeats, on_row=lambda partial: save_table(partial, "benchmark"))
         print()
         print(fusion.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"written to {save_table(fusion, 'benchmark')[0]}")

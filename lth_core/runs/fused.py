@@ -9,6 +9,7 @@ Inside:
 - `FusedStack`: the stacked parameters, BN buffers, masks and Adam state of the members
   still training, one step of all of them, and compaction when some stop.
 - `group_size(network, device, batch_size)`: how many members to fuse at once.
+- `fused_layers(network, device)`, `uses_cuda_graph(network, device)`: the runner's step per network.
 
 What each member keeps to itself: initial weights, mask, training rows, batch order (its
 own generator, one permutation of its own rows per epoch: the order `train()` draws),
@@ -23,30 +24,20 @@ Masks as in solo training: the stacked weights are multiplied by their masks bef
 forward pass and their gradients after every backward pass, so pruned weights get exactly
 zero gradient, and Adam keeps them and their moments exactly zero.
 
-Route, measured before choosing (LeNet-300-100, batch 100, one thread of this shared 2-core
-Xeon, forward + backward + a first vectorised Adam, ms per step of the whole group; solo
-train() step 2.2 ms in that session):
-  torch.func (stacked tensors, vmap over functional_call): K=1 7.95, 2 16.9, 4 36.7, 8 72.0
-  explicit fused layers (baddbmm over [K, out, in]):       K=1 7.04, 2 14.0, 4 31.3, 8 72.9
-Both cost the same at K=8, and only torch.func runs all three networks unchanged (vmap turns
-convolutions, depthwise included, into grouped ones and updates batched BN running
-statistics in place), so this module uses torch.func.
-The excess over solo was Adam. Vectorised over the stacked tensors with [K]-shaped learning
-rates and bias corrections, it takes about ten passes over the weights, allocates
-weight-sized temporaries (page faults on every step) and hits torch.sqrt on exact zeros,
-4.5 ms per 940K floats here against 0.36 ms on non-zeros (pruned weights' second moments
-are exact zeros): 10-20 ms per step at K=4 even with kept buffers and in-place operations,
-against 1.2-3.6 ms for torch's own fused Adam kernel called once per slot on the slot's
-views. So `FusedStack` calls that kernel: once on the whole stack when the slots share
-learning rate and weight decay (their step counts are always equal), else once per slot:
-one pass, and exactly the update solo train()'s Adam(fused=True) makes.
-With it (same set-up, solo and fused alternating in one process, best of 3; the machine was
-loaded by other jobs, so solo itself read 6.8-9.0 ms instead of 2.2), ms per model-step:
-  solo 6.9-9.0;  fused K=1 10.3-10.6, K=2 9.5-9.7, K=4 8.8-9.2, K=8 6.8-8.9
-On a CPU fusion therefore buys little: one thread is already busy with one LeNet's matrix
-products. The gain expected from it is on a GPU, where a solo LeNet step is launch-bound.
-Validation runs per member on the member's own model (weights written back from the
-stack), as `train()` evaluates, so solo and fused share every evaluation and checkpoint.
+The step's forward pass (`layers`): the stacked layers of `runs.ops` (the members' activations
+as one [N, K*C, H, W] tensor, optionally channels-last; each convolution one grouped convolution,
+each BatchNorm one call over K*C channels, each linear layer one `baddbmm`), or torch.func's vmap
+over the solo network (kept for networks the stacked layers have no form for). `fused_layers`
+gives the runner's choice per network and device, the fastest measured (docs/decisions.md).
+Adam is torch's own fused kernel (`training.adam_update`), called once on the whole stack when
+the slots share learning rate and weight decay (their step counts are always equal), else once
+per slot on its views: one pass over the weights, and exactly the update solo train()'s Adam
+makes (a vectorised Adam with [K]-shaped learning rates made ten passes and was slower).
+
+Evaluation is stacked too: at an evaluation point, the members due are validated in one pass per
+batch (each on its own validation rows, in `train()`'s batches; members with the same rows read
+each batch once), and the checkpoints that end a training or are probed there are evaluated on
+the test set together, with the weights and BN statistics the member's own model would hold.
 
 CUDA graphs (`cuda_graph=True`, CUDA only): the whole stacked step (masking, forward, backward,
 gradient masking, Adam) is recorded once with `torch.cuda.graph` and replayed at every
@@ -69,14 +60,24 @@ from tqdm.auto import tqdm
 
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
-from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, batch_order, evaluate,
-                               evaluate_state, finish, iterations_per_epoch, select_numerics, state_copy)
+from lth_core.runs.ops.network import StackedForward, evaluate_stacked, member_losses
+from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, batch_order, finish,
+                               iterations_per_epoch, select_numerics, state_copy)
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
 # where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every
 # K (one graphed member 13x faster per model-step than a solo step), ShuffleNet at K <= 4 and even beyond;
 # Conv-2's step is bound by its convolution kernels from K = 4 on, and the graph gained nothing there
 CUDA_GRAPH_NETWORKS = ("lenet_300_100", "shufflenet")
+LAYERS = ("stacked", "vmap")  # the step's forward pass: runs.ops' stacked layers, or torch.func's vmap
+# the fused step's forward pass (layers, channels_last) the runner uses, per device type and network: the
+# fastest measured (docs/decisions.md). On the CPU the stacked layers beat vmap for all three networks, and
+# channels-last pays for Conv-2 only. On CUDA not yet measured: the stacked layers, channels-last for the
+# convolutional networks (cuDNN's grouped and depthwise kernels work in that layout), until gpu-check says.
+FUSED_LAYERS = {
+    "cpu": {"lenet_300_100": ("stacked", False), "conv2": ("stacked", True), "shufflenet": ("stacked", False)},
+    "cuda": {"lenet_300_100": ("stacked", False), "conv2": ("stacked", True), "shufflenet": ("stacked", True)},
+}
 GRAPH_WARMUP_STEPS = 3  # eager steps before a capture (lazy cuBLAS/cuDNN set-up must not happen inside it)
 
 
@@ -115,10 +116,16 @@ class FusedStack:
     `params`, `buffers` (BN running statistics; masks excluded), `masks` map the solo names to
     tensors with a leading member dimension; `exp_avg`, `exp_avg_sq` are Adam's moments per
     parameter; `lr` and `weight_decay` are per-slot lists, `steps` a [K] tensor of Adam step counts.
+    `layers`: how the step computes the forward pass, "stacked" (`runs.ops`: one grouped
+    convolution, batch norm or batched matrix product per layer, channels-last when
+    `channels_last`) or "vmap" (torch.func over the solo network). Evaluation (`evaluate`,
+    `evaluate_states`) always runs the stacked layers, all given members in one pass per batch.
     """
 
     def __init__(self, models: list[nn.Module], lrs: list[float], weight_decays: list[float],
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, layers: str = "stacked", channels_last: bool = False):
+        if layers not in LAYERS:
+            raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
         first = models[0]
         self.template = _template(first).train()  # BN uses batch statistics and updates its buffers
         masked = {f"{n}.weight" for n, m in first.named_modules() if MASK_BUFFER in m._buffers}
@@ -135,9 +142,14 @@ class FusedStack:
         # Adam's step counts, float32 on the weights' device as torch.optim.Adam(fused=True) keeps them
         self.steps = torch.zeros(len(models), dtype=torch.float32, device=next(iter(self.params.values())).device)
 
-        def loss(params, buffers, x, y):
-            return F.cross_entropy(functional_call(self.template, (params, buffers), (x,)), y)
-        self._losses = vmap(loss)
+        self.layers = layers
+        self.forward = StackedForward(self.template, channels_last)
+        if layers == "vmap":
+            def loss(params, buffers, x, y):
+                return F.cross_entropy(functional_call(self.template, (params, buffers), (x,)), y)
+            self._losses = vmap(loss)
+        else:
+            self._losses = self._stacked_losses
         if cuda_graph and self.steps.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the members on a CUDA device, not {self.steps.device}")
         self.cuda_graph = cuda_graph
@@ -186,11 +198,18 @@ class FusedStack:
             static_losses = self._step(static_x, static_y)
         self._graph = (recorded_for, graph, static_x, static_y, static_losses)
 
+    def _stacked_losses(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return member_losses(self.forward(params, buffers, x, training=True), y, "mean")
+
+    @torch.no_grad()
+    def _apply_masks(self) -> None:
+        """As the solo pre-hook: nothing written to a pruned weight reaches an output."""
+        for name, mask in self.masks.items():
+            self.params[name].mul_(mask)
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The step itself, eager (or being recorded)."""
-        with torch.no_grad():  # as the solo pre-hook: nothing written to a pruned weight reaches the output
-            for name, mask in self.masks.items():
-                self.params[name].mul_(mask)
+        self._apply_masks()
         losses = self._losses(self.params, self.buffers, x, y)
         for p in self.params.values():
             p.grad = None
@@ -223,6 +242,28 @@ class FusedStack:
             adam_update([self.params[n][where] for n in names], [self.params[n].grad[where] for n in names],
                         [self.exp_avg[n][where] for n in names], [self.exp_avg_sq[n][where] for n in names],
                         [self.steps[0]] * len(names), lr, wd)
+
+    def evaluate(self, slots: list[int], batches) -> list[tuple[float, float]]:
+        """(mean loss, accuracy %) of each of `slots` over `batches` of (x [len(slots), N, ...],
+        y [len(slots), N]), BN in evaluation mode: `training.evaluate` for all of them in one pass per batch."""
+        self._apply_masks()
+        params, buffers = self.params, self.buffers
+        if slots != list(range(len(self))):
+            idx = torch.tensor(slots, device=self.steps.device)
+            params = {n: p.detach().index_select(0, idx) for n, p in params.items()}
+            buffers = {n: b.index_select(0, idx) for n, b in buffers.items()}
+        return evaluate_stacked(self.forward, params, buffers, batches)
+
+    def evaluate_states(self, states: list[dict], batches) -> list[tuple[float, float]]:
+        """`evaluate` of state_dicts (checkpoints, e.g. on the CPU) of this network, masks applied."""
+        device = self.steps.device
+        with torch.no_grad():
+            params = {n: torch.stack([s[n] for s in states]).to(device) for n in self.params}
+            for n in self.masks:
+                mask = f"{n.rsplit('.', 1)[0]}.{MASK_BUFFER}"
+                params[n].mul_(torch.stack([s[mask] for s in states]).to(device))
+            buffers = {n: torch.stack([s[n] for s in states]).to(device) for n in self.buffers}
+        return evaluate_stacked(self.forward, params, buffers, batches)
 
     @torch.no_grad()
     def write_back(self, slot: int, model: nn.Module) -> None:
@@ -289,16 +330,25 @@ def check_members(members: list[FusedMember]) -> None:
         raise ValueError(f"fused members' models are on different devices: {sorted(map(str, devices))}")
 
 
+def fused_layers(network: str, device) -> tuple[str, bool]:
+    """(layers, channels_last) of `network`'s fused step on `device`: `FUSED_LAYERS`, vmap where it has
+    no entry (vmap runs any network; the stacked layers know the three of `models`)."""
+    return FUSED_LAYERS.get(torch.device(device).type, {}).get(network, ("vmap", False))
+
+
 def uses_cuda_graph(network: str, device) -> bool:
     """Whether the runner replays `network`'s fused step as a CUDA graph on `device` (where it measured faster)."""
     return torch.device(device).type == "cuda" and network in CUDA_GRAPH_NETWORKS
 
 
 def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True,
-                eval_batch: int = 1000, cuda_graph: bool = False) -> list[TrainResult]:
+                eval_batch: int = 1000, cuda_graph: bool = False, layers: str = "stacked",
+                channels_last: bool = False) -> list[TrainResult]:
     """Train every member as `train()` would alone, all at once; see the module docstring.
 
-    `cuda_graph`: replay the step as a CUDA graph (CUDA only; `uses_cuda_graph` says where it pays)."""
+    `cuda_graph`: replay the step as a CUDA graph (CUDA only; `uses_cuda_graph` says where it pays).
+    `layers`, `channels_last`: the step's forward pass (`FusedStack`; `fused_layers` says which measured
+    faster)."""
     check_members(members)
     device = data.device
     select_numerics(device)
@@ -306,7 +356,7 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
         m.model.train()
     runs = [_Run(m) for m in members]
     stack = FusedStack([m.model for m in members], [r.lr for r in runs], [m.cfg.weight_decay for m in members],
-                       cuda_graph=cuda_graph)
+                       cuda_graph=cuda_graph, layers=layers, channels_last=channels_last)
     results: list[TrainResult | None] = [None] * len(members)
     active = list(range(len(members)))  # member index of each stack slot
     t0, it = time.perf_counter(), 0
@@ -316,27 +366,37 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
         rows = torch.cat([runs[k].rows(it, device) for k in active])
         x, y = data.train_batch(rows)
         stack.lr = [runs[k].lr for k in active]
-        losses = stack.step(x.view(len(active), -1, *x.shape[1:]), y.view(len(active), -1))
+        losses = stack.step(x.view(len(active), -1, *x.shape[1:]), y.view(len(active), -1)).tolist()
         it += 1
-        stopped = []
         for slot, k in enumerate(active):
-            run, member = runs[k], members[k]
-            due = run.stopping.due(it)
-            if it == member.snapshot_at or due:
-                stack.write_back(slot, member.model)
-            if it == member.snapshot_at:
-                run.snapshot = state_copy(member.model)
-            if due:
-                vl, va = evaluate(member.model, data.train_batches(member.val_idx, eval_batch))
-                patience_out = run.stopping.record(it, vl, va, losses[slot].item(), run.lr,
-                                                   lambda: state_copy(member.model))
+            if it == members[k].snapshot_at:
+                stack.write_back(slot, members[k].model)
+                runs[k].snapshot = state_copy(members[k].model)
+        due = [slot for slot, k in enumerate(active) if runs[k].stopping.due(it)]
+        stopped, tested = [], []  # slots that end here; slots whose checkpoint needs a test pass
+        for slot, (vl, va) in zip(due, _validate(stack, due, [members[active[s]] for s in due], data, eval_batch)):
+            run, member = runs[active[slot]], members[active[slot]]
+
+            def checkpoint(slot=slot, model=member.model) -> dict:
+                stack.write_back(slot, model)
+                return state_copy(model)
+            patience_out = run.stopping.record(it, vl, va, losses[slot], run.lr, checkpoint)
+            if patience_out or it == run.cfg.iterations:  # an evaluation always ends a budget
+                stopped.append(slot)
+            if run.stopping.probe_due() or slot in stopped:
+                tested.append(slot)
+        if tested:  # every checkpoint probed or final at this iteration, in one test pass
+            checks = stack.evaluate_states([runs[active[s]].stopping.best[3] for s in tested],
+                                           _shared_batches(data.test_batches(eval_batch), len(tested)))
+            for slot, test in zip(tested, checks):
+                k = active[slot]
+                run, member = runs[k], members[k]
                 if run.stopping.probe_due():
-                    run.stopping.probe(evaluate_state(member.model, run.stopping.best[3],
-                                                      data.test_batches(eval_batch))[1])
-                if patience_out or it == run.cfg.iterations:  # an evaluation always ends a budget
-                    results[k] = finish(member.model, data, run.stopping, it, t0, run.snapshot, eval_batch)
+                    run.stopping.probe(test[1])
+                if slot in stopped:
+                    stack.write_back(slot, member.model)  # the last weights, as solo training leaves them
+                    results[k] = finish(member.model, data, run.stopping, it, t0, run.snapshot, eval_batch, test=test)
                     results[k].group_size = len(members)
-                    stopped.append(slot)
         if stopped:
             keep = [s for s in range(len(active)) if s not in stopped]
             active = [active[s] for s in keep]
@@ -345,6 +405,38 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
         bar.update(1)
     bar.close()
     return results
+
+
+def _shared_batches(batches, k: int):
+    """Batches (x, y) that all K members evaluate on, as [K, N, ...] views (no copy)."""
+    for x, y in batches:
+        yield x.expand(k, *x.shape), y.expand(k, *y.shape)
+
+
+def _validate(stack: FusedStack, slots: list[int], members: list[FusedMember], data: Dataset,
+              eval_batch: int) -> list[tuple[float, float]]:
+    """(validation loss, accuracy) of each of `slots` on its member's validation rows, in batches of
+    `eval_batch` rows as `train()` takes them: one stacked pass per batch for members with as many rows
+    (members sharing their rows read each batch once)."""
+    out: dict[int, tuple[float, float]] = {}
+    by_count: dict[int, list[int]] = {}
+    for i, m in enumerate(members):
+        by_count.setdefault(len(m.val_idx), []).append(i)
+    for group in by_count.values():
+        idx = [members[i].val_idx for i in group]
+        if all(torch.equal(idx[0], other) for other in idx[1:]):
+            batches = _shared_batches(data.train_batches(idx[0], eval_batch), len(group))
+        else:
+            batches = _member_batches(data, idx, eval_batch)
+        out.update(zip(group, stack.evaluate([slots[i] for i in group], batches)))
+    return [out[i] for i in range(len(members))]
+
+
+def _member_batches(data: Dataset, idx: list[torch.Tensor], eval_batch: int):
+    """Batch j of every member's own rows (as many rows each), stacked to [K, N, ...]."""
+    for chunks in zip(*(rows.split(eval_batch) for rows in idx)):
+        xs, ys = zip(*(data.train_batch(c) for c in chunks))
+        yield torch.stack(xs), torch.stack(ys)
 
 
 def group_size(network: str, device, batch_size: int) -> int:

@@ -8,7 +8,8 @@ then repeats until every run has finished:
 2. the trainings of all runs that can share a stacked model — same network,
    masked layers, batch size, dataset and test rows (`group_key`) — are trained together by
    `fused.train_fused`, in groups of at most `fused.group_size` members (on CUDA, replayed as
-   a CUDA graph for the networks where that measured faster: `fused.uses_cuda_graph`);
+   a CUDA graph for the networks where that measured faster: `fused.uses_cuda_graph`; with the
+   forward pass that measured fastest per network and device: `fused.fused_layers`);
 3. each run finishes its round from its own results (`IMPRunner.finish_round`:
    rows, the next mask) and stores it (`store.save_round`), exactly as
    `store.run_cached` does for one run, so caching, resuming after a kill and
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.imp import IMPConfig, IMPRunner, TrainingJob, round_trainings
 from lth_core.runs import store
-from lth_core.runs.fused import FusedMember, group_size, train_fused, uses_cuda_graph
+from lth_core.runs.fused import FusedMember, fused_layers, group_size, train_fused, uses_cuda_graph
 from lth_core.runs.parallel import TrainingPool
 from lth_core.training import TrainResult, train
 
@@ -81,8 +82,10 @@ def _train_group(items: list[tuple[_Open, TrainingJob]], fuse: bool, bar) -> lis
         return out
     members = [FusedMember(model=j.model, train_idx=j.train_idx, val_idx=j.val_idx, cfg=j.cfg, seed=j.seed,
                            snapshot_at=j.snapshot_at, desc=j.desc) for _, j in items]
-    results = train_fused(members, data, progress=False,
-                          cuda_graph=uses_cuda_graph(items[0][0].cfg.network, data.device))
+    network = items[0][0].cfg.network
+    layers, channels_last = fused_layers(network, data.device)
+    results = train_fused(members, data, progress=False, cuda_graph=uses_cuda_graph(network, data.device),
+                          layers=layers, channels_last=channels_last)
     bar.update(len(items))
     return results
 

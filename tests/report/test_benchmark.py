@@ -21,14 +21,21 @@ def test_lenet_table_has_positive_times_and_their_ratio():
     assert row["ratio"] == lth / bare
 
 
-def test_fusion_table_has_both_times_per_group_size_and_their_speedup():
+def test_fusion_table_has_solo_and_every_fused_path_per_group_size_and_their_speedup():
+    from lth_core.runs.fused import fused_layers
     table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=30, device="cpu", warmup=2)
     assert list(table.columns) == FUSION_COLUMNS
     assert list(table["K"]) == [1, 2] and set(table["network"]) == {"lenet_300_100"}
+    assert fused_layers("lenet_300_100", "cpu") == ("stacked", False)
     for _, row in table.iterrows():
         solo, fused = row["solo ms/model-step"], row["fused ms/model-step"]
         assert math.isfinite(solo) and solo > 0 and math.isfinite(fused) and fused > 0
         assert row["speedup"] == solo / fused
+        # vmap (today's path) and the stacked layers side by side; the runner's pass is the fused column
+        assert row["vmap ms/model-step"] > 0 and row["stacked ms/model-step"] > 0
+        assert row["fused path"] == "stacked" and fused == row["stacked ms/model-step"]
+        assert math.isnan(row["stacked channels-last ms/model-step"])  # LeNet has no channels
+        assert math.isnan(row["graphed ms/model-step"])  # no CUDA graphs on a CPU
 
 
 def test_schedule_benchmark_times_whole_trainings_beside_the_step():

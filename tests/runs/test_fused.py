@@ -86,8 +86,14 @@ CASES = {  # network: dataset shape, rows, batch, iterations, eval_every (CPU-si
 }
 
 
-@pytest.mark.parametrize("network", list(CASES))
-def test_fused_group_matches_solo_training_member_by_member(network):
+# the step's forward passes (FusedStack's layers, channels_last); channels-last only where there are channels
+PATHS = [(network, layers, channels_last) for network in CASES
+         for layers, channels_last in [("stacked", False), ("stacked", True), ("vmap", False)]
+         if not (channels_last and network == "lenet_300_100")]
+
+
+@pytest.mark.parametrize("network,layers,channels_last", PATHS)
+def test_fused_group_matches_solo_training_member_by_member(network, layers, channels_last):
     torch.manual_seed(0)
     shape, n_train, n_test, batch, iterations, every = CASES[network]
     data = _data(shape, n_train, n_test)
@@ -104,7 +110,7 @@ def test_fused_group_matches_solo_training_member_by_member(network):
     solo_models = [copy.deepcopy(m) for m in models]
     members = [FusedMember(models[k], rows[k], val, cfgs[k], seed=10 + k, snapshot_at=snapshot[k], desc=f"m{k}")
                for k in range(4)]
-    results = train_fused(members, data, progress=False)
+    results = train_fused(members, data, progress=False, layers=layers, channels_last=channels_last)
     for k, (member, res, solo_model) in enumerate(zip(members, results, solo_models)):
         solo = train(solo_model, data, rows[k], val, cfgs[k], seed=10 + k, snapshot_at=snapshot[k], progress=False)
         # the next round's mask costs two sorts of every weight (1.5 s for Conv-2): the pruned member suffices
@@ -221,6 +227,39 @@ def test_mismatched_members_are_refused():
                                            TrainConfig(iterations=5, batch_size=50), seed=0)], data, progress=False)
     with pytest.raises(ValueError, match="at least one"):
         train_fused([], data, progress=False)
+
+
+def test_validation_and_test_passes_run_for_the_group_at_once(monkeypatch):
+    """Members evaluated at one iteration share each batch's pass: their own validation rows (as many rows each),
+    and the test set for every checkpoint that ends or is probed there; the results equal solo training's."""
+    data = _data("mnist", 700, 100)
+    cfg = TrainConfig(iterations=20, batch_size=20, eval_every=5, lr=1e-3)
+    vals = [torch.arange(40), torch.arange(40, 80), torch.arange(40)]  # two members share their rows
+    rows = torch.arange(100, 700)
+    passes = []
+    for name in ("evaluate", "evaluate_states"):
+        original = getattr(FusedStack, name)
+
+        def counted(stack, what, batches, original=original, name=name):
+            passes.append((name, len(what)))
+            return original(stack, what, batches)
+        monkeypatch.setattr(FusedStack, name, counted)
+    models = _models("lenet_300_100", 3)
+    solo_models = [copy.deepcopy(m) for m in models]
+    results = train_fused([FusedMember(models[k], rows, vals[k], cfg, seed=k) for k in range(3)], data,
+                          progress=False, eval_batch=16)
+    assert passes == [("evaluate", 3)] * 4 + [("evaluate_states", 3)]
+    for k, (res, solo_model) in enumerate(zip(results, solo_models)):
+        solo = train(solo_model, data, rows, vals[k], cfg, seed=k, progress=False, eval_batch=16)
+        _assert_same(res, models[k], solo, solo_model, "lenet_300_100", check_masks=False)
+        assert [h["val_loss"] for h in res.history] == pytest.approx([h["val_loss"] for h in solo.history],
+                                                                      rel=1e-12)
+
+
+def test_an_unknown_forward_pass_is_refused():
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    with pytest.raises(ValueError, match="layers must be one of"):
+        FusedStack([model], [1e-3], [0.0], layers="compiled")
 
 
 def test_group_size_on_cpu_is_the_fixed_cap():
