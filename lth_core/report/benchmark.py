@@ -320,14 +320,15 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
 
 def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, iterations: int | None = None,
                          device: str = "auto", warmup: int | None = None, repeats: int = 1,
-                         on_row=None) -> pd.DataFrame:
+                         on_row=None, deadline: float | None = None) -> pd.DataFrame:
     """One row per (network, K): solo and each fused forward pass (`FUSED_PATHS`; channels-last only for
     the convolutional networks, NaN for LeNet) in ms per model-step, `fused` the runner's pass and
     speedup = solo / fused; on CUDA also the runner's pass replayed as a CUDA graph (`graphed`; NaN on a
     CPU, where there are no graphs). Per K, solo and every pass are measured in turn, `repeats` rounds
     of them, so that a burst of load from other processes hits all alike; the fastest of each is kept.
 
-    `on_row(table so far)` is called after every row, so a caller can save partial results."""
+    `on_row(table so far)` is called after every row, so a caller can save partial results. Past
+    `deadline` (a `time.time()` value) no further row is started: the rows measured so far are returned."""
     dev = resolve_device(device)
     if repeats < 1 or (iterations is not None and iterations < 1):
         raise ValueError(f"iterations and repeats must be positive, got {iterations}, {repeats}")
@@ -341,6 +342,8 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
         chosen = fused_layers(network, dev)
         graph = dev.type == "cuda"
         for k in group_sizes:
+            if deadline is not None and time.time() > deadline:
+                return pd.DataFrame(rows, columns=FUSION_COLUMNS)
             times = {name: float("inf") for name in ["solo", *(p[0] for p in paths), *(["graphed"] if graph else [])]}
             for _ in range(repeats):
                 times["solo"] = min(times["solo"], solo_timer.ms_per_iteration(n, n_warm))

@@ -50,3 +50,15 @@ def test_schedule_benchmark_times_whole_trainings_beside_the_step():
     assert "30,000-iteration training takes about" in schedule_sentence(table)
     with pytest.raises(ValueError, match="positive"):
         run_schedule_benchmark(["lenet_300_100"], iterations=0, device="cpu")
+
+
+def test_fusion_benchmark_starts_no_row_past_its_deadline():
+    # gpu-check gives the benchmark a share of its 8 minutes: rows measured by then are kept, no more
+    import time
+    from lth_core.report.benchmark import run_fusion_benchmark
+    assert run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=2, warmup=1, device="cpu",
+                                deadline=time.time() - 1).empty
+    seen = []
+    table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=2, warmup=1, device="cpu",
+                                 on_row=lambda t: seen.append(len(t)), deadline=time.time() + 600)
+    assert list(table["K"]) == [1, 2] and seen == [1, 2]
