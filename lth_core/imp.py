@@ -26,6 +26,11 @@ lists the trainings of round r in the order run_round does them, and
 `planned_remaining_pct(cfg)` the percent of weights left at each level, so
 callers count and label without re-deriving either.
 
+Training settings: `PAPER_TRAINING` is Table 1's per network; `TRAINING_SETTINGS` names other settings a
+network can also run under (overrides of Table 1's), `training_settings(network)` resolves them,
+`setting_overrides` makes a setting's `paper_config` overrides and `setting_of` names the setting of a
+TrainConfig.
+
 Data splits: a seeded validation holdout (`val_size`) comes out of the training
 set first; the rest is the pool. `all` is the pool, `half1`/`half2` its seeded
 disjoint halves S1/S2, `subset` a seeded `subset_percent`% of the pool.
@@ -60,6 +65,20 @@ PAPER_TRAINING = {
     "shufflenet": TrainConfig(batch_size=100, lr=1e-2, lr_schedule="step", lr_gamma=0.1, lr_step_epochs=10),
 }
 PAPER_PRUNE_RATE = {"lenet_300_100": 0.2, "conv2": 0.2, "shufflenet": 0.1}
+# Named training settings a network can also be run under, as overrides of its PAPER_TRAINING (`TABLE1`, no
+# overrides, is every network's). For LeNet, the settings that may decide whether its tickets beat their controls:
+# Frankle & Carbin's (their Figure 2 and appendix: Adam at a constant 1.2e-3, batch 60, 50,000 iterations, no
+# weight decay; they validate every 100 iterations, as TrainConfig does by default), and Table 1's without its
+# weight decay, the one change that separates the two at Table 1's batch and schedule.
+TABLE1 = "table1"
+TRAINING_SETTINGS = {
+    "lenet_300_100": {
+        TABLE1: {},
+        "table1_no_weight_decay": {"weight_decay": 0.0},
+        "frankle_carbin": {"lr": 1.2e-3, "weight_decay": 0.0, "lr_schedule": "constant", "lr_gamma": 1.0,
+                           "batch_size": 60, "iterations": 50_000},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -132,9 +151,40 @@ def paper_config(network: str, **overrides) -> IMPConfig:
     return IMPConfig(**{"network": network, "prune_rate": PAPER_PRUNE_RATE[network], "train": tc, **overrides})
 
 
-def is_paper_scale(cfg: IMPConfig) -> bool:
-    """Table 1's training settings on the full data (evaluation frequency and patience aside)."""
-    paper = PAPER_TRAINING[cfg.network]
+def training_settings(network: str) -> dict[str, TrainConfig]:
+    """{setting name: its full TrainConfig} of `network`: Table 1's, then its other named settings."""
+    check_model_name(network)
+    named = TRAINING_SETTINGS.get(network, {TABLE1: {}})
+    return {name: dataclasses.replace(PAPER_TRAINING[network], **over) for name, over in named.items()}
+
+
+def setting_overrides(network: str, setting: str, iterations: int | None = None) -> dict:
+    """`paper_config` overrides that train `network` under `setting`. `iterations` is a budget stated at Table 1's
+    (a profile's `lenet_iterations`); each setting gets the same share of its own full budget, so Table 1's 30,000
+    are every setting's full budget (Frankle & Carbin's 50,000 at batch 60: the same 3 million examples)."""
+    settings = training_settings(network)
+    if setting not in settings:
+        raise ValueError(f"unknown training setting {setting!r} for {network}; valid: {', '.join(settings)}")
+    over = dict(TRAINING_SETTINGS.get(network, {}).get(setting, {}))
+    if iterations is not None:
+        full, table1 = settings[setting].iterations, PAPER_TRAINING[network].iterations
+        over["iterations"] = iterations if full == table1 else max(1, round(iterations * full / table1))
+    return over
+
+
+def setting_of(network: str, train: TrainConfig) -> str | None:
+    """The name of the setting `train` follows (budget, evaluation frequency and patience aside); None when it
+    follows none (a training set up by hand)."""
+    aside = {"iterations": 1, "eval_every": 1, "patience": None, "epochs": None}
+    for name, tc in training_settings(network).items():
+        if dataclasses.replace(tc, **aside) == dataclasses.replace(train, **aside):
+            return name
+    return None
+
+
+def is_paper_scale(cfg: IMPConfig, setting: str = TABLE1) -> bool:
+    """`setting`'s full training (default Table 1's) on the full data (evaluation frequency and patience aside)."""
+    paper = training_settings(cfg.network)[setting]
     same_training = dataclasses.replace(cfg.train, eval_every=paper.eval_every, patience=None) == paper
     return (same_training and cfg.train_limit is None and cfg.test_limit is None
             and cfg.val_size == IMPConfig.val_size)

@@ -357,8 +357,8 @@ def _one_line(text: str) -> str:
 
 
 def estimate(profile: str, device: str = "auto", executor_options: dict | None = None,
-             benchmark_csv: Path | None = None) -> pd.DataFrame:
-    """Per notebook and network of `profile`: runs, trainings, iterations (every training to its full
+             benchmark_csv: Path | None = None, only: list[str] | None = None) -> pd.DataFrame:
+    """Per notebook (all, or those in `only`) and network of `profile`: runs, trainings, iterations (every training to its full
     budget: patience only shortens this) and projected hours, with no training.
 
     Hours = (training iterations + validation passes as step-equivalents) x ms per model-step from
@@ -377,7 +377,10 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
     path = Path(benchmark_csv or paths.tables_dir() / "benchmark.csv")
     bench = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["network", "device", "K"])
     values, rows = load_profile(profile), []
-    for name in notebooks():
+    unknown = sorted(set(only or ()) - set(notebooks()))
+    if unknown:
+        raise ValueError(f"unknown notebooks {unknown}; valid: {', '.join(notebooks())}")
+    for name in only or notebooks():
         configs = STUDIES[name].configs_from_parameters(notebook_parameters(name, values))
         for network in dict.fromkeys(c.network for c in configs):
             mine = [c for c in configs if c.network == network]
@@ -426,7 +429,7 @@ def main(argv=None) -> int:
                 raise ValueError(f"executor option {item!r}: {value!r} is not a value (a number, true/false, "
                                  "a name)") from None
         if args.estimate:
-            table = estimate(args.profile, args.device, options, args.benchmark)
+            table = estimate(args.profile, args.device, options, args.benchmark, args.notebooks)
             print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
             hours = "n/a" if table["hours"].isna().any() else f"{table['hours'].sum():,.1f}"
             print(f"total: {table['trainings'].sum():,} trainings, {table['iterations'].sum():,} iterations, "

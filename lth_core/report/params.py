@@ -34,7 +34,7 @@ import yaml
 
 from lth_core import paths, writer_lock
 from lth_core.data import TRAIN_SIZE
-from lth_core.imp import CONTROLS, PAPER_TRAINING
+from lth_core.imp import CONTROLS, PAPER_TRAINING, training_settings
 from lth_core.models import DATASET_OF
 from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, device_for_executor
 from lth_core.training import BUDGET_PROTOCOLS, CRITERIA
@@ -247,6 +247,8 @@ RANGES = {
     "tolerance": _nonnegative_number,  # a negative tolerance puts the dense network outside its own band
     "controls": lambda v, P: _distinct(v, CONTROLS, "controls"),
     "unseen_networks": _unseen_networks,
+    "lenet_settings": lambda v, P: _distinct(v, tuple(training_settings("lenet_300_100")), "training settings",
+                                             empty_ok=False),
     "faster_criterion": lambda v, P: None if v in CRITERIA else f"one of {', '.join(CRITERIA)}",
     "faster_protocols": lambda v, P: _distinct(v, BUDGET_PROTOCOLS, "budget protocols", empty_ok=False),
     **{name: check for prefix in NETWORK_OF_PREFIX for name, check in _network_ranges(prefix).items()},

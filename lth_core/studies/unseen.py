@@ -8,17 +8,24 @@ Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
 - `unseen_config(network, ...)`: the experiment's IMP configuration: tickets
   found on S1 (`half1`), each round's ticket also trained from its reset
   weights on S2 (`half2`), controls trained on S2.
-- `configs_from_parameters(P)`: the notebook's runs from its parameters;
+- `configs_from_parameters(P)`: the notebook's runs from its parameters: per network, seed and (LeNet)
+  named training setting (`imp.TRAINING_SETTINGS`; parameter `lenet_settings`);
 - `run_settings(configs)`: what a run actually used (budgets, split sizes), with
   a check that S1, S2 and the validation rows are disjoint.
+- `label_settings(rows, configs)`: each row's training setting (`setting`), from its run's config;
 - `label_curves(rows)`: names each row's curve (ticket on S1 / on S2, controls).
 - `figure1(rows, network, tolerance)`: the figure of one network: test accuracy
   and early-stopping iteration against percent of weights remaining.
-- `level_table`, `findings`: per-level means, and the numbers behind the statements;
+- `controls_figure(rows, network)`: test accuracy of the ticket on S2 and its controls against percent
+  remaining, one panel per training setting, 95% bands over seeds.
+- `groups(rows)`, `group_rows`: the (network, setting) pairs present, and the rows of one;
+- `level_table`, `control_intervals`, `findings`: per-level means, the ticket's lead over each control per
+  level with its 95% interval over seeds, and the numbers behind the statements, per network and setting;
 - `claims(found)`: the claims table (the paper's claim, ours, the rule, the verdict), decided by
-  `PCT_PRUNED_RULE`, `BEATS_REINIT_RULE` and their preconditions; `paper_numbers()` the paper's
+  `PCT_PRUNED_RULE`, `BEATS_CONTROL_RULE` and their preconditions; `paper_numbers()` the paper's
   numbers those rules read;
-  `findings_markdown`: the longer statements, computed from the rows.
+  `findings_markdown`: the longer statements, computed from the rows; `controls_markdown(found)`: what the
+  ticket against its controls means for Figure 1's claim, per setting.
 """
 import dataclasses
 from collections import Counter
@@ -29,16 +36,19 @@ from torch import nn
 
 from lth_core import imp
 from lth_core.data import load_dataset
-from lth_core.imp import IMPConfig, is_paper_scale, make_splits, paper_config
-from lth_core.models import (DATASET_LABEL, DATASET_OF, NETWORK_LABEL, build_model, count_prunable,
+from lth_core.imp import (TABLE1, IMPConfig, is_paper_scale, make_splits, paper_config, setting_of,
+                          setting_overrides, training_settings)
+from lth_core.models import (DATASET_LABEL, DATASET_OF, FIGURE_STEM, NETWORK_LABEL, build_model, count_prunable,
                              network_title, output_layer_name, prunable_weights)
 from lth_core.pruning import layer_rates
 from lth_core.report import plots
 from lth_core.report.claims import claim, claims_frame, learned, not_learned
+from lth_core.report.intervals import mean_interval
 from lth_core.report.paper import FIGURE_PANEL, paper_series, paper_value
 from lth_core.report.rules import Precondition, Rule, paper_numbers_table
 from lth_core.report.params import PARAM_PREFIX, network_overrides
 from lth_core.runs.experiment import grid
+from lth_core.runs.store import run_name
 from lth_core.report.tables import fmt, format_count, format_float, points
 from lth_core.studies import analysis
 from lth_core.training import iterations_per_epoch
@@ -56,10 +66,20 @@ REACHED = {n: Precondition(Rule(f"not within_tolerance_to_the_end or sparsest_pc
                            "the run stops at {sparsest_pct_pruned:.1f}% pruned, still within tolerance, short of "
                            f"the paper's {{paper[unseen.pct_pruned.{n}]:g}}%")
            for n in FIGURE1_NETWORKS}
-BEATS_REINIT_RULE = Rule("ticket_S2_acc_at > reinit_acc_at")  # our control, not in the paper
+# Our controls, not in the paper: the ticket on S2 beats a control when the 95% interval over seeds of its lead
+# (ticket minus control, paired by seed: one run trains both, on the same mask or from the same init) lies above 0
+# at the level compared (where the S2 curve is last within tolerance).
+BEATS_CONTROL_RULE = {c: Rule(f"{c}_lead_low > 0") for c in ("reinit", "random_prune")}
+# One seed gives one difference and no interval: seed-to-seed spread of a LeNet ticket's test accuracy is of the
+# order of the differences at stake (tenths of a point), so a difference from one run could be noise either way.
+SEVERAL_SEEDS = Precondition(Rule("seeds >= 2"), "one seed: no interval, and a difference of one run may be "
+                             "seed-to-seed noise (run several seeds, e.g. the controls profile)")
 
 S1, S2 = "half1", "half2"
 CONFIG_COLUMNS = {"budget": "train.iterations"}  # beside each row of the table
+SETTING_LABEL = {TABLE1: "Table 1's settings (the authors' code)",
+                 "table1_no_weight_decay": "Table 1's without weight decay",
+                 "frankle_carbin": "Frankle & Carbin's settings"}
 CURVES = {  # (kind, trained_on) -> label, in legend order
     ("ticket", S1): "ticket, trained on S1 (seen)",
     ("ticket", S2): "ticket, trained on S2 (unseen)",
@@ -67,6 +87,7 @@ CURVES = {  # (kind, trained_on) -> label, in legend order
     ("random_prune", S2): "control: random pruning, on S2",
 }
 CONTROL_LABEL = {"reinit": "the randomly re-initialised control", "random_prune": "the randomly pruned control"}
+CONTROL_CHANGE = {"reinit": "with a fresh initialisation", "random_prune": "with a random mask"}  # what it changes
 
 
 # ---------------------------------------------------------------- Table 1
@@ -154,11 +175,16 @@ def unseen_config(network: str, controls=("reinit",), **overrides) -> IMPConfig:
 
 
 def configs_from_parameters(P: dict) -> list[IMPConfig]:
-    """The notebook's IMP runs from its validated parameters: one per Figure 1 network and seed."""
+    """The notebook's IMP runs from its validated parameters: one per Figure 1 network, training setting
+    (LeNet: `lenet_settings`; Conv-2: Table 1's) and seed. `lenet_iterations` is the budget at Table 1's
+    settings; each setting gets the same share of its own full budget (`imp.setting_overrides`)."""
     configs = []
     for network in check_networks(P["unseen_networks"]):
-        base = unseen_config(network, controls=P["controls"], **network_overrides(P, network))
-        configs += grid(base, seeds=P["seeds"])
+        overrides = network_overrides(P, network)
+        for setting in P["lenet_settings"] if network == "lenet_300_100" else [TABLE1]:
+            setting_over = setting_overrides(network, setting, overrides["iterations"])
+            base = unseen_config(network, controls=P["controls"], **{**overrides, **setting_over})
+            configs += grid(base, seeds=P["seeds"])
     return configs
 
 
@@ -175,9 +201,9 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
     sizes = dict(sizes or {})
     rows, seen = [], set()
     for cfg in configs:
-        if cfg.network in seen:
+        if (cfg.network, cfg.train) in seen:
             continue
-        seen.add(cfg.network)
+        seen.add((cfg.network, cfg.train))
         if cfg.dataset not in sizes:
             sizes[cfg.dataset] = _dataset_sizes(cfg.dataset)
         n_train, n_test = sizes[cfg.dataset]
@@ -187,9 +213,11 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
             raise RuntimeError(f"{cfg.network}: S1, S2 and the validation rows overlap")
         tc = cfg.train
         rows.append({
-            "network": NETWORK_LABEL[cfg.network], "seeds": sorted({c.seed for c in configs if c.network == cfg.network}),
+            "network": NETWORK_LABEL[cfg.network], "setting": setting_of(cfg.network, cfg.train),
+            "seeds": sorted({c.seed for c in configs if c.network == cfg.network and c.train == cfg.train}),
             "rounds": cfg.rounds, "iterations": tc.iterations, "batch_size": tc.batch_size,
-            "eval_every": tc.eval_every, "learning_rate": describe_lr(tc), "S1_rows": len(s1), "S2_rows": len(s2),
+            "eval_every": tc.eval_every, "patience": tc.patience, "learning_rate": describe_lr(tc),
+            "weight_decay": format_float(tc.weight_decay), "S1_rows": len(s1), "S2_rows": len(s2),
             "validation_rows": len(val), "test_rows": n_test if cfg.test_limit is None else min(cfg.test_limit, n_test),
             "epochs_on_S1": round(tc.iterations / iterations_per_epoch(len(s1), tc.batch_size), 2),
             "controls": ", ".join(cfg.controls) or "none",
@@ -198,6 +226,39 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
 
 
 # ---------------------------------------------------------------- results
+
+def label_settings(rows: pd.DataFrame, configs: list[IMPConfig]) -> pd.DataFrame:
+    """Rows with a `setting` column: the named training setting of each row's run (`imp.setting_of`)."""
+    setting = {run_name(c): setting_of(c.network, c.train) for c in configs}
+    unknown = sorted(set(rows["run"]) - set(setting))
+    if unknown:
+        raise ValueError(f"rows of runs {unknown} are not among the configs given; pass the configs that made them")
+    unnamed = sorted(r for r in set(rows["run"]) if setting[r] is None)
+    if unnamed:
+        raise ValueError(f"runs {unnamed} follow none of the named training settings (imp.TRAINING_SETTINGS); "
+                         "make their configs with configs_from_parameters")
+    return rows.assign(setting=rows["run"].map(setting))
+
+
+def groups(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (network, setting) pairs present in `rows`, networks in Figure 1's order, settings in the library's."""
+    present = set(zip(rows["network"], rows["setting"]))
+    return [(n, s) for n in FIGURE1_NETWORKS for s in training_settings(n) if (n, s) in present]
+
+
+def group_rows(rows: pd.DataFrame, network: str, setting: str) -> pd.DataFrame:
+    """The rows of one network under one training setting."""
+    return rows[(rows["network"] == network) & (rows["setting"] == setting)]
+
+
+def _one_setting(rows: pd.DataFrame, network: str) -> str:
+    """The setting of `network`'s rows; an error when they hold several (means must never mix settings)."""
+    settings = sorted(set(rows.loc[rows["network"] == network, "setting"]))
+    if len(settings) != 1:
+        raise ValueError(f"rows of {network} must hold one training setting, got {settings}: select one "
+                         "(`groups(rows)` lists them)")
+    return settings[0]
+
 
 def label_curves(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows with a `curve` column (ordered categorical); rows of any other split/kind are an error."""
@@ -217,7 +278,8 @@ def _select(rows: pd.DataFrame, network: str, kind: str, trained_on: str) -> pd.
 
 
 def dense_reference_s2(rows: pd.DataFrame, network: str) -> pd.Series:
-    """Mean test accuracy and early-stopping iteration of the unpruned network trained on S2."""
+    """Mean test accuracy and early-stopping iteration of the unpruned network trained on S2 (one setting's rows)."""
+    _one_setting(rows, network)
     s2 = _select(rows, network, "ticket", S2)
     if s2.empty:
         raise ValueError(f"no rows of {network} tickets trained on S2")
@@ -225,7 +287,8 @@ def dense_reference_s2(rows: pd.DataFrame, network: str) -> pd.Series:
 
 
 def level_table(rows: pd.DataFrame, network: str, tolerance: float) -> pd.DataFrame:
-    """Per pruning level (mean over seeds): accuracy and early stopping of every curve, and the checks."""
+    """Per pruning level (mean over seeds) of one setting's rows: accuracy and early stopping of every curve, and
+    the checks."""
     ref = dense_reference_s2(rows, network)
     out = None
     for kind, split in CURVES:
@@ -238,27 +301,53 @@ def level_table(rows: pd.DataFrame, network: str, tolerance: float) -> pd.DataFr
         out = m if out is None else out.merge(m, on="pct_remaining", how="outer")
     out = out.sort_values("pct_remaining", ascending=False, ignore_index=True)
     out.insert(0, "network", NETWORK_LABEL[network])
-    out.insert(2, "pct_pruned", 100 - out["pct_remaining"])
+    out.insert(1, "setting", _one_setting(rows, network))
+    out.insert(3, "pct_pruned", 100 - out["pct_remaining"])
     out["S2_within_tolerance"] = out["test_acc_S2"] >= ref["test_acc"] - tolerance
-    for control in ("reinit", "random_prune"):
+    for control in CONTROL_LABEL:
         if f"test_acc_{control}" in out:
             out[f"S2_minus_{control}"] = out["test_acc_S2"] - out[f"test_acc_{control}"]
     return out
 
 
 def all_levels(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """`level_table` of every Figure 1 network present in `rows`, stacked."""
-    nets = [n for n in FIGURE1_NETWORKS if n in set(rows["network"])]
-    return pd.concat([level_table(rows, n, tolerance) for n in nets], ignore_index=True)
+    """`level_table` of every Figure 1 network and setting present in `rows`, stacked."""
+    return pd.concat([level_table(group_rows(rows, n, s), n, tolerance) for n, s in groups(rows)],
+                     ignore_index=True)
+
+
+def control_intervals(rows: pd.DataFrame, network: str) -> pd.DataFrame:
+    """Per control and pruned level of one setting's rows: the ticket's lead on S2 (ticket minus control, paired
+    by seed) as its mean over seeds and 95% t interval (`lead_low`, `lead_high`; NaN from one seed)."""
+    setting = _one_setting(rows, network)
+    ticket = _select(rows, network, "ticket", S2)[["seed", "pct_remaining", "test_acc"]]
+    out = []
+    for control in CONTROL_LABEL:
+        paired = ticket.merge(_select(rows, network, control, S2)[["seed", "pct_remaining", "test_acc"]],
+                              on=["seed", "pct_remaining"], suffixes=("_ticket", "_control"))
+        for level, d in paired.groupby("pct_remaining"):
+            lead, low, high = mean_interval(d["test_acc_ticket"] - d["test_acc_control"])
+            out.append({"network": network, "setting": setting, "control": control, "pct_remaining": float(level),
+                        "seeds": d["seed"].nunique(), "lead": lead, "lead_low": low, "lead_high": high})
+    return pd.DataFrame(out, columns=["network", "setting", "control", "pct_remaining", "seeds", "lead",
+                                      "lead_low", "lead_high"])
+
+
+def all_control_intervals(rows: pd.DataFrame) -> pd.DataFrame:
+    """`control_intervals` of every Figure 1 network and setting present in `rows`, stacked."""
+    return pd.concat([control_intervals(group_rows(rows, n, s), n) for n, s in groups(rows)], ignore_index=True)
 
 
 def findings(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """One row per network: how far the S2 curve stays within tolerance, and ticket vs controls there."""
+    """One row per network and setting: how far the S2 curve stays within tolerance, and the ticket against its
+    controls there (their mean accuracy, the ticket's lead with its interval) and at every pruned level."""
     out = []
-    for network in [n for n in FIGURE1_NETWORKS if n in set(rows["network"])]:
-        ref = dense_reference_s2(rows, network)
-        s2 = _select(rows, network, "ticket", S2)
-        levels = level_table(rows, network, tolerance)
+    for network, setting in groups(rows):
+        mine = group_rows(rows, network, setting)
+        ref = dense_reference_s2(mine, network)
+        s2 = _select(mine, network, "ticket", S2)
+        levels = level_table(mine, network, tolerance)
+        leads = control_intervals(mine, network)
         sparsest = analysis.sparsest_within_tolerance(s2, ref["test_acc"], tolerance)
         pruned = levels[levels["pct_remaining"] < 100]
         # compare with the controls where the S2 curve is last within tolerance; when no pruned level is
@@ -267,7 +356,7 @@ def findings(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
             at, at_within = sparsest, True
         else:
             at, at_within = (float(pruned["pct_remaining"].max()) if len(pruned) else None), False
-        rec = {"network": network, "seeds": rows.loc[rows["network"] == network, "seed"].nunique(),
+        rec = {"network": network, "setting": setting, "seeds": mine["seed"].nunique(),
                "tolerance": tolerance, "dense_S2_acc": ref["test_acc"], "dense_S2_es_iteration": ref["es_iteration"],
                "sparsest_level": float(levels["pct_remaining"].min()),
                "sparsest_within_tolerance": sparsest,
@@ -279,19 +368,39 @@ def findings(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         if at is not None:
             lv = levels[levels["pct_remaining"] == at].iloc[0]
             rec["ticket_S2_acc_at"] = lv["test_acc_S2"]
-            for control in ("reinit", "random_prune"):
-                if f"test_acc_{control}" in lv and pd.notna(lv[f"test_acc_{control}"]):
-                    rec[f"{control}_acc_at"] = lv[f"test_acc_{control}"]
-                    rec[f"beats_{control}"] = bool(lv["test_acc_S2"] > lv[f"test_acc_{control}"])
+            for control in CONTROL_LABEL:
+                mine_leads = leads[leads["control"] == control]
+                here = mine_leads[mine_leads["pct_remaining"] == at]
+                if here.empty:
+                    continue
+                rec[f"{control}_acc_at"] = lv[f"test_acc_{control}"]
+                rec |= {f"{control}_{k}": float(here[k].iloc[0]) for k in ("lead", "lead_low", "lead_high")}
+                rec[f"{control}_levels_above"] = int((mine_leads["lead_low"] > 0).sum())
+                rec[f"{control}_levels_below"] = int((mine_leads["lead_high"] < 0).sum())
+                rec[f"{control}_levels"] = len(mine_leads)
         out.append(rec)
     return pd.DataFrame(out)
 
 
+def _seeds_text(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
+def _lead_text(f: pd.Series, control: str) -> str:
+    """The ticket against one control at the compared level, with its interval when there is one."""
+    lead, low, high = f[f"{control}_lead"], f[f"{control}_lead_low"], f[f"{control}_lead_high"]
+    s = f"{CONTROL_LABEL[control]} ({f[f'{control}_acc_at']:.2f}%, a lead of {lead:+.2f} points"
+    if pd.isna(low):
+        return s + ")"
+    verdict = "above" if low > 0 else "below" if high < 0 else "not distinguishable from"
+    return s + f", 95% interval {low:+.2f} to {high:+.2f}: {verdict} it)"
+
+
 def _sentence(f: pd.Series) -> str:
     name = NETWORK_LABEL[f["network"]]
-    seeds = f"{f['seeds']} seed" + ("s" if f["seeds"] != 1 else "")
-    s = (f"**{name}** ({DATASET_LABEL[DATASET_OF[f['network']]]}, mean over {seeds}): the unpruned network "
-         f"trained on S2 reaches {f['dense_S2_acc']:.2f}% test accuracy at early stopping "
+    under = "" if f["setting"] == TABLE1 else f", {SETTING_LABEL[f['setting']]}"
+    s = (f"**{name}** ({DATASET_LABEL[DATASET_OF[f['network']]]}{under}, mean over {_seeds_text(f['seeds'])}): "
+         f"the unpruned network trained on S2 reaches {f['dense_S2_acc']:.2f}% test accuracy at early stopping "
          f"(iteration {f['dense_S2_es_iteration']:.0f}). ")
     sparsest, tol = f["sparsest_within_tolerance"], f["tolerance"]
     if sparsest is None or sparsest >= 100:
@@ -309,15 +418,10 @@ def _sentence(f: pd.Series) -> str:
     if f.get("compared_at") is not None and pd.notna(f.get("compared_at")):
         where = ("There" if f["compared_within_tolerance"]
                  else f"At the first pruned level ({f['compared_at']:.3g}% remaining)")
-        parts = []
-        for control in ("reinit", "random_prune"):
-            if pd.notna(f.get(f"{control}_acc_at", float("nan"))):
-                diff = f["ticket_S2_acc_at"] - f[f"{control}_acc_at"]
-                verdict = "beats" if f[f"beats_{control}"] else "does not beat"
-                parts.append(f"{verdict} {CONTROL_LABEL[control]} ({f[f'{control}_acc_at']:.2f}%, "
-                             f"{diff:+.2f} points)")
+        parts = [_lead_text(f, c) for c in CONTROL_LABEL if pd.notna(f.get(f"{c}_lead", float("nan")))]
         if parts:
-            s += f"{where} the ticket ({f['ticket_S2_acc_at']:.2f}% on S2) " + " and ".join(parts) + ". "
+            s += f"{where} the ticket ({f['ticket_S2_acc_at']:.2f}% on S2) is compared with " + " and ".join(parts)
+            s += ". " if f["seeds"] > 1 else "; from one seed no interval tells a difference from seed noise. "
         else:
             s += "No control was run, so whether the ticket beats one is not shown. "
     if pd.notna(f.get("mean_S2_minus_S1")):
@@ -326,11 +430,16 @@ def _sentence(f: pd.Series) -> str:
     return s
 
 
+def _in_setting(text: str, setting: str) -> str:
+    """A claim's text, naming the training setting unless it is Table 1's (the paper's own)."""
+    return text if setting == TABLE1 else f"{text}, under {SETTING_LABEL[setting]}"
+
+
 def claims(found: pd.DataFrame) -> pd.DataFrame:
-    """The claims table of Figure 1, one row per network and claim (see report/claims.py)."""
+    """The claims table of Figure 1, one row per network, setting and claim (see report/claims.py)."""
     out = []
     for _, f in found.iterrows():
-        net, seeds, tol = f["network"], int(f["seeds"]), f["tolerance"]
+        net, setting, seeds, tol = f["network"], f["setting"], int(f["seeds"]), f["tolerance"]
         learned_blocker = not_learned(net, f["dense_S2_acc"])  # every claim about this network's run
         paper = f["paper_pct_pruned"]
         within = f["pct_pruned_within_tolerance"]
@@ -338,39 +447,83 @@ def claims(found: pd.DataFrame) -> pd.DataFrame:
                   "within_tolerance_to_the_end": bool(f["within_tolerance_to_the_end"]),
                   "sparsest_pct_pruned": 100.0 - f["sparsest_level"]}
         out.append(claim(
-            NOTEBOOK, net, f"tickets found on S1 and trained on unseen S2 stay within {points(tol)} of the "
-            f"unpruned network up to {paper:g}% pruned", "Fig. 1", f"{paper:g}% pruned",
-            f"{values['pct_pruned_within_tolerance']:.1f}% pruned", PCT_PRUNED_RULE[net], values,
-            [learned_blocker, REACHED[net].unmet(values)], seeds))
-        if pd.notna(f.get("reinit_acc_at", float("nan"))):
+            NOTEBOOK, net, _in_setting(f"tickets found on S1 and trained on unseen S2 stay within {points(tol)} of "
+                                       f"the unpruned network up to {paper:g}% pruned", setting),
+            "Fig. 1", f"{paper:g}% pruned", f"{values['pct_pruned_within_tolerance']:.1f}% pruned",
+            PCT_PRUNED_RULE[net], values, [learned_blocker, REACHED[net].unmet(values)], seeds))
+        for control in CONTROL_LABEL:
+            if pd.isna(f.get(f"{control}_lead", float("nan"))):
+                continue
+            lead, low, high = (f[f"{control}_{k}"] for k in ("lead", "lead_low", "lead_high"))
+            ours = f"{lead:+.2f} points at {f['compared_at']:.3g}% remaining"
+            ours += (" (one seed: no interval)" if pd.isna(low) else
+                     f" (95% interval {low:+.2f} to {high:+.2f}; above 0 at {f[f'{control}_levels_above']} of "
+                     f"{f[f'{control}_levels']} pruned levels)")
             out.append(claim(
-                NOTEBOOK, net, "the ticket on S2 beats its random re-initialisation control (our control; "
-                "not in the paper)", "-", "-",
-                f"{fmt(f['ticket_S2_acc_at'])}% vs {fmt(f['reinit_acc_at'])}% at {f['compared_at']:.3g}% remaining",
-                BEATS_REINIT_RULE, f, [learned_blocker], seeds))
+                NOTEBOOK, net, _in_setting(f"the ticket on S2 beats {CONTROL_LABEL[control]} where the S2 curve is "
+                                           "last within tolerance (our control; not in the paper)", setting),
+                "-", "-", ours, BEATS_CONTROL_RULE[control], f,
+                [learned_blocker, SEVERAL_SEEDS.unmet({"seeds": seeds})], seeds))
     return claims_frame(out)
 
 
 def paper_numbers() -> pd.DataFrame:
     """The paper's numbers this notebook's claims read, with where the paper states each."""
-    return paper_numbers_table([*PCT_PRUNED_RULE.values(), *REACHED.values(), BEATS_REINIT_RULE,
+    return paper_numbers_table([*PCT_PRUNED_RULE.values(), *REACHED.values(), *BEATS_CONTROL_RULE.values(),
                                 *(learned(n) for n in FIGURE1_NETWORKS)])
 
 
 def findings_markdown(found: pd.DataFrame) -> str:
-    """The notebook's computed statements, one paragraph per network."""
+    """The notebook's computed statements, one paragraph per network and setting."""
     return "\n\n".join(_sentence(f) for _, f in found.iterrows())
 
 
-# ---------------------------------------------------------------- Figure 1
+def controls_markdown(found: pd.DataFrame) -> str:
+    """What the ticket against its controls means for Figure 1's claim, one paragraph per network and setting
+    with controls, then which settings make the claim one about winning tickets."""
+    paragraphs, beaten, not_beaten = [], [], []
+    for _, f in found.iterrows():
+        ran = [c for c in CONTROL_LABEL if pd.notna(f.get(f"{c}_lead", float("nan")))]
+        if not ran:
+            continue
+        where = f"**{NETWORK_LABEL[f['network']]}, {SETTING_LABEL[f['setting']]}** ({_seeds_text(f['seeds'])})"
+        head = (f"{where}: at {f['compared_at']:.3g}% of weights remaining, where the ticket on S2 is "
+                + ("last within tolerance" if f["compared_within_tolerance"] else "first pruned")
+                + ", it is compared with " + " and ".join(_lead_text(f, c) for c in ran) + ". ")
+        if f["seeds"] < 2:
+            paragraphs.append(head + "One seed gives no interval, so whether Figure 1's claim is about winning "
+                              "tickets at these settings stays open: run several seeds (the `controls` profile).")
+            continue
+        lost = [c for c in ran if not f[f"{c}_lead_low"] > 0]
+        name = f"{NETWORK_LABEL[f['network']]} under {SETTING_LABEL[f['setting']]}"
+        if lost:
+            not_beaten.append(name)
+            paragraphs.append(head + f"The ticket does not beat {' or '.join(CONTROL_LABEL[c] for c in lost)}, so "
+                              "here Figure 1's \"tickets train on unseen data\" says nothing about *winning* "
+                              "tickets: a network of the same density "
+                              + " or ".join(CONTROL_CHANGE[c] for c in lost) + " trains on S2 as well.")
+        else:
+            beaten.append(name)
+            paragraphs.append(head + "The ticket beats every control run, so here what trains on unseen S2 is a "
+                              "winning ticket: its initialisation and mask matter, as Figure 1's claim assumes.")
+    if beaten or not_beaten:
+        paragraphs.append("Across settings, the ticket beats every control run with " + (" and ".join(beaten) or "none")
+                          + ", and not with " + (" or ".join(not_beaten) or "none")
+                          + ". Figure 1's claim is a statement about winning tickets only where it does.")
+    return "\n\n".join(paragraphs) or "No control was run: the ticket is not compared with one."
+
+
+# ---------------------------------------------------------------- Figures
 
 def figure1(rows: pd.DataFrame, network: str, tolerance: float):
-    """Two panels for `network`: test accuracy and early-stopping iteration vs percent remaining; the
-    paper's Figure 1 points of the network on the accuracy panel (it shows no early-stopping iteration)."""
+    """Two panels for `network` (rows of one training setting): test accuracy and early-stopping iteration vs
+    percent remaining; the paper's Figure 1 points of the network on the accuracy panel (it shows no
+    early-stopping iteration)."""
     d = label_curves(rows[rows["network"] == network])
     if d.empty:
         raise ValueError(f"no rows for network {network!r}")
     ref = dense_reference_s2(rows, network)
+    setting = _one_setting(rows, network)
     fig, axes = plots.new_figure(ncols=2, width=6.0, height=4.2)
     ax_acc, ax_es = axes[0]
     plots.plot_vs_remaining(d, "test_acc", ax_acc, hue="curve", reference=ref["test_acc"],
@@ -393,17 +546,61 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
     for h, label in zip(*ax_es.get_legend_handles_labels()):  # the budget and budget-bound marks
         if label not in labels:
             handles, labels = handles + [h], labels + [label]
-    fig.suptitle(f"{network_title(network)}: tickets found on S1, trained on S1 and on unseen S2")
+    under = "" if setting == TABLE1 else f" ({SETTING_LABEL[setting]})"
+    fig.suptitle(f"{network_title(network)}: tickets found on S1, trained on S1 and on unseen S2{under}")
     fig.tight_layout(rect=(0, 0.03 + 0.035 * -(-len(labels) // 3), 1, 1))  # room for the legend's rows
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
     return fig
 
 
+def figure_stem(network: str, setting: str) -> str:
+    """Figure 1's file stem for one network and setting (Table 1's keeps the plain name)."""
+    stem = f"fig1_{FIGURE_STEM[network]}"
+    return stem if setting == TABLE1 else f"{stem}_{setting}"
+
+
+def controls_figure(rows: pd.DataFrame, network: str):
+    """Test accuracy of the ticket on S2, its re-init and random-pruning controls against percent remaining, one
+    panel per training setting of `network` in `rows`, 95% bands over seeds, the unpruned network on S2 dashed."""
+    mine = rows[(rows["network"] == network) & (rows["trained_on"] == S2)]
+    if mine.empty or not set(mine["kind"]) & set(CONTROL_LABEL):
+        raise ValueError(f"no control rows of {network} trained on S2: run with controls")
+    d = label_curves(mine)  # one set of categories for every panel: the same colour per curve
+    settings = [s for n, s in groups(mine) if n == network]
+    fig, axes = plots.new_figure(ncols=len(settings), width=4.6, height=4.0)
+    for ax, setting in zip(axes[0], settings):
+        part = d[d["setting"] == setting]
+        plots.plot_vs_remaining(part, "test_acc", ax, hue="curve",
+                                reference=dense_reference_s2(part, network)["test_acc"],
+                                reference_label="unpruned, trained on S2",
+                                ylabel="test accuracy at early stopping (%)",
+                                title=f"{SETTING_LABEL[setting]}\n({_seeds_text(part['seed'].nunique())})")
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")  # the shared scale's label once, on the left
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    low = min(ax.get_ylim()[0] for ax in axes[0])
+    high = max(ax.get_ylim()[1] for ax in axes[0])
+    for ax in axes[0]:
+        ax.set_ylim(low, high)  # one scale, so panels compare by eye
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle(f"{network_title(network)}: the ticket on unseen S2 against its controls")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small", frameon=False)
+    return fig
+
+
+def _full_scale(cfg: IMPConfig) -> bool:
+    setting = setting_of(cfg.network, cfg.train)
+    return setting is not None and is_paper_scale(cfg, setting)
+
+
 def scale_note(configs: list[IMPConfig]) -> str:
-    """Whether this run has the paper's scale, per network, for the notebook's caveats."""
-    small = [NETWORK_LABEL[n] for n, c in {c.network: c for c in configs}.items() if not is_paper_scale(c)]
+    """Whether this run has the full scale of its settings, per network, for the notebook's caveats."""
+    small = [NETWORK_LABEL[n] for n in dict.fromkeys(c.network for c in configs)
+             if not all(_full_scale(c) for c in configs if c.network == n)]
     if not small:
-        return "This run uses Table 1's budgets on the full data sets."
-    return (f"This run is scaled down for {', '.join(small)} (budgets or data smaller than Table 1's; see the "
+        return "This run uses Table 1's budgets (each setting's full budget) on the full data sets."
+    return (f"This run is scaled down for {', '.join(small)} (budgets or data smaller than its settings'; see the "
             "settings table above): its numbers show the method and the shape of the curves, not the paper's "
             "values.")

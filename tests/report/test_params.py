@@ -241,6 +241,6 @@ def test_profiles_are_range_checked_against_every_notebook(tmp_path, monkeypatch
         load_profile("mistyped")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper", "controls"])
 def test_shipped_profiles_are_in_range(profile):
     load_profile(profile)
