@@ -66,7 +66,7 @@ import pandas as pd
 from lth_core import crashpoints, paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.report.benchmark import ms_per_model_step
-from lth_core.report.params import check_parameters, declared_parameters, load_profile
+from lth_core.report.params import check_parameters, declared_parameters, load_profile, profile_notebooks
 from lth_core.report.results_page import write_results_page
 from lth_core.runs.executors import (ExecutorOptions, RunFailedError, device_for_executor, execute_runs,
                                     resolve_device, with_cpu_workers)
@@ -251,6 +251,7 @@ def reproduce(profile: str = "quick", device: str = "auto", only: list[str] | No
     if folder == runs:
         raise ValueError(f"profile {profile!r} would write into the run store {runs}; rename the profile")
     names = notebooks()
+    only = only or profile_notebooks(profile)
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
@@ -377,6 +378,7 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
     path = Path(benchmark_csv or paths.tables_dir() / "benchmark.csv")
     bench = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["network", "device", "K"])
     values, rows = load_profile(profile), []
+    only = only or profile_notebooks(profile)
     unknown = sorted(set(only or ()) - set(notebooks()))
     if unknown:
         raise ValueError(f"unknown notebooks {unknown}; valid: {', '.join(notebooks())}")

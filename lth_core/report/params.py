@@ -332,7 +332,16 @@ def profile_path(profile: str) -> Path:
     return path
 
 
-def load_profile(profile: str) -> dict:
+# a profile's own key, not a parameter: the notebooks it is made for (default: every notebook)
+PROFILE_NOTEBOOKS = "notebooks"
+
+
+def profile_notebooks(profile: str) -> list[str] | None:
+    """The notebooks `profile` is made for (its `notebooks:` list), or None for every notebook."""
+    return _read_profile(profile).get(PROFILE_NOTEBOOKS)
+
+
+def _read_profile(profile: str) -> dict:
     path = profile_path(profile)
     try:
         values = yaml.safe_load(path.read_text()) or {}
@@ -343,6 +352,18 @@ def load_profile(profile: str) -> dict:
                              "per line") from None
     if not isinstance(values, dict):
         raise ParameterError(f"{path} must hold `name: value` lines, not a {type(values).__name__}")
+    names = values.get(PROFILE_NOTEBOOKS)
+    valid = sorted(all_declared())
+    if names is not None and not (isinstance(names, list) and names and set(names) <= set(valid)
+                                  and len(set(names)) == len(names)):
+        raise ParameterError(f"{path}: `{PROFILE_NOTEBOOKS}` must be a list of distinct notebooks from {valid}, "
+                             f"got {names!r}")
+    return values
+
+
+def load_profile(profile: str) -> dict:
+    """The parameter values `profile` sets, checked against every notebook's declarations and ranges."""
+    values = {k: v for k, v in _read_profile(profile).items() if k != PROFILE_NOTEBOOKS}
     known = {n for decl in all_declared().values() for n in decl}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -6,7 +6,7 @@ fills a profile's values with the notebook's declared defaults and checks them;
 `make reproduce` will run), for estimates and for studies of the stored runs.
 """
 from lth_core.imp import IMPConfig
-from lth_core.report.params import check_parameters, declared_parameters, load_profile
+from lth_core.report.params import check_parameters, declared_parameters, load_profile, profile_notebooks
 from lth_core.studies import faster_tickets, shufflenet, unseen
 
 STUDIES = {study.NOTEBOOK: study for study in (unseen, faster_tickets, shufflenet)}
@@ -21,9 +21,10 @@ def notebook_parameters(name: str, profile_values: dict) -> dict:
 
 
 def profile_configs(profile: str, notebooks=None) -> list[IMPConfig]:
-    """The IMP configs of `notebooks` (default: all) under `profile`, in notebook order, each once."""
+    """The IMP configs of `notebooks` (default: the profile's own, else all) under `profile`, in notebook
+    order, each once."""
     values = load_profile(profile)
     configs = []
-    for name in notebooks or STUDIES:
+    for name in notebooks or profile_notebooks(profile) or STUDIES:
         configs += STUDIES[name].configs_from_parameters(notebook_parameters(name, values))
     return list(dict.fromkeys(configs))

@@ -244,3 +244,21 @@ def test_profiles_are_range_checked_against_every_notebook(tmp_path, monkeypatch
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper", "controls"])
 def test_shipped_profiles_are_in_range(profile):
     load_profile(profile)
+
+
+def test_a_profile_names_the_notebooks_it_is_made_for():
+    from lth_core.report.params import profile_notebooks
+    from lth_core.reproduce import estimate
+    assert profile_notebooks("controls") == ["01_trainability_unseen"] and profile_notebooks("quick") is None
+    assert "notebooks" not in load_profile("controls")  # the profile's own key, not a parameter
+    assert set(estimate("controls", device="cpu")["notebook"]) == {"01_trainability_unseen"}
+
+
+@pytest.mark.parametrize("listed", ["[01_trainability_unseen, 01_trainability_unseen]", "[04_nothing]", "[]",
+                                    "01_trainability_unseen"])
+def test_a_profiles_notebook_list_is_checked(listed, tmp_path, monkeypatch):
+    from lth_core.report.params import profile_notebooks
+    monkeypatch.setattr(paths, "PARAMS_DIR", tmp_path)
+    (tmp_path / "odd.yaml").write_text(f"notebooks: {listed}\n")
+    with pytest.raises(ParameterError, match=r"odd.yaml: `notebooks` must be a list of distinct notebooks from"):
+        profile_notebooks("odd")
