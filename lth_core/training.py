@@ -25,12 +25,20 @@ Minibatches are drawn by index from a seeded permutation per epoch (the last
 incomplete batch of an epoch is dropped, so every step sees `batch_size` rows);
 the learning rate changes at epoch boundaries.
 
-Same seed, same device, same numbers: `train()` first calls `select_numerics(device)`.
-On a CPU (at a fixed torch thread count) that flushes subnormal floats to zero
+Same seed, same device, same numbers: `train()` first calls `select_numerics(device,
+precision)`. On a CPU (at a fixed torch thread count) that flushes subnormal floats to zero
 (`flush_cpu_denormals`); on CUDA it selects cuDNN's deterministic algorithms, no
 autotuning, no TF32 (`select_deterministic_kernels`; cuBLAS's workspace is fixed when
-lth_core is imported).
+lth_core is imported), unless the precision asks for TF32.
+
+Precision (`TrainConfig.precision`, one of `PRECISIONS`): `float32` computes everything in
+float32 (exact, the default); `tf32` lets CUDA's matrix products and convolutions round their
+inputs to TF32 on tensor cores (CUDA only); `bf16` runs every forward pass (training, validation,
+test) under `autocast` to bfloat16, so the products and convolutions and their backward run in
+bfloat16, while the weights, gradients, Adam's state and the masks stay float32: the masks
+multiply the float32 weights and gradients, so pruned weights stay exactly zero.
 """
+import contextlib
 import dataclasses
 import math
 import time
@@ -49,6 +57,7 @@ CRITERIA = ("val_loss", "val_acc")
 BUDGET_PROTOCOLS = ("iterations", "epochs")  # a budget of `iterations`, or of `epochs` of the training rows
 BUDGET_BOUND_FRACTION = 0.9  # an early stop after this share of the budget is budget-bound
 TEST_PROBE_AFTER = 10  # evaluations a checkpoint stays best before its test accuracy is probed
+PRECISIONS = ("float32", "tf32", "bf16")  # the compute precision of training and evaluation (module docstring)
 
 
 def budget_bound(es_iteration, budget):
@@ -70,6 +79,7 @@ class TrainConfig:
     criterion: str = "val_loss"
     patience: int | None = None  # evaluations without improvement before stopping; None runs the full budget
     epochs: float | None = None  # budget in epochs of the run's own training rows (the authors: 20); None: `iterations`
+    precision: str = "float32"  # float32 | tf32 (CUDA only) | bf16 (autocast, float32 master weights)
 
     def __post_init__(self):
         def bad(what):
@@ -93,6 +103,8 @@ class TrainConfig:
             bad(f"patience must be None or >= 1, got {self.patience}")
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             bad(f"epochs must be None or > 0, got {self.epochs}")
+        if self.precision not in PRECISIONS:
+            bad(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 
     def budget_for(self, n_rows: int) -> "TrainConfig":
         """This config with its budget in iterations for `n_rows` training rows (`epochs` resolved)."""
@@ -127,14 +139,15 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) over an iterable of (x, y) batches."""
+def evaluate(model: nn.Module, batches, precision: str = "float32") -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over an iterable of (x, y) batches, computed in `precision`."""
     was_training = model.training
     model.eval()
     loss = correct = n = 0
     for x, y in batches:
-        out = model(x)
-        loss = loss + F.cross_entropy(out, y, reduction="sum")
+        with autocast(x.device, precision):
+            out = model(x)
+            loss = loss + F.cross_entropy(out, y, reduction="sum")
         correct = correct + (out.argmax(1) == y).sum()
         n += len(y)
     model.train(was_training)
@@ -230,13 +243,46 @@ def select_deterministic_kernels() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def select_numerics(device) -> None:
+def allow_tf32_kernels() -> None:
+    """CUDA: let float32 convolutions and matrix products round their inputs to TF32 (tensor cores)."""
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-backend precision settings
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    else:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def check_precision(precision: str, device) -> None:
+    """Raise ValueError unless `precision` is one of `PRECISIONS` and runs on `device`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise ValueError(f"precision 'tf32' needs a CUDA device (TF32 is a GPU tensor-core format), not "
+                         f"{torch.device(device).type}; use 'float32' or 'bf16' there")
+
+
+def select_numerics(device, precision: str = "float32") -> None:
     """What makes the same seed give the same numbers on `device` (train() and the fused trainer
-    call it): deterministic kernels in full float32 on CUDA, subnormal floats flushed on a CPU."""
+    call it): deterministic kernels on CUDA, in full float32 unless `precision` is tf32; subnormal
+    floats flushed on a CPU. The one switch of a training's numerics: every setting is made here."""
+    check_precision(precision, device)
     if torch.device(device).type == "cuda":
         select_deterministic_kernels()
+        if precision == "tf32":
+            allow_tf32_kernels()
     else:
         flush_cpu_denormals()
+
+
+def autocast(device, precision: str):
+    """The context a forward pass (and its loss) runs in: bfloat16 autocast for `bf16`, else none.
+
+    Autocast's cache of cast weights is off: each weight is cast once per step anyway, and a CUDA
+    graph cannot record a step that keeps cast copies from one replay to the next."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def state_copy(model: nn.Module) -> dict:
@@ -294,12 +340,12 @@ def batch_order(train_idx: torch.Tensor, gen: torch.Generator, device) -> torch.
     return train_idx[torch.randperm(len(train_idx), generator=gen)].to(device)
 
 
-def evaluate_state(model: nn.Module, state: dict, batches) -> tuple[float, float]:
+def evaluate_state(model: nn.Module, state: dict, batches, precision: str = "float32") -> tuple[float, float]:
     """`evaluate` of the weights `state`; the model keeps its own state."""
     current = state_copy(model)
     model.load_state_dict(state)
     try:
-        return evaluate(model, batches)
+        return evaluate(model, batches, precision)
     finally:
         model.load_state_dict(current)
 
@@ -311,7 +357,8 @@ def finish(model: nn.Module, data: Dataset, stopping: EarlyStopping, iterations:
     `test`: the checkpoint's (test loss, test accuracy) when the caller has evaluated it already
     (the fused trainer evaluates its members' checkpoints together)."""
     es_it, vl, va, best_state = stopping.best
-    test_loss, test_acc = test or evaluate_state(model, best_state, data.test_batches(eval_batch))
+    test_loss, test_acc = test or evaluate_state(model, best_state, data.test_batches(eval_batch),
+                                                 stopping.cfg.precision)
     return TrainResult(es_iteration=es_it, val_loss=vl, val_acc=va, test_acc=test_acc, test_loss=test_loss,
                        iterations=iterations, wall_seconds=time.perf_counter() - t0, history=stopping.history,
                        best_state=best_state, snapshot_state=snapshot)
@@ -325,7 +372,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
         raise ValueError("no training rows: the training split is empty")
     cfg = cfg.budget_for(len(train_idx))
     device = data.device
-    select_numerics(device)
+    select_numerics(device, cfg.precision)
     gen = torch.Generator().manual_seed(seed)
     train_idx = train_idx.cpu()
     per_epoch = iterations_per_epoch(len(train_idx), cfg.batch_size)
@@ -342,7 +389,8 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
             order = batch_order(train_idx, gen, device)
             opt.lr = cfg.lr_at_epoch(it // per_epoch)
         x, y = data.train_batch(order[step * bs:(step + 1) * bs])
-        loss = F.cross_entropy(model(x), y)
+        with autocast(device, cfg.precision):  # the mask hooks still multiply the float32 weights
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -350,10 +398,11 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
         if it == snapshot_at:
             snapshot = state_copy(model)
         if stopping.due(it):
-            vl, va = evaluate(model, data.train_batches(val_idx, eval_batch))
+            vl, va = evaluate(model, data.train_batches(val_idx, eval_batch), cfg.precision)
             stop = stopping.record(it, vl, va, loss.item(), opt.lr, lambda: state_copy(model))
             if stopping.probe_due():
-                stopping.probe(evaluate_state(model, stopping.best[3], data.test_batches(eval_batch))[1])
+                stopping.probe(evaluate_state(model, stopping.best[3], data.test_batches(eval_batch),
+                                              cfg.precision)[1])
             bar.update(it - bar.n)
             bar.set_postfix(val_acc=f"{va:.2f}", best_it=stopping.best[0], refresh=False)
     bar.close()

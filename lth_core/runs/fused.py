@@ -16,13 +16,17 @@ own generator, one permutation of its own rows per epoch: the order `train()` dr
 learning-rate schedule (its epoch length follows its own row count), Adam moments and step
 count, validation curve, early-stopping checkpoint (the `EarlyStopping` of training.py,
 so solo and fused stop by one definition), rewind snapshot and patience. Members may differ
-in every TrainConfig field except batch_size; they must be the same network. A member that
+in every TrainConfig field except batch_size and precision; they must be the same network. A member that
 stops is written back to its model, finished with `training.finish`, and removed from the
 stack, so it costs nothing afterwards; the group ends when all have stopped.
 
 Masks as in solo training: the stacked weights are multiplied by their masks before every
 forward pass and their gradients after every backward pass, so pruned weights get exactly
 zero gradient, and Adam keeps them and their moments exactly zero.
+
+Precision as in solo training (`training.autocast`): in bf16 the step's forward pass and loss, and
+every validation and test pass, run under bfloat16 autocast; the stacked weights, gradients, masks,
+BN statistics and Adam state stay float32.
 
 The step's forward pass (`layers`): the stacked layers of `runs.ops` (the members' activations
 as one [N, K*C, H, W] tensor, optionally channels-last; each convolution one grouped convolution,
@@ -61,8 +65,8 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
 from lth_core.runs.ops.network import StackedForward, evaluate_stacked, member_losses
-from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, batch_order, finish,
-                               iterations_per_epoch, select_numerics, state_copy)
+from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, autocast, batch_order,
+                               finish, iterations_per_epoch, select_numerics, state_copy)
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
 # where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every
@@ -120,10 +124,12 @@ class FusedStack:
     convolution, batch norm or batched matrix product per layer, channels-last when
     `channels_last`) or "vmap" (torch.func over the solo network). Evaluation (`evaluate`,
     `evaluate_states`) always runs the stacked layers, all given members in one pass per batch.
+    `precision`: the members' `TrainConfig.precision`, whose autocast the step and evaluation run under.
     """
 
     def __init__(self, models: list[nn.Module], lrs: list[float], weight_decays: list[float],
-                 cuda_graph: bool = False, layers: str = "stacked", channels_last: bool = False):
+                 cuda_graph: bool = False, layers: str = "stacked", channels_last: bool = False,
+                 precision: str = "float32"):
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
         first = models[0]
@@ -142,7 +148,7 @@ class FusedStack:
         # Adam's step counts, float32 on the weights' device as torch.optim.Adam(fused=True) keeps them
         self.steps = torch.zeros(len(models), dtype=torch.float32, device=next(iter(self.params.values())).device)
 
-        self.layers = layers
+        self.layers, self.precision = layers, precision
         self.forward = StackedForward(self.template, channels_last)
         if layers == "vmap":
             def loss(params, buffers, x, y):
@@ -210,7 +216,8 @@ class FusedStack:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The step itself, eager (or being recorded)."""
         self._apply_masks()
-        losses = self._losses(self.params, self.buffers, x, y)
+        with autocast(x.device, self.precision):
+            losses = self._losses(self.params, self.buffers, x, y)
         for p in self.params.values():
             p.grad = None
         # the slots share no parameter, so the gradient of the sum is each slot's own gradient
@@ -252,7 +259,8 @@ class FusedStack:
             idx = torch.tensor(slots, device=self.steps.device)
             params = {n: p.detach().index_select(0, idx) for n, p in params.items()}
             buffers = {n: b.index_select(0, idx) for n, b in buffers.items()}
-        return evaluate_stacked(self.forward, params, buffers, batches)
+        with autocast(self.steps.device, self.precision):
+            return evaluate_stacked(self.forward, params, buffers, batches)
 
     def evaluate_states(self, states: list[dict], batches) -> list[tuple[float, float]]:
         """`evaluate` of state_dicts (checkpoints, e.g. on the CPU) of this network, masks applied."""
@@ -263,7 +271,8 @@ class FusedStack:
                 mask = f"{n.rsplit('.', 1)[0]}.{MASK_BUFFER}"
                 params[n].mul_(torch.stack([s[mask] for s in states]).to(device))
             buffers = {n: torch.stack([s[n] for s in states]).to(device) for n in self.buffers}
-        return evaluate_stacked(self.forward, params, buffers, batches)
+        with autocast(device, self.precision):
+            return evaluate_stacked(self.forward, params, buffers, batches)
 
     @torch.no_grad()
     def write_back(self, slot: int, model: nn.Module) -> None:
@@ -320,6 +329,10 @@ def check_members(members: list[FusedMember]) -> None:
     if len(batches) > 1:
         raise ValueError(f"fused members must share one batch size, got {sorted(batches)} "
                          "(batch_size, or fewer training rows than it); group them by batch size")
+    precisions = {m.cfg.precision for m in members}
+    if len(precisions) > 1:
+        raise ValueError(f"fused members must share one precision, got {sorted(precisions)}; "
+                         "group them by TrainConfig.precision")
     reference = _structure(members[0].model)
     for i, m in enumerate(members[1:], start=1):
         if _structure(m.model) != reference:
@@ -351,12 +364,13 @@ def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True
     faster)."""
     check_members(members)
     device = data.device
-    select_numerics(device)
+    precision = members[0].cfg.precision
+    select_numerics(device, precision)
     for m in members:
         m.model.train()
     runs = [_Run(m) for m in members]
     stack = FusedStack([m.model for m in members], [r.lr for r in runs], [m.cfg.weight_decay for m in members],
-                       cuda_graph=cuda_graph, layers=layers, channels_last=channels_last)
+                       cuda_graph=cuda_graph, layers=layers, channels_last=channels_last, precision=precision)
     results: list[TrainResult | None] = [None] * len(members)
     active = list(range(len(members)))  # member index of each stack slot
     t0, it = time.perf_counter(), 0

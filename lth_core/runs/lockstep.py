@@ -62,9 +62,9 @@ class _Open:
 
 def group_key(cfg: IMPConfig, job: TrainingJob) -> tuple:
     """Trainings with equal keys can share one stacked model: same network and masked layers, same
-    batch (train() takes min(batch_size, rows) per step), same dataset and test rows."""
+    batch (train() takes min(batch_size, rows) per step), same dataset and test rows, same precision."""
     batch = min(cfg.train.batch_size, len(job.train_idx))
-    return cfg.network, cfg.prune_bn, batch, cfg.dataset, cfg.test_limit, cfg.split_seed
+    return cfg.network, cfg.prune_bn, batch, cfg.dataset, cfg.test_limit, cfg.split_seed, cfg.train.precision
 
 
 def remaining_trainings(run: store.OpenRun) -> int:

@@ -3,7 +3,8 @@
 A run lives in `outputs/runs/<network>-<hash>/`:
 - `config.json`: the full config, the non-default values that name it, and the
   numerics it was computed under (`numerics`: torch version, device type, torch
-  thread count, the GPU's model on CUDA, and the round each setting took effect from; the store format is
+  thread count, the GPU's model on CUDA, the training precision, and the round each setting took effect
+  from; the store format is
   `format_version`);
 - `init.pt`: the initial state (the reset target) and, when rewinding, the rewind state;
 - `round_000.pt`, `round_001.pt`, ...: per finished round, its rows, every
@@ -27,7 +28,7 @@ damaged round N (does not load, other run, broken chain, missing) keeps rounds
 0..N-1: the error lists the files to delete, and `repair(cfg)` (or
 `run_cached(cfg, repair=True)`) deletes them so the run resumes at round N.
 Resuming under other numerics than the run started with (torch version, device
-type, on CPU the thread count, on CUDA the GPU model) raises `NumericsChangedError` unless allowed
+type, precision, on CPU the thread count, on CUDA the GPU model) raises `NumericsChangedError` unless allowed
 (`allow_numerics_change=True` or `LTH_ALLOW_NUMERICS_CHANGE=1`), which is then
 recorded in `config.json`; reading a finished run never checks numerics. Runs
 written before these checks (format 2 without `numerics`/chain fields) read as
@@ -76,7 +77,7 @@ import torch
 from lth_core import crashpoints, paths
 from lth_core.data import Dataset
 from lth_core.imp import IMPConfig, IMPRunner, IMPState
-from lth_core.training import TrainConfig
+from lth_core.training import TrainConfig, check_precision
 
 # 2: plain state_dicts with `<layer>.weight_mask` buffers (1 held torch parametrizations). The chain
 # fields and the numerics record were added within format 2: files without them still load as they are.
@@ -99,7 +100,8 @@ class CorruptRunError(RuntimeError):
 
 
 class NumericsChangedError(RuntimeError):
-    """Resuming a run under another torch version, device type, CPU thread count or GPU model than it started with."""
+    """Resuming a run under another torch version, device type, precision, CPU thread count or GPU model than it
+    started with."""
 
 
 def non_default_values(obj) -> dict:
@@ -380,10 +382,15 @@ def _release(d: Path, fd: int) -> None:
 # how training treats subnormal floats on a CPU (training.flush_cpu_denormals); records without the key
 # were computed before flushing
 CPU_DENORMALS, CPU_DENORMALS_BEFORE = "flushed", "kept"
+PRECISION_BEFORE = "float32"  # records without `precision` were computed before there was another
 
 
-def _numerics(device: torch.device) -> dict:
-    n = {"torch": torch.__version__, "device": torch.device(device).type, "threads": torch.get_num_threads()}
+def _numerics(device: torch.device, precision: str = "float32") -> dict:
+    """What a run computed on `device` in `precision` (TrainConfig.precision) is recorded as computed with;
+    refuses a precision the device cannot run before anything is written."""
+    check_precision(precision, device)
+    n = {"torch": torch.__version__, "device": torch.device(device).type, "threads": torch.get_num_threads(),
+         "precision": precision}
     if n["device"] == "cpu":
         n["cpu_denormals"] = CPU_DENORMALS
         # torch picks its CPU kernels per machine (or ATEN_CPU_CAPABILITY): AVX-512 ones round differently
@@ -397,13 +404,18 @@ def _describe(n: dict) -> str:
     denormals = f", subnormal floats {n.get('cpu_denormals', CPU_DENORMALS_BEFORE)}" if n["device"] == "cpu" else ""
     kernels = f", {n['cpu_kernels']} kernels" if n.get("cpu_kernels") else ""
     gpu = f" ({n['gpu']})" if n.get("gpu") else ""
-    return f"torch {n['torch']} on {n['device']}{gpu} with {n['threads']} torch threads{kernels}{denormals}"
+    precision = n.get("precision", PRECISION_BEFORE)
+    return (f"torch {n['torch']} on {n['device']}{gpu} in {precision} with {n['threads']} torch threads"
+            f"{kernels}{denormals}")
 
 
 def _differences(old: dict, new: dict) -> list[str]:
     out = []
     if old["torch"] != new["torch"]:
         out.append(f"torch version {old['torch']} -> {new['torch']}")
+    before, now = (n.get("precision", PRECISION_BEFORE) for n in (old, new))
+    if before != now:  # bf16 or TF32 products round differently from float32 ones
+        out.append(f"precision {before} -> {now}")
     if old["device"] != new["device"]:
         out.append(f"device {old['device']} -> {new['device']}")
     elif new["device"] == "cpu":
@@ -503,7 +515,7 @@ def open_run(cfg: IMPConfig, runner: IMPRunner | Dataset | None, *, allow_numeri
                                  "dataset to compute it")
             if not isinstance(runner, IMPRunner):
                 runner = IMPRunner(cfg, runner, progress=False)
-            now = _numerics(runner.device)
+            now = _numerics(runner.device, cfg.train.precision)
             if scan is None or scan.state is None:
                 atomic_text(json.dumps({"format_version": FORMAT_VERSION, "name": run_name(cfg),
                                         "non_default": non_default_values(cfg), "config": dataclasses.asdict(cfg),

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import pytest
@@ -67,6 +68,63 @@ def test_deterministic_kernels_turn_tf32_off():
         cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision = saved
 
 
+def test_tf32_precision_selects_tf32_kernels_on_cuda_and_float32_selects_them_off():
+    cudnn, conv, matmul = torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision
+    try:
+        training.select_numerics("cuda", "tf32")
+        assert conv.fp32_precision == "tf32" and matmul.fp32_precision == "tf32"
+        assert cudnn.deterministic is True and cudnn.benchmark is False  # still the deterministic algorithms
+        training.select_numerics("cuda", "float32")
+        assert conv.fp32_precision == "ieee" and matmul.fp32_precision == "ieee"
+    finally:
+        cudnn.deterministic, cudnn.benchmark, conv.fp32_precision, matmul.fp32_precision = saved
+
+
+def test_tf32_on_a_cpu_is_refused_in_one_line_before_training():
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^precision 'tf32' needs a CUDA device .*use 'float32' or 'bf16' there$"):
+        _run(dataclasses.replace(CFG, precision="tf32"))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        train(model, synthetic_dataset(), torch.arange(100, 300), torch.arange(100),
+              dataclasses.replace(CFG, precision="tf32"), seed=0, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bf16_computes_in_bfloat16_keeps_float32_weights_and_pruned_weights_exactly_zero(monkeypatch):
+    data = synthetic_dataset()
+    tr, va = validation_split(len(data.train_y), 200, seed=0)
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    masks = {n: torch.rand(m.shape, generator=torch.Generator().manual_seed(1)) > 0.6
+             for n, m in get_masks(model).items()}
+    set_masks(model, masks)
+    same_in_float32 = copy.deepcopy(model)
+    computed = []  # the dtype each forward pass of the first layer computed in (training and evaluation)
+    model.fc1.register_forward_hook(lambda module, args, out: computed.append((module.training, out.dtype)))
+    states = []
+    original_step = training.Adam.step
+
+    def checked_step(opt):
+        original_step(opt)
+        states.append({t.dtype for t in [*opt.params, *(p.grad for p in opt.params), *opt.exp_avg, *opt.exp_avg_sq]})
+    monkeypatch.setattr(training.Adam, "step", checked_step)
+    cfg = dataclasses.replace(CFG, precision="bf16", weight_decay=1e-2)
+    res = train(model, data, tr, va, cfg, seed=0, progress=False)
+    assert {dtype for _, dtype in computed} == {torch.bfloat16}
+    assert {mode for mode, _ in computed} == {True, False}  # training steps and evaluations alike
+    assert states and all(s == {torch.float32} for s in states)  # master weights, gradients and Adam's state
+    for state in (model.state_dict(), res.best_state):
+        assert all(v.dtype == torch.float32 for k, v in state.items() if v.is_floating_point())
+        for name, mask in masks.items():
+            assert torch.count_nonzero(state[name][~mask]) == 0
+            assert torch.count_nonzero(state[name][mask]) == int(mask.sum())  # the live weights trained
+    float32 = train(same_in_float32, data, tr, va, dataclasses.replace(cfg, precision="float32"), seed=0,
+                    progress=False)
+    assert [h["val_loss"] for h in res.history] != [h["val_loss"] for h in float32.history]  # bf16 did round
+    assert [h["val_loss"] for h in res.history] == pytest.approx([h["val_loss"] for h in float32.history], rel=0.05)
+
+
 def test_learns_and_reports_the_best_validation_checkpoint():
     res, _ = _run()
     assert [h["iteration"] for h in res.history] == [10, 20, 30, 40, 50, 60]
@@ -113,7 +171,8 @@ def test_lr_schedules(sched, expected):
                                        ({"criterion": "acc"}, "val_loss, val_acc"),
                                        ({"iterations": 0}, "positive"), ({"lr": -1}, "lr must be"),
                                        ({"patience": 0}, "patience"), ({"epochs": 0}, "epochs"),
-                                       ({"epochs": float("nan")}, "epochs")])
+                                       ({"epochs": float("nan")}, "epochs"),
+                                       ({"precision": "fp16"}, "unknown precision 'fp16'; valid: float32, tf32, bf16")])
 def test_bad_train_config_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)

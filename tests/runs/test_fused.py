@@ -11,6 +11,7 @@ from lth_core.data import Dataset
 from lth_core.models import build_model
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, random_masks_like, set_masks
 from lth_core.runs import fused
+from lth_core.runs.ops import network as network_ops
 from lth_core.runs.fused import FusedMember, FusedStack, train_fused
 from lth_core.training import TrainConfig, train
 
@@ -227,6 +228,10 @@ def test_mismatched_members_are_refused():
                                            TrainConfig(iterations=5, batch_size=50), seed=0)], data, progress=False)
     with pytest.raises(ValueError, match="at least one"):
         train_fused([], data, progress=False)
+    bf16 = FusedMember(attach_masks(build_model("lenet_300_100", seed=0)), rows, val,
+                       TrainConfig(iterations=5, batch_size=50, precision="bf16"), seed=0)
+    with pytest.raises(ValueError, match=r"share one precision, got \['bf16', 'float32'\]"):
+        train_fused([member(), bf16], data, progress=False)
 
 
 def test_validation_and_test_passes_run_for_the_group_at_once(monkeypatch):
@@ -270,3 +275,56 @@ def test_cuda_graph_on_a_cpu_is_refused():
     model = attach_masks(build_model("lenet_300_100", seed=0))
     with pytest.raises(ValueError, match="cuda_graph=True needs the members on a CUDA device"):
         FusedStack([model], [1e-3], [0.0], cuda_graph=True)
+
+
+
+BF16_CASES = {  # network: dataset shape, rows, test rows, batch, iterations (CPU-sized, float32 data)
+    "lenet_300_100": ("mnist", 700, 100, 50, 40),
+    "shufflenet": ("cifar10", 80, 40, 20, 6),  # batch norms, grouped and depthwise convolutions
+}
+
+
+@pytest.mark.parametrize("network", BF16_CASES)
+def test_a_bf16_group_member_agrees_with_solo_bf16_training(network, monkeypatch):
+    """bf16 rounds differently in the stacked kernels than in solo ones, so the two agree to bf16's
+    precision, not exactly; the float32 master weights and the masks must hold exactly."""
+    shape, n_train, n_test, batch, iterations = BF16_CASES[network]
+    data = synthetic_dataset(shape, n_train=n_train, n_test=n_test)
+    val, rows = torch.arange(n_test // 2), torch.arange(n_test // 2, n_train)
+    models = [m.float() for m in _models(network, 2)]
+    solo_model = copy.deepcopy(models[1])  # the pruned member
+    cfg = TrainConfig(iterations=iterations, batch_size=batch, eval_every=iterations // 2, weight_decay=1e-3,
+                      precision="bf16")
+    logits, state = [], []  # the dtype of every stacked pass's logits; the dtypes of the stack after each step
+
+    def recorded(losses):
+        def member_losses(out, y, reduction):
+            logits.append((reduction, out.dtype))
+            return losses(out, y, reduction)
+        return member_losses
+    monkeypatch.setattr(fused, "member_losses", recorded(fused.member_losses))  # training steps
+    monkeypatch.setattr(network_ops, "member_losses", recorded(network_ops.member_losses))  # evaluations
+    original_step = FusedStack._step
+
+    def checked_step(stack, x, y):
+        losses = original_step(stack, x, y)
+        state.append({t.dtype for t in [*stack.params.values(), *stack.exp_avg.values(),
+                                        *stack.exp_avg_sq.values(), *(p.grad for p in stack.params.values())]})
+        return losses
+    monkeypatch.setattr(FusedStack, "_step", checked_step)
+    results = train_fused([FusedMember(m, rows, val, cfg, seed=10 + k) for k, m in enumerate(models)], data,
+                          progress=False)
+    assert set(logits) == {("mean", torch.bfloat16), ("sum", torch.bfloat16)}  # steps and evaluations alike
+    assert state and all(s == {torch.float32} for s in state)
+    solo = train(solo_model, data, rows, val, cfg, seed=11, progress=False)
+    fused_res, fused_model = results[1], models[1]
+    assert fused_res.iterations == solo.iterations
+    assert [h["iteration"] for h in fused_res.history] == [h["iteration"] for h in solo.history]
+    assert [h["val_loss"] for h in fused_res.history] == pytest.approx([h["val_loss"] for h in solo.history],
+                                                                        rel=0.03)
+    assert fused_res.test_loss == pytest.approx(solo.test_loss, rel=0.03)
+    masks = get_masks(solo_model)
+    assert {n: m.shape for n, m in get_masks(fused_model).items()} == {n: m.shape for n, m in masks.items()}
+    for state_dict in (fused_model.state_dict(), fused_res.best_state):
+        assert all(v.dtype == torch.float32 for v in state_dict.values() if v.is_floating_point())
+        assert all(torch.count_nonzero(state_dict[n][~m]) == 0 for n, m in masks.items())

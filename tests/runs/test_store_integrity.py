@@ -166,7 +166,7 @@ def test_done_without_every_round_is_repairable(trainings):
 
 # ---- numerics ----
 def _now():
-    return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
+    return {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(), "precision": "float32",
             "cpu_denormals": "flushed", "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
 
 
@@ -183,6 +183,7 @@ def test_numerics_are_recorded_when_a_run_starts():
     ("device", lambda v: "cuda", "device {old} -> {new}"),
     ("cpu_denormals", lambda v: "kept", "subnormal floats {old} -> {new}"),
     ("cpu_kernels", lambda v: "AVX512" if v != "AVX512" else "AVX2", "CPU kernels {old} -> {new}"),
+    ("precision", lambda v: "bf16", "precision {old} -> {new}"),
 ])
 def test_resuming_under_other_numerics_is_refused(field, recorded, expected, trainings):
     _partial()
@@ -241,6 +242,27 @@ def test_a_run_recorded_before_cpu_kernels_were_recorded_resumes():
     del saved["numerics"][0]["cpu_kernels"]
     _write_config_json(saved)
     assert len(_finished()) == 3
+
+
+def test_a_run_records_its_precision_and_one_recorded_before_precisions_resumes_as_float32():
+    _partial()
+    assert _config_json()["numerics"][0]["precision"] == "float32"
+    saved = _config_json()
+    del saved["numerics"][0]["precision"]  # the record of a run started before there was a precision setting
+    _write_config_json(saved)
+    assert len(_finished()) == 3
+    bf16 = dataclasses.replace(CFG, train=dataclasses.replace(TINY, precision="bf16"))
+    assert run_dir(bf16) != run_dir(CFG)  # another precision is another run
+    _partial(bf16)
+    assert _config_json(bf16)["numerics"][0]["precision"] == "bf16"
+    assert " in bf16 with " in store._describe(_config_json(bf16)["numerics"][0])
+
+
+def test_tf32_on_a_cpu_is_refused_before_the_run_is_written():
+    tf32 = dataclasses.replace(CFG, train=dataclasses.replace(TINY, precision="tf32"))
+    with pytest.raises(ValueError, match="precision 'tf32' needs a CUDA device"):
+        _finished(tf32)
+    assert not (run_dir(tf32) / "config.json").exists()
 
 
 def test_thread_count_matters_only_on_cpu():
