@@ -8,6 +8,8 @@ In order, each within the time left, results written as they come to
 2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size, the
    fused step under each forward pass side by side (vmap, the stacked layers, channels-last),
    eager, and the runner's pass replayed as a CUDA graph (`report.benchmark.run_fusion_benchmark`);
+   then `train()`'s step per network in float32, TF32 and bf16 side by side
+   (`report.benchmark.run_precision_benchmark`);
 3. where the convolutional networks' time goes: their solo and fused steps under three cuDNN
    algorithm choices (lth_core's deterministic default; autotuned among deterministic algorithms;
    autotuned among all, which shows what determinism costs), and the CUDA kernels that take the
@@ -37,7 +39,7 @@ import torch
 
 from lth_core import paths
 
-SECTIONS = ("tests", "benchmark", "kernels", "figure1")
+SECTIONS = ("tests", "benchmark", "precision", "kernels", "figure1")
 CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused_cuda.py"]
 
 
@@ -115,6 +117,13 @@ def benchmark(report: "Report", repeats: int, deadline: float | None = None) -> 
     from lth_core.report.benchmark import run_fusion_benchmark
     return run_fusion_benchmark(BENCHMARK_ORDER, device="cuda", repeats=repeats, deadline=deadline,
                                 on_row=lambda t: report.put("benchmark", t.to_dict("records"))).to_dict("records")
+
+
+def precision(repeats: int, deadline: float | None = None) -> list[dict]:
+    """`train()`'s step per network in each precision (float32, TF32, bf16); no network started past `deadline`."""
+    from lth_core.report.benchmark import run_precision_benchmark
+    return run_precision_benchmark(BENCHMARK_ORDER, device="cuda", repeats=repeats,
+                                   deadline=deadline).to_dict("records")
 
 
 # cuDNN's algorithm choices the kernels section times: lth_core's (deterministic algorithms, fixed
@@ -222,9 +231,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     start = time.time()
     deadline = start + 60 * args.minutes - 20  # leave time to write the summary
-    # the benchmark (three eager forward passes and a graphed one per network and K) and the cuDNN timings
-    # each get a share of the time, so that neither can push the whole check past its limit
+    # the benchmark (three eager forward passes and a graphed one per network and K), the precision timings
+    # (seconds per network) and the cuDNN timings each get a share of the time, so that none can push the
+    # whole check past its limit
     benchmark_deadline, kernels_deadline = start + 0.65 * 60 * args.minutes, start + 0.85 * 60 * args.minutes
+    precision_deadline = start + 0.7 * 60 * args.minutes
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; torch sees none")
     report = Report(args.out or paths.outputs_dir() / "gpu_check.json")
@@ -232,6 +243,8 @@ def main(argv=None) -> None:
         report.section("tests", lambda: cuda_tests(timeout=150))
     if "benchmark" in args.only:
         report.section("benchmark", lambda: benchmark(report, args.repeats, benchmark_deadline))
+    if "precision" in args.only:
+        report.section("precision", lambda: precision(max(3, args.repeats), precision_deadline))
     if "kernels" in args.only:
         report.section("kernels", lambda: kernels(deadline=kernels_deadline))
     if "figure1" in args.only:

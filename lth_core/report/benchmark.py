@@ -13,10 +13,14 @@ Inside:
   every improvement, epoch boundaries; the 10,000-row test set at the end), in ms per iteration
   (the difference of a call of n and one of 2n iterations), beside the per-step figure, the share
   of the time outside the steps (`overhead`) and the seconds of one 30,000-iteration training.
+- `run_precision_benchmark(networks, ...)`: per network, `train()`'s step (the lth_core timing) in
+  each precision the device runs (`training.PRECISIONS`: float32 and bf16 on a CPU, also tf32 on
+  CUDA), side by side, and each one's ratio to float32.
 - `main()`: `python -m lth_core.report.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
-  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-schedule]` prints the tables,
-  writes the fusion table to `outputs/tables/benchmark.csv` (what `reproduce --estimate` projects
-  from) and the schedule table to `outputs/tables/benchmark_schedule.csv`.
+  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-schedule]
+  [--no-precision]` prints the tables, writes the fusion table to `outputs/tables/benchmark.csv` (what
+  `reproduce --estimate` projects from), the schedule table to `outputs/tables/benchmark_schedule.csv` and
+  the precision table to `outputs/tables/benchmark_precision.csv`.
 
 Fused: K members of the masked network (seeds 0..K-1), Table 1 settings, validation beyond the
 budget. A call of train_fused also validates once, tests and copies states at the end; those
@@ -65,7 +69,7 @@ from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwi
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
 from lth_core.runs.fused import FusedMember, fused_layers, train_fused, uses_cuda_graph
-from lth_core.training import select_numerics, train
+from lth_core.training import PRECISIONS, select_numerics, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
 # alone takes seconds there), enough steps on a GPU for launch overheads to average out
@@ -100,6 +104,10 @@ SCHEDULE_ITERATIONS = {
 PAPER_EVAL_EVERY, PAPER_VAL_ROWS, TEST_ROWS = 100, 5000, 10_000
 SCHEDULE_COLUMNS = ["network", "device", "threads", "iterations", "eval_every", "val_rows", "train() ms/iter",
                     "step ms/iter", "overhead", "s per 30K training"]
+# precisions timed per device type (tf32 is a CUDA tensor-core format)
+BENCHMARK_PRECISIONS = {"cpu": ("float32", "bf16"), "cuda": PRECISIONS}
+PRECISION_COLUMNS = ["network", "batch", "device", "threads", "iterations",
+                     *(f"{p} ms/iter" for p in PRECISIONS), *(f"{p} / float32" for p in PRECISIONS[1:])]
 FUSION_COLUMNS = ["network", "device", "threads", "K", "iterations", "solo ms/model-step", "fused ms/model-step",
                   "speedup", "fused path", *(f"{name} ms/model-step" for name, _, _ in FUSED_PATHS),
                   "graphed ms/model-step", "graphed speedup"]
@@ -163,10 +171,10 @@ class _StopwatchData:
 
 
 class LthCoreTimer:
-    """ms/iteration of `train()` on the masked network, its warm-up iterations left untimed."""
+    """ms/iteration of `train()` on the masked network in `precision`, its warm-up iterations left untimed."""
 
-    def __init__(self, network: str, data: Dataset, device: torch.device):
-        self.cfg = PAPER_TRAINING[network]
+    def __init__(self, network: str, data: Dataset, device: torch.device, precision: str = "float32"):
+        self.cfg = dataclasses.replace(PAPER_TRAINING[network], precision=precision)
         self.model, self.data = masked_model(network, device), data
         # the validation rows are one batch, so the untimed evaluations after the loop are short
         n_val = self.cfg.batch_size
@@ -244,6 +252,34 @@ def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device:
                      "threads": torch.get_num_threads(), "iterations": n,
                      "lth_core ms/iter": lth, "bare ms/iter": bare, "ratio": lth / bare})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def run_precision_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
+                            warmup: int | None = None, repeats: int = DEFAULT_REPEATS,
+                            deadline: float | None = None) -> pd.DataFrame:
+    """One row per network: `train()`'s step in each of `BENCHMARK_PRECISIONS` (NaN for a precision the
+    device does not run) and its ratio to float32. The precisions are measured in turn, `repeats` rounds,
+    so that a burst of load from other processes hits all alike; the fastest of each is kept. Past
+    `deadline` (a `time.time()` value) no further network is started."""
+    dev = resolve_device(device)
+    if (iterations is not None and iterations < 1) or (warmup is not None and warmup < 0) or repeats < 1:
+        raise ValueError(f"iterations and repeats must be positive and warmup not negative, "
+                         f"got {iterations}, {repeats}, {warmup}")
+    rows = []
+    for network in map(check_model_name, networks):
+        if deadline is not None and time.time() > deadline:
+            break
+        n, n_warm, batch, data = _measurement(network, dev, iterations, warmup, DEFAULT_ITERATIONS, 10)
+        timers = {p: LthCoreTimer(network, data, dev, p) for p in BENCHMARK_PRECISIONS[dev.type]}
+        times = {p: float("inf") for p in timers}
+        for _ in range(repeats):
+            for precision, timer in timers.items():
+                times[precision] = min(times[precision], timer.ms_per_iteration(n, n_warm))
+        ms = {p: times.get(p, float("nan")) for p in PRECISIONS}
+        rows.append({"network": network, "batch": batch, "device": str(dev), "threads": torch.get_num_threads(),
+                     "iterations": n, **{f"{p} ms/iter": ms[p] for p in PRECISIONS},
+                     **{f"{p} / float32": ms[p] / ms["float32"] for p in PRECISIONS[1:]}})
+    return pd.DataFrame(rows, columns=PRECISION_COLUMNS)
 
 
 def run_schedule_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
@@ -409,6 +445,7 @@ def main(argv=None) -> None:
                         help="rounds of side-by-side fusion measurements; the fastest of each is reported")
     parser.add_argument("--no-fusion", action="store_true", help="no fusion table")
     parser.add_argument("--no-schedule", action="store_true", help="no whole-train() table")
+    parser.add_argument("--no-precision", action="store_true", help="no table of the step in each precision")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -421,6 +458,11 @@ def main(argv=None) -> None:
         print(schedule.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(schedule_sentence(schedule))
         print(f"written to {save_table(schedule, 'benchmark_schedule')[0]}")
+    if not args.no_precision:
+        precision = run_precision_benchmark(args.networks, args.iterations, args.device, args.warmup, args.repeats)
+        print()
+        print(precision.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"written to {save_table(precision, 'benchmark_precision')[0]}")
     if not args.no_fusion:
         fusion = run_fusion_benchmark(args.networks, args.ks, args.fusion_iterations, args.device,
                                       repeats=args.fusion_repeats, on_row=lambda partial: save_table(partial, "benchmark"))

@@ -62,3 +62,16 @@ def test_fusion_benchmark_starts_no_row_past_its_deadline():
     table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=2, warmup=1, device="cpu",
                                  on_row=lambda t: seen.append(len(t)), deadline=time.time() + 600)
     assert list(table["K"]) == [1, 2] and seen == [1, 2]
+
+
+def test_precision_table_times_the_step_in_float32_and_bf16_side_by_side():
+    import time
+    from lth_core.report.benchmark import PRECISION_COLUMNS, run_precision_benchmark
+    table = run_precision_benchmark(["lenet_300_100"], iterations=5, device="cpu", warmup=1, repeats=1)
+    assert list(table.columns) == PRECISION_COLUMNS and len(table) == 1
+    row = table.iloc[0]
+    f32, bf16 = row["float32 ms/iter"], row["bf16 ms/iter"]
+    assert math.isfinite(f32) and f32 > 0 and math.isfinite(bf16) and bf16 > 0
+    assert row["bf16 / float32"] == bf16 / f32
+    assert math.isnan(row["tf32 ms/iter"]) and math.isnan(row["tf32 / float32"])  # CUDA only
+    assert run_precision_benchmark(["lenet_300_100"], iterations=2, device="cpu", deadline=time.time() - 1).empty
