@@ -15,7 +15,7 @@ import pytest
 
 import tiny_project
 from lth_core import crashpoints, paths, reproduce
-from lth_core.runs import executors, store
+from lth_core.runs import store
 
 OPTIONS = {"fuse": False}
 
@@ -65,12 +65,7 @@ def _nothing_called_done_that_is_not(folder, cfgs) -> None:
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    folder = tiny_project.make(tmp_path)
-    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", folder)
-    monkeypatch.setattr(paths, "PARAMS_DIR", folder / "params")
-    monkeypatch.setitem(reproduce.STUDIES, tiny_project.NOTEBOOK, tiny_project)
-    monkeypatch.setattr(executors, "load_dataset", tiny_project.synthetic)
-    return folder
+    return tiny_project.install_in_test(tmp_path, monkeypatch)
 
 
 def test_killed_at_every_write_the_job_resumes_to_the_uninterrupted_result(tiny, tmp_path):

@@ -25,13 +25,7 @@ CLI = ["--profile", "t", "--device", "cpu", "-o", "fuse=false"]
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """The tiny project installed in this process; returns its notebooks folder."""
-    folder = tiny_project.make(tmp_path)
-    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", folder)
-    monkeypatch.setattr(paths, "PARAMS_DIR", folder / "params")
-    monkeypatch.setitem(reproduce.STUDIES, tiny_project.NOTEBOOK, tiny_project)
-    from lth_core.runs import executors
-    monkeypatch.setattr(executors, "load_dataset", tiny_project.synthetic)
-    return folder
+    return tiny_project.install_in_test(tmp_path, monkeypatch)
 
 
 def _error_line(capsys) -> str:

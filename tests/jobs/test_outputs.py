@@ -13,6 +13,7 @@ import nbformat
 import pytest
 import torch
 
+import tiny_project
 from lth_core import paths
 from lth_core import reproduce
 from lth_core.jobs.errors import JobError
@@ -39,14 +40,7 @@ shared.write_text("".join(f"{k},{v}\\n" for k, v in sorted(rows.items())))
 
 
 def _write_notebook(folder, name, body=BODY):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("from lth_core import paths\n"
-                                          "from lth_core.report.params import validate_parameters"),
-                nbformat.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {name!r}, {str(folder)!r})"),
-                nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, folder / f"{name}.ipynb")
+    tiny_project.write_notebook(folder, name, PARAMS, body)
 
 
 @pytest.fixture

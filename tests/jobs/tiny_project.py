@@ -52,19 +52,37 @@ def synthetic(name: str):
     return synthetic_dataset(name)
 
 
-def make(root: Path) -> Path:
-    """A notebooks folder holding `01_t` and the profile `t` (one run); returns it."""
-    folder = Path(root) / "nbs"
-    (folder / "params").mkdir(parents=True, exist_ok=True)
+def write_notebook(folder: Path, name: str, params: str, body: str) -> None:
+    """A project notebook: imports, its `parameters` cell, the validation cell, then `body`."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("from lth_core import paths\n"
                                           "from lth_core.report.params import validate_parameters"),
-                nbformat.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {NOTEBOOK!r}, {str(folder)!r})"),
-                nbformat.v4.new_code_cell(BODY)]
-    nbformat.write(nb, folder / f"{NOTEBOOK}.ipynb")
+                nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {name!r}, {str(folder)!r})"),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def make(root: Path) -> Path:
+    """A notebooks folder holding `01_t` and the profile `t` (one run); returns it."""
+    folder = Path(root) / "nbs"
+    (folder / "params").mkdir(parents=True, exist_ok=True)
+    write_notebook(folder, NOTEBOOK, PARAMS, BODY)
     (folder / "params" / "t.yaml").write_text("seeds: [0]\n")
+    return folder
+
+
+def install_in_test(root: Path, monkeypatch) -> Path:
+    """`make(root)`, installed in this process as the project (its notebooks, study and synthetic data)
+    until the test ends; returns the notebooks folder."""
+    from lth_core import paths, reproduce
+    from lth_core.runs import executors
+    folder = make(root)
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", folder)
+    monkeypatch.setattr(paths, "PARAMS_DIR", folder / "params")
+    monkeypatch.setitem(reproduce.STUDIES, NOTEBOOK, sys.modules[__name__])
+    monkeypatch.setattr(executors, "load_dataset", synthetic)
     return folder
 
 
