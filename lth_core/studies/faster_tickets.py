@@ -290,12 +290,12 @@ def figure2(df: pd.DataFrame, network: str, min_span: float = 4.0):
     fig, panels = _protocol_panels(rows[rows["network"] == network])
     for protocol, mine, ax in panels:
         plot_vs_remaining(_with_labels(mine), "test_acc", ax, hue="subset", paper=_paper("Figure 2", network),
-                          ylabel="test accuracy at early stopping (%)",
-                          title=f"{network_title(network)}: found on s%, retrained on 100%\n({protocol_title(protocol)})")
+                          ylabel="test accuracy at early stopping (%)", title=protocol_title(protocol))
         lo, hi = ax.get_ylim()
         if hi - lo < min_span:  # do not magnify differences of a few tenths into the whole axis
             mid = (lo + hi) / 2
             ax.set_ylim(max(0.0, mid - min_span / 2), min(100.0, mid + min_span / 2))
+    fig.suptitle(f"{network_title(network)}: tickets found on s% of the data, retrained on 100%", y=1.0)
     plt.close(fig)
     return fig
 
@@ -308,9 +308,9 @@ def figure3(df: pd.DataFrame, network: str):
     fig, panels = _protocol_panels(rows[rows["network"] == network])
     for protocol, mine, ax in panels:
         plot_vs_remaining(_with_labels(mine), "es_iteration", ax, hue="subset", paper=_paper("Figure 3", network),
-                          ylabel="early-stopping iteration while finding",
-                          title=f"{network_title(network)}: ticket finding on s%\n({protocol_title(protocol)})")
+                          ylabel="early-stopping iteration while finding", title=protocol_title(protocol))
         mark_budget_bound(ax, mine)
+    fig.suptitle(f"{network_title(network)}: finding tickets on s% of the data", y=1.0)
     plt.close(fig)
     return fig
 

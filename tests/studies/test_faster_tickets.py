@@ -212,6 +212,8 @@ def test_figures_draw_one_line_per_subset_and_save(tmp_outputs):
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         panel = paper_series(source, "top")  # LeNet is the paper's top panel
         assert labels[:2] == ["s = 100% (full set)", "s = 10%"]
+        # the network is said once above the panels; a panel's own title is short enough not to run into the next
+        assert fig._suptitle.get_text().startswith("LeNet-300-100") and len(ax.get_title()) <= 45
         assert sorted(labels[2:]) == sorted([f"paper: {s}" for s in set(panel["series"])] + extra)
         drawn = {c.get_label(): c.lines[0].get_data() for c in ax.containers}
         for series, pts in panel.groupby("series"):  # the paper's points, on the same quantity and x
