@@ -1,25 +1,34 @@
-"""Fused against solo on real data: the same runs trained both ways, their rows compared.
+"""Two ways of training the same runs on real data, their rows compared: fused against solo, or
+float32 against bf16.
 
-    python -m lth_core.studies.agreement [--seeds 0 1 2] [--rounds 3] [--iterations 3000] [--device auto]
+    python -m lth_core.studies.agreement [--compare fusion|precision] [--network lenet_300_100|conv2]
+        [--seeds 0 1 2] [--rounds 3] [--iterations 3000] [--device auto]
 
 Inside:
-- `train_both(configs, load_data, root)`: the runs trained fused (`lockstep`, fuse=True) and one
-  training at a time (fuse=False), each mode into its own run store under `root`; their rows.
-- `compare(fused, solo)`: one row per training (joined on seed, round, kind, split) with both
+- `ARMS`: the ways a run can be trained here, each (fuse, precision): `fused` (`lockstep`, fuse=True,
+  float32), `solo` (one training at a time, float32), `bf16` (fused, in bf16 autocast).
+- `COMPARISONS`: what `--compare` sets side by side, {the name each side is shown as: arm}:
+  `fusion` (fused against solo, both float32) and `precision` (float32 against bf16, both fused).
+- `train_both(configs, load_data, root, arms)`: the runs trained in each arm, each arm into its own
+  run store under `root` (named after the arm, so the float32 fused runs serve both comparisons);
+  their rows, by the names the comparison shows.
+- `compare(a, b, names)`: one row per training (joined on seed, round, kind, split) with both
   early-stopping iterations and test accuracies, and a one-row summary: the share of trainings
-  whose early-stopping iteration is equal, the mean test accuracy of each mode, their difference
+  whose early-stopping iteration is equal, the mean test accuracy of each side, their difference
   and the largest difference of one training, in points.
-- `main()`: Figure 1's LeNet runs at Table 1's settings (real MNIST, the full pool less 5,000
+- `main()`: Figure 1's runs of `--network` at Table 1's settings (real data, the full pool less 5,000
   validation images, evaluation every 100 iterations) with `--iterations` and `--rounds` made
-  affordable on a CPU; prints the summary and writes `outputs/tables/fusion_agreement.csv` (per
-  training) and `fusion_agreement_summary.csv`.
+  affordable on a CPU; prints the summary and writes `outputs/tables/<comparison>_agreement.csv` (per
+  training) and `<comparison>_agreement_summary.csv`.
 
 A fused member equals its solo training exactly in float64 (tests/runs/test_fused.py); in
 float32 the stacked kernels round differently, and training amplifies that, so a few early
-stops may move by an evaluation or two. This measures how much that changes the results.
+stops may move by an evaluation or two. This measures how much that changes the results, and
+how much more bf16's rounding changes them: the yardstick a faster precision is judged by.
 """
 import argparse
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 
@@ -35,7 +44,8 @@ from lth_core.runs.experiment import grid
 from lth_core.studies.unseen import unseen_config
 
 KEYS = ["network", "seed", "round", "kind", "trained_on"]
-MODES = {"fused": True, "solo": False}
+ARMS = {"fused": (True, "float32"), "solo": (False, "float32"), "bf16": (True, "bf16")}  # name: (fuse, precision)
+COMPARISONS = {"fusion": {"fused": "fused", "solo": "solo"}, "precision": {"float32": "fused", "bf16": "bf16"}}
 
 
 @contextlib.contextmanager
@@ -52,30 +62,42 @@ def _run_store(folder: Path):
             os.environ["LTH_RUNS_DIR"] = saved
 
 
-def train_both(configs: list[IMPConfig], load_data, root: Path, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """{mode: rows of every run}, each mode trained into `root/<mode>` (cached there like any run)."""
+def _in_arm(cfg: IMPConfig, arm: str) -> IMPConfig:
+    """`cfg` in the arm's precision (another precision is another run, named by its own hash)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=ARMS[arm][1]))
+
+
+def train_both(configs: list[IMPConfig], load_data, root: Path, progress: bool = True,
+               arms: dict[str, str] = COMPARISONS["fusion"]) -> dict[str, pd.DataFrame]:
+    """{name: rows of every run} for each `arms` entry (name: arm), each arm trained into `root/<arm>`
+    (cached there like any run)."""
     out = {}
-    for mode, fuse in MODES.items():
-        with _run_store(root / mode):
-            failed = lockstep.run_lockstep(configs, load_data, fuse=fuse, progress=progress)
+    for name, arm in arms.items():
+        fuse = ARMS[arm][0]
+        runs = [_in_arm(c, arm) for c in configs]
+        with _run_store(root / arm):
+            failed = lockstep.run_lockstep(runs, load_data, fuse=fuse, progress=progress)
             if failed:
-                raise RuntimeError(f"{mode}: runs failed: {failed}")
-            out[mode] = pd.concat([store.run_cached(c) for c in configs], ignore_index=True)
+                raise RuntimeError(f"{name}: runs failed: {failed}")
+            out[name] = pd.concat([store.run_cached(c) for c in runs], ignore_index=True)
     return out
 
 
-def compare(fused: pd.DataFrame, solo: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per training, summary) as in the module docstring; every training must be in both."""
+def compare(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("fused", "solo")
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per training, summary) of the rows `a` and `b`, shown as `names`, as in the module docstring;
+    every training must be in both. Differences are a - b."""
+    x, y = names
     cols = KEYS + ["es_iteration", "test_acc"]
-    both = fused[cols].merge(solo[cols], on=KEYS, suffixes=("_fused", "_solo"), how="outer", indicator=True)
+    both = a[cols].merge(b[cols], on=KEYS, suffixes=(f"_{x}", f"_{y}"), how="outer", indicator=True)
     if (both["_merge"] != "both").any():
-        raise ValueError(f"fused and solo rows hold different trainings: {both[both['_merge'] != 'both'][KEYS]}")
+        raise ValueError(f"{x} and {y} rows hold different trainings: {both[both['_merge'] != 'both'][KEYS]}")
     both = both.drop(columns="_merge")
-    both["es_equal"] = both["es_iteration_fused"] == both["es_iteration_solo"]
-    both["test_acc_difference"] = both["test_acc_fused"] - both["test_acc_solo"]
+    both["es_equal"] = both[f"es_iteration_{x}"] == both[f"es_iteration_{y}"]
+    both["test_acc_difference"] = both[f"test_acc_{x}"] - both[f"test_acc_{y}"]
     summary = pd.DataFrame([{
         "trainings": len(both), "es_equal_share": both["es_equal"].mean(),
-        "mean_test_acc_fused": both["test_acc_fused"].mean(), "mean_test_acc_solo": both["test_acc_solo"].mean(),
+        f"mean_test_acc_{x}": both[f"test_acc_{x}"].mean(), f"mean_test_acc_{y}": both[f"test_acc_{y}"].mean(),
         "mean_difference_points": both["test_acc_difference"].mean(),
         "largest_difference_points": both["test_acc_difference"].abs().max()}])
     return both, summary
@@ -83,27 +105,33 @@ def compare(fused: pd.DataFrame, solo: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
 
 def sentence(summary: pd.DataFrame) -> str:
     s = summary.iloc[0]
+    x, y = (c.removeprefix("mean_test_acc_") for c in summary.columns if c.startswith("mean_test_acc_"))
     return (f"{int(s.trainings)} trainings: early stopping at the same iteration in {100 * s.es_equal_share:.0f}%; "
-            f"mean test accuracy {s.mean_test_acc_fused:.2f}% fused against {s.mean_test_acc_solo:.2f}% solo "
+            f"mean test accuracy {s[f'mean_test_acc_{x}']:.2f}% {x} against {s[f'mean_test_acc_{y}']:.2f}% {y} "
             f"({s.mean_difference_points:+.2f} points; the largest difference of one training "
             f"{s.largest_difference_points:.2f} points).")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lth_core.studies.agreement", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--compare", choices=list(COMPARISONS), default="fusion",
+                    help="fused against solo (float32), or float32 against bf16 (both fused)")
+    ap.add_argument("--network", default="lenet_300_100", help="the Figure 1 network to train")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=3, help="pruning rounds after the dense one")
     ap.add_argument("--iterations", type=int, default=3000, help="training budget (Table 1: 30,000)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
-    configs = grid(unseen_config("lenet_300_100", rounds=args.rounds, iterations=args.iterations), seeds=args.seeds)
-    rows = train_both(configs, lambda name: load_dataset(name, device=device), paths.outputs_dir() / "agreement")
-    per_training, summary = compare(rows["fused"], rows["solo"])
+    configs = grid(unseen_config(args.network, rounds=args.rounds, iterations=args.iterations), seeds=args.seeds)
+    arms = COMPARISONS[args.compare]
+    rows = train_both(configs, lambda name: load_dataset(name, device=device), paths.outputs_dir() / "agreement",
+                      arms=arms)
+    per_training, summary = compare(*rows.values(), names=tuple(arms))
     print(per_training.to_string(index=False))
     print(sentence(summary))
-    print(f"written to {save_table(per_training, 'fusion_agreement')[0]} and "
-          f"{save_table(summary, 'fusion_agreement_summary')[0]}")
+    print(f"written to {save_table(per_training, f'{args.compare}_agreement')[0]} and "
+          f"{save_table(summary, f'{args.compare}_agreement_summary')[0]}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Fused against solo: the comparison of the two modes' rows, and both modes trained into their own stores."""
+"""Fused against solo, float32 against bf16: the comparison of two arms' rows, each arm trained into its own store."""
 import dataclasses
 
 import pandas as pd
@@ -7,7 +7,8 @@ import pytest
 from conftest import synthetic_dataset
 from lth_core import paths
 from lth_core.imp import IMPConfig
-from lth_core.studies.agreement import compare, sentence, train_both
+from lth_core.runs import store
+from lth_core.studies.agreement import COMPARISONS, compare, sentence, train_both
 from lth_core.training import TrainConfig
 
 
@@ -38,3 +39,18 @@ def test_both_modes_train_into_their_own_stores(tmp_path):
     per, summary = compare(rows["fused"], rows["solo"])
     assert summary.iloc[0].trainings == len(rows["solo"]) == len(per)
     assert not paths.runs_dir().exists() or not any(paths.runs_dir().iterdir())  # the user's store untouched
+
+
+def test_float32_and_bf16_train_the_same_runs_into_their_own_stores_and_compare_side_by_side(tmp_path):
+    cfg = IMPConfig(network="lenet_300_100", rounds=1, val_size=200,
+                    train=TrainConfig(iterations=20, batch_size=50, eval_every=10))
+    rows = train_both([cfg], synthetic_dataset, tmp_path, progress=False, arms=COMPARISONS["precision"])
+    assert list(rows) == ["float32", "bf16"]
+    assert [p.name for p in (tmp_path / "fused").iterdir()] == [store.run_name(cfg)]  # float32 fused: the fusion arm's
+    bf16_run = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="bf16"))
+    assert [p.name for p in (tmp_path / "bf16").iterdir()] == [store.run_name(bf16_run)]
+    per, summary = compare(rows["float32"], rows["bf16"], names=("float32", "bf16"))
+    assert {"es_iteration_float32", "es_iteration_bf16", "test_acc_float32", "test_acc_bf16"} <= set(per.columns)
+    assert len(per) == len(rows["bf16"]) == 2  # round 0 and round 1 of the one run
+    assert (per["test_acc_difference"] == per["test_acc_float32"] - per["test_acc_bf16"]).all()
+    assert "% float32 against " in sentence(summary) and "% bf16 (" in sentence(summary)
