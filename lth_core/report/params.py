@@ -19,7 +19,7 @@ declared by another notebook are accepted, so one profile file
 (`notebooks/params/<profile>.yaml`) can serve every notebook. Values are then
 range-checked (`RANGES`, by parameter name): sizes,
 limits, rates, tolerance, seeds, patience, the batch against the pool, the device (a
-GPU when cuda is asked for) and the executor, each error naming the parameter, its
+GPU when cuda is asked for), the precision (no tf32 on a CPU) and the executor, each error naming the parameter, its
 value and the valid range, before any data loads. `load_profile(name)` reads such a
 file and checks it the same way against every notebook, so the main job stops before
 its first notebook; `network_overrides(P, network)` turns a network's prefixed
@@ -37,7 +37,7 @@ from lth_core.data import TRAIN_SIZE
 from lth_core.imp import CONTROLS, PAPER_TRAINING, training_settings
 from lth_core.models import DATASET_OF
 from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, device_for_executor
-from lth_core.training import BUDGET_PROTOCOLS, CRITERIA
+from lth_core.training import BUDGET_PROTOCOLS, CRITERIA, PRECISIONS, TrainConfig
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
@@ -177,6 +177,14 @@ def _device(value, P) -> str | None:
     return None
 
 
+def _precision(value, P) -> str | None:
+    if value not in PRECISIONS:
+        return f"one of {', '.join(PRECISIONS)}"
+    if value == "tf32" and P.get("device") == "cpu":
+        return "float32 or bf16 on device cpu (tf32 is a CUDA tensor-core format)"
+    return None
+
+
 def _executor_options(value, P) -> str | None:
     try:
         ExecutorOptions.from_dict(value)
@@ -241,6 +249,7 @@ def _network_ranges(prefix: str) -> dict:
 # (eval_every reads iterations, batch_size reads val_size and train_limit) runs after that parameter's own check.
 RANGES = {
     "device": _device,
+    "precision": _precision,
     "executor": lambda v, P: None if v in EXECUTORS else f"one of {', '.join(EXECUTORS)}",
     "executor_options": _executor_options,
     "seeds": _seeds,
@@ -316,12 +325,13 @@ def _assigned_names(source: str) -> list[str]:
 
 
 def network_overrides(params: dict, network: str) -> dict:
-    """The per-network notebook parameters (lenet_iterations, ...) as paper_config overrides."""
+    """The per-network notebook parameters (lenet_iterations, ...), and the notebook's `precision`, as
+    paper_config overrides."""
     p = PARAM_PREFIX[network]
     return {"iterations": params[f"{p}_iterations"], "eval_every": params[f"{p}_eval_every"],
             "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
             "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"],
-            "patience": params[f"{p}_patience"]}
+            "patience": params[f"{p}_patience"], "precision": params.get("precision", TrainConfig.precision)}
 
 
 def profile_path(profile: str) -> Path:

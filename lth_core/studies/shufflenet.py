@@ -68,16 +68,18 @@ CONFIG_COLUMNS = {"lr": "train.lr", "lr_schedule": "train.lr_schedule", "prune_b
 def study_configs(*, iterations: int, rounds: int, eval_every: int, train_limit: int | None, val_size: int,
                   test_limit: int | None, batch_size: int, seeds, prune_rate: float = 0.1,
                   reinit_control: bool = True, bn_pruned: bool = True, constant_lr: float | None = 2e-4,
-                  rewind_iteration: int | None = None) -> dict[str, list[IMPConfig]]:
+                  rewind_iteration: int | None = None, precision: str = "float32") -> dict[str, list[IMPConfig]]:
     """{arm: one IMPConfig per seed}; `reset` always, the others when switched on.
 
     `constant_lr=None` skips the constant-lr arm, `rewind_iteration=None` the rewinding arm.
+    `precision`: every arm's `TrainConfig.precision`.
     The output layer is pruned at half of `prune_rate` (IMPConfig's default).
     """
     if not list(seeds):
         raise ValueError("seeds is empty: give at least one seed, e.g. [0]")
     base = paper_config("shufflenet", iterations=iterations, eval_every=eval_every, batch_size=batch_size,
-                        rounds=rounds, train_limit=train_limit, val_size=val_size, test_limit=test_limit)
+                        rounds=rounds, train_limit=train_limit, val_size=val_size, test_limit=test_limit,
+                        precision=precision)
     base = dataclasses.replace(base, prune_rate=prune_rate)
     arms = {"reset": dataclasses.replace(base, controls=("reinit",) if reinit_control else ())}
     if bn_pruned:
@@ -102,7 +104,7 @@ def arms_from_parameters(P: dict) -> dict[str, list[IMPConfig]]:
         prune_rate=P["shufflenet_prune_rate"], reinit_control=P["shufflenet_reinit_control"],
         bn_pruned=P["shufflenet_bn_pruned_arm"],
         constant_lr=P["shufflenet_constant_lr"] if P["shufflenet_compare_lr"] else None,
-        rewind_iteration=P["shufflenet_rewind_iteration"])
+        rewind_iteration=P["shufflenet_rewind_iteration"], precision=P["precision"])
 
 
 def configs_from_parameters(P: dict) -> list[IMPConfig]:

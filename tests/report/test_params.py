@@ -193,6 +193,8 @@ U, F, S = "01_trainability_unseen", "02_faster_tickets", "03_shufflenet"
     (U, {"unseen_networks": []}, "a non-empty list of distinct networks"),
     (U, {"unseen_networks": ["shufflenet"]}, "distinct networks from"),
     (U, {"device": "tpu"}, "one of auto, cpu, cuda or cuda:N"),
+    (F, {"precision": "fp16"}, "one of float32, tf32, bf16"),
+    (S, {"device": "cpu", "precision": "tf32"}, r"float32 or bf16 on device cpu \(tf32 is a CUDA tensor-core format\)"),
     (F, {"executor": "cluster"}, "one of local, processes, slurm"),
     (S, {"executor_options": {"wrkers": 2}}, "unknown executor options"),
     (S, {"executor_options": {"fuse": "false"}}, "fuse='false': must be true, false or None"),
@@ -203,9 +205,19 @@ U, F, S = "01_trainability_unseen", "02_faster_tickets", "03_shufflenet"
     (S, {"executor_options": {"cluster": "pbs"}}, "cluster='pbs': must be one of slurm, local"),
 ])
 def test_out_of_range_values_name_the_parameter_value_and_range(notebook, over, valid):
-    (name, value), = over.items()
+    name = list(over)[-1]  # the value out of range (any before it sets the scene)
     with pytest.raises(ParameterError, match=rf"{notebook}: parameter '{name}' = .* is out of range; valid: .*{valid}"):
         check_parameters(notebook, {**_defaults(notebook), **over})
+
+
+@pytest.mark.parametrize("notebook", [U, F, S])
+def test_the_precision_parameter_reaches_every_run_of_the_notebook(notebook):
+    from lth_core.studies.profiles import STUDIES
+    values = check_parameters(notebook, {**_defaults(notebook), "precision": "bf16"})
+    configs = STUDIES[notebook].configs_from_parameters(values)
+    assert configs and {c.train.precision for c in configs} == {"bf16"}
+    default = STUDIES[notebook].configs_from_parameters(_defaults(notebook))
+    assert {c.train.precision for c in default} == {"float32"}
 
 
 def test_cuda_without_a_gpu_is_out_of_range(monkeypatch):
