@@ -235,22 +235,19 @@ def select_deterministic_kernels() -> None:
     computation a CPU run is."""
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-backend precision settings
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    _tf32_kernels(False)
 
 
 def allow_tf32_kernels() -> None:
     """CUDA: let float32 convolutions and matrix products round their inputs to TF32 (tensor cores)."""
+    _tf32_kernels(True)
+
+
+def _tf32_kernels(on: bool) -> None:
     if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-backend precision settings
-        torch.backends.cudnn.conv.fp32_precision = "tf32"
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
     else:
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
 
 
 def check_precision(precision: str, device) -> None:

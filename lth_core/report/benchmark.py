@@ -231,13 +231,17 @@ def _measurement(network: str, dev: torch.device, iterations, warmup, defaults: 
     return n, n_warm, batch, synthetic_dataset(DATASET_OF[network], dev, batch)
 
 
+def _check_counts(iterations: int | None, warmup: int | None, repeats: int) -> None:
+    if (iterations is not None and iterations < 1) or (warmup is not None and warmup < 0) or repeats < 1:
+        raise ValueError(f"iterations and repeats must be positive and warmup not negative, "
+                         f"got {iterations}, {repeats}, {warmup}")
+
+
 def run_benchmark(networks=tuple(MODELS), iterations: int | None = None, device: str = "auto",
                   warmup: int | None = None, repeats: int = DEFAULT_REPEATS) -> pd.DataFrame:
     """One row per network (see the module docstring); `iterations`/`warmup` None: per-network defaults."""
     dev = resolve_device(device)
-    if (iterations is not None and iterations < 1) or (warmup is not None and warmup < 0) or repeats < 1:
-        raise ValueError(f"iterations and repeats must be positive and warmup not negative, "
-                         f"got {iterations}, {repeats}, {warmup}")
+    _check_counts(iterations, warmup, repeats)
     rows = []
     for network in map(check_model_name, networks):
         n, n_warm, batch, data = _measurement(network, dev, iterations, warmup, DEFAULT_ITERATIONS, 10)
@@ -262,9 +266,7 @@ def run_precision_benchmark(networks=tuple(MODELS), iterations: int | None = Non
     so that a burst of load from other processes hits all alike; the fastest of each is kept. Past
     `deadline` (a `time.time()` value) no further network is started."""
     dev = resolve_device(device)
-    if (iterations is not None and iterations < 1) or (warmup is not None and warmup < 0) or repeats < 1:
-        raise ValueError(f"iterations and repeats must be positive and warmup not negative, "
-                         f"got {iterations}, {repeats}, {warmup}")
+    _check_counts(iterations, warmup, repeats)
     rows = []
     for network in map(check_model_name, networks):
         if deadline is not None and time.time() > deadline:
