@@ -8,12 +8,13 @@ Notebooks and library code import these; nobody builds paths by hand.
 `LTH_RUNS_DIR` moves the run store alone (the main job keeps it shared while
 each profile gets its own outputs folder).
 A relative value of any of these variables (LTH_DATA_DIR, LTH_CACHE_DIR too) means the folder
-below the directory the user started in: the shell's `$PWD`, which child processes inherit even
-when they are started in another folder (papermill `--cwd notebooks`, a Jupyter kernel), else the
-working directory. The value is made absolute in os.environ by the first process that imports this
-module, so every process it starts sees the same place.
+below the directory the user started in: the working directory, except in a Jupyter kernel, which
+papermill (`--cwd notebooks`) or a Jupyter server starts in the notebook's folder: there the `$PWD`
+it inherited from the shell the user started in. The value is made absolute in os.environ by the
+first process that imports this module, so every process it starts sees the same place.
 """
 import os
+import sys
 from pathlib import Path
 
 
@@ -33,10 +34,13 @@ def _env_path(var: str, default: Path) -> Path:
 
 
 def _started_in() -> Path:
-    """The directory the user started in: the shell's $PWD (a child started in another folder inherits
-    it unchanged), else, without a usable $PWD, the working directory."""
+    """The directory the user started in: in a Jupyter kernel the shell's $PWD, which the kernel inherits
+    unchanged when started in another folder; elsewhere (or without a usable $PWD) the working directory,
+    since a program that changed its directory has a stale $PWD."""
     pwd = os.environ.get("PWD")
-    return Path(pwd) if pwd and os.path.isabs(pwd) and os.path.isdir(pwd) else Path.cwd()
+    kernel_app = sys.modules.get("ipykernel.kernelapp")  # loaded, not necessarily running: ask it
+    in_kernel = kernel_app is not None and kernel_app.IPKernelApp.initialized()
+    return Path(pwd) if in_kernel and pwd and os.path.isabs(pwd) and os.path.isdir(pwd) else Path.cwd()
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

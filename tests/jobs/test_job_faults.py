@@ -3,6 +3,7 @@ traceback in a log), summaries count what happened, records say `done` only for 
 writer per profile folder, and relative LTH_* paths follow the directory the user started in.
 
 Runs the tiny project of `tiny_project.py` (one notebook, tiny LeNet runs on synthetic data)."""
+import json
 import os
 import subprocess
 import sys
@@ -165,11 +166,13 @@ def test_a_full_disk_is_named_before_training_and_while_training(tiny, tmp_path,
 def test_relative_paths_mean_the_directory_the_user_started_in(tmp_path):
     start, elsewhere = tmp_path / "start", tmp_path / "start" / "notebooks"
     elsewhere.mkdir(parents=True)
-    # a kernel papermill starts with --cwd notebooks inherits the caller's PWD and a relative value
+    # papermill --cwd notebooks starts the kernel there; it inherits the caller's PWD and a relative value
+    tiny_project.write_notebook(elsewhere, "where", "", "print(paths.runs_dir())")
     env = {**os.environ, "PWD": str(start), "LTH_RUNS_DIR": "my_runs", "PYTHONPATH": str(paths.REPO_ROOT)}
-    job = subprocess.run([sys.executable, "-c", "from lth_core import paths; print(paths.runs_dir())"],
-                         cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
-    assert job.stdout.strip() == str(start / "my_runs")
+    subprocess.run([sys.executable, "-m", "papermill", str(elsewhere / "where.ipynb"), str(start / "out.ipynb"),
+                    "--cwd", str(elsewhere), "-k", "python3"], cwd=start, env=env, capture_output=True, check=True)
+    out = json.loads((start / "out.ipynb").read_text())["cells"][-1]["outputs"]
+    assert "".join(out[0]["text"]).strip() == str(start / "my_runs")
 
 
 def test_a_second_main_job_on_the_same_profile_is_refused_naming_the_first(tiny, capsys):
