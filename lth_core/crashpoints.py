@@ -9,23 +9,14 @@ read once when this module is imported, drive it (tests only; unset, `reached` d
 - `LTH_WRITE_LOG=<file>`: each point appends a line naming it, so a test learns how many there are.
 Both are removed from os.environ when read, so that notebook kernels and worker processes (which
 write into their own work folders) are never killed by a count meant for the main job.
-`arm(kill_at, log)` sets the same in a running process (a test's forked child).
 """
 import os
 import signal
 
 KILL_ENV, LOG_ENV = "LTH_KILL_AT_WRITE", "LTH_WRITE_LOG"
 
-_kill_at, _log, _count = 0, None, 0
-
-
-def arm(kill_at: int = 0, log: str | None = None) -> None:
-    """Count write points from now on: SIGKILL at the `kill_at`th (0: never), log each to `log`."""
-    global _kill_at, _log, _count
-    _kill_at, _log, _count = kill_at, log, 0
-
-
-arm(int(os.environ.pop(KILL_ENV, "0") or 0), os.environ.pop(LOG_ENV, None))
+# SIGKILL at the _kill_at-th point (0: never), log each to _log; _count: points reached so far
+_kill_at, _log, _count = int(os.environ.pop(KILL_ENV, "0") or 0), os.environ.pop(LOG_ENV, None), 0
 
 
 def reached(what: str) -> None:

@@ -4,12 +4,14 @@ figure and executed notebook, the removal of a stale failure copy), one point af
 next run then finishes, and its outputs and run store must equal an uninterrupted run's, with
 nothing recorded as done after any kill that is not.
 
-Each job runs in a forked child of this process (the imports are paid once), on the tiny project
-of `tiny_project.py`; `crashpoints.arm` numbers the child's write points and kills it at one."""
+Each job is a process of its own running the tiny project of `tiny_project.py`; `LTH_KILL_AT_WRITE`
+(`crashpoints`) numbers its write points and kills it at one."""
 import os
 import shutil
 import signal
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,19 +22,17 @@ from lth_core.runs import store
 OPTIONS = {"fuse": False}
 
 
-def _in_child(kill_at: int = 0, log: str | None = None) -> int:
-    """Run the main job in a forked child; its exit code, or -signal when a signal ended it."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 3
-        try:
-            crashpoints.arm(kill_at, log)
-            store._STARTED = time.time()  # as in a new process: older temp files are a killed writer's
-            code = reproduce.main(["--profile", "t", "--device", "cpu", "-o", "fuse=false"])
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def _job(folder, kill_at: int = 0, log: str | None = None) -> int:
+    """Run the main job on the tiny project as a process of its own; its exit code, or -signal when a
+    signal ended it. (A fork of this process would inherit torch's thread pool and can hang in it.)"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", crashpoints.KILL_ENV: str(kill_at)}
+    if log:
+        env[crashpoints.LOG_ENV] = log
+    job = subprocess.run([sys.executable, str(Path(tiny_project.__file__)), str(folder), "--profile", "t",
+                          "--device", "cpu", "-o", "fuse=false"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert job.returncode in (0, -signal.SIGKILL), job.stderr[-3000:]
+    return job.returncode
 
 
 def _published(folder) -> dict:
@@ -72,7 +72,7 @@ def test_killed_at_every_write_the_job_resumes_to_the_uninterrupted_result(tiny,
     cfgs = tiny_project.configs_from_parameters({"seeds": [0]})
     folder = reproduce.profile_dir("t")
     log = tmp_path / "writes.log"
-    assert _in_child(log=str(log)) == 0
+    assert _job(tiny, log=str(log)) == 0
     points = log.read_text().splitlines()
     wanted = ("round_000.pt", "rows.csv", "done.json", "manifest.json", "tables/tiny.csv", "figures/tiny.png",
               "notebooks/01_t.ipynb", "01_t.failed.ipynb")
@@ -82,9 +82,9 @@ def test_killed_at_every_write_the_job_resumes_to_the_uninterrupted_result(tiny,
 
     for k in range(1, len(points) + 1):
         shutil.rmtree(paths.outputs_dir())
-        assert _in_child(kill_at=k) == -signal.SIGKILL, points[k - 1]
+        assert _job(tiny, kill_at=k) == -signal.SIGKILL, points[k - 1]
         _nothing_called_done_that_is_not(folder, cfgs)
-        assert _in_child() == 0, points[k - 1]  # resumes
+        assert _job(tiny) == 0, points[k - 1]  # resumes
         _nothing_called_done_that_is_not(folder, cfgs)
         after = _published(folder), _store(cfgs), reproduce.read_manifest("t")["notebooks"]["01_t"]["status"]
         assert after == reference, points[k - 1]
