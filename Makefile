@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(PY) -m lth_core.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
+	$(PY) -m lth_core.programs.reproduce --profile $(PROFILE) --device $(DEVICE) --executor $(EXECUTOR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
@@ -33,17 +33,17 @@ nbval: $(VENV)/.installed
 	LTH_OUTPUTS_DIR= LTH_RUNS_DIR= LTH_CACHE_DIR= $(PY) -m pytest -q --nbval-lax $(NBVAL_NOTEBOOKS)
 
 benchmark: $(VENV)/.installed
-	$(PY) -m lth_core.report.benchmark
+	$(PY) -m lth_core.programs.benchmark
 
 # What a patience of 10..150 evaluations would change, replayed on the profile's stored full-budget LeNet curves
 stopping-rule: $(VENV)/.installed
-	$(PY) -m lth_core.studies.stopping --profile $(PROFILE)
+	$(PY) -m lth_core.programs.stopping_rule --profile $(PROFILE)
 
 # On a machine with a CUDA GPU, at most 8 minutes: CUDA tests, benchmark, Figure 1's Conv-2 at paper settings
-# (see lth_core/gpu_check.py); GPU_PYTHON=python3 uses an interpreter that already has torch instead of .venv.
+# (see lth_core/programs/gpu_check.py); GPU_PYTHON=python3 uses an interpreter that already has torch instead of .venv.
 GPU_PYTHON ?=
 gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.installed)
-	$(or $(GPU_PYTHON),$(PY)) -m lth_core.gpu_check
+	$(or $(GPU_PYTHON),$(PY)) -m lth_core.programs.gpu_check
 
 
 lab: $(VENV)/.installed

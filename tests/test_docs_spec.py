@@ -17,7 +17,7 @@ import re
 import yaml
 
 from lth_core import paths
-from lth_core.report.params import declared_parameters
+from lth_core.params.notebook import declared_parameters
 
 SPEC = paths.REPO_ROOT / "docs" / "reproduction-spec.md"
 NOTEBOOKS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))

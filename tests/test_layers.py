@@ -1,4 +1,4 @@
-"""The package's layers import downward only: core <- runs <- report <- studies <- jobs.
+"""The package's layers import downward only: core <- runs <- params <- report <- studies <- programs.
 
 Read from the source with `ast` (no import side effects): every `lth_core...` import of
 every module is checked against the layer it lives in.
@@ -12,16 +12,13 @@ from lth_core import paths
 
 PACKAGE = paths.REPO_ROOT / "lth_core"
 # a module may import its own layer and the layers listed before it
-ORDER = ["core", "runs", "report", "studies", "jobs"]
-JOBS = {"reproduce", "gpu_check"}  # entry points at the package's top: `python -m lth_core.<job>`
+ORDER = ["core", "runs", "params", "report", "studies", "programs"]
 
 
 def layer_of(module: str) -> str:
-    """lth_core.imp -> core; lth_core.runs.store -> runs."""
+    """lth_core.imp -> core; lth_core.runs.store -> runs; the modules at the package's top are the core."""
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] in ORDER:
-        return parts[1]
-    return "jobs" if len(parts) > 1 and parts[1] in JOBS else "core"
+    return parts[1] if len(parts) > 2 and parts[1] in ORDER else "core"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -52,10 +49,12 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = {layer_of(m) for m in imported_modules(bad)}
     assert found == {"studies", "report", "core"}
     assert layer_of("lth_core.runs.store") == "runs" and layer_of("lth_core.training") == "core"
-    assert layer_of("lth_core.gpu_check") == "jobs"
+    assert layer_of("lth_core.programs.gpu_check") == "programs"
 
 
 def test_every_layer_has_its_folder():
-    assert all((PACKAGE / layer).is_dir() for layer in ORDER[1:-1])
-    core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"} - JOBS
-    assert core == {"paths", "data", "models", "pruning", "training", "imp", "crashpoints", "writer_lock"}
+    assert all((PACKAGE / layer).is_dir() for layer in ORDER[1:])
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(ORDER[1:])
+    core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert core == {"paths", "data", "data_sources", "models", "pruning", "training", "imp", "crashpoints",
+                    "writer_lock"}

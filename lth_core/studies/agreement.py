@@ -1,8 +1,5 @@
 """Two ways of training the same runs on real data, their rows compared: fused against solo, or
-float32 against bf16.
-
-    python -m lth_core.studies.agreement [--compare fusion|precision] [--network lenet_300_100|conv2]
-        [--seeds 0 1 2] [--rounds 3] [--iterations 3000] [--device auto]
+float32 against bf16 (`lth_core/programs/agreement.py` runs it on Figure 1's runs).
 
 Inside:
 - `ARMS`: the ways a run can be trained here, each (fuse, precision): `fused` (`lockstep`, fuse=True,
@@ -16,17 +13,12 @@ Inside:
   early-stopping iterations and test accuracies, and a one-row summary: the share of trainings
   whose early-stopping iteration is equal, the mean test accuracy of each side, their difference
   and the largest difference of one training, in points.
-- `main()`: Figure 1's runs of `--network` at Table 1's settings (real data, the full pool less 5,000
-  validation images, evaluation every 100 iterations) with `--iterations` and `--rounds` made
-  affordable on a CPU; prints the summary and writes `outputs/tables/<comparison>_agreement.csv` (per
-  training) and `<comparison>_agreement_summary.csv`.
 
 A fused member equals its solo training exactly in float64 (tests/runs/test_fused.py); in
 float32 the stacked kernels round differently, and training amplifies that, so a few early
 stops may move by an evaluation or two. This measures how much that changes the results, and
 how much more bf16's rounding changes them: the yardstick a faster precision is judged by.
 """
-import argparse
 import contextlib
 import dataclasses
 import os
@@ -34,14 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lth_core import paths
-from lth_core.data import load_dataset
 from lth_core.imp import IMPConfig
-from lth_core.report.tables import save_table
 from lth_core.runs import lockstep, store
-from lth_core.runs.executors import resolve_device
-from lth_core.runs.experiment import grid
-from lth_core.studies.unseen import unseen_config
 
 KEYS = ["network", "seed", "round", "kind", "trained_on"]
 ARMS = {"fused": (True, "float32"), "solo": (False, "float32"), "bf16": (True, "bf16")}  # name: (fuse, precision)
@@ -110,29 +96,3 @@ def sentence(summary: pd.DataFrame) -> str:
             f"mean test accuracy {s[f'mean_test_acc_{x}']:.2f}% {x} against {s[f'mean_test_acc_{y}']:.2f}% {y} "
             f"({s.mean_difference_points:+.2f} points; the largest difference of one training "
             f"{s.largest_difference_points:.2f} points).")
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m lth_core.studies.agreement", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--compare", choices=list(COMPARISONS), default="fusion",
-                    help="fused against solo (float32), or float32 against bf16 (both fused)")
-    ap.add_argument("--network", default="lenet_300_100", help="the Figure 1 network to train")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--rounds", type=int, default=3, help="pruning rounds after the dense one")
-    ap.add_argument("--iterations", type=int, default=3000, help="training budget (Table 1: 30,000)")
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
-    device = resolve_device(args.device)
-    configs = grid(unseen_config(args.network, rounds=args.rounds, iterations=args.iterations), seeds=args.seeds)
-    arms = COMPARISONS[args.compare]
-    rows = train_both(configs, lambda name: load_dataset(name, device=device), paths.outputs_dir() / "agreement",
-                      arms=arms)
-    per_training, summary = compare(*rows.values(), names=tuple(arms))
-    print(per_training.to_string(index=False))
-    print(sentence(summary))
-    print(f"written to {save_table(per_training, f'{args.compare}_agreement')[0]} and "
-          f"{save_table(summary, f'{args.compare}_agreement_summary')[0]}")
-
-
-if __name__ == "__main__":
-    main()

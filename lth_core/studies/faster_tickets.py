@@ -39,7 +39,7 @@ from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, learned, not_learned
 from lth_core.report.paper import FIGURE_PANEL, paper_series, paper_value
 from lth_core.report.rules import Rule, paper_numbers_table
-from lth_core.report.params import PARAM_PREFIX, network_overrides
+from lth_core.params.notebook import PARAM_PREFIX, network_overrides
 from lth_core.report.plots import mark_budget_bound, new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
 from lth_core.runs.experiment import grid

@@ -20,12 +20,8 @@ checkpoint the rule would have kept and the evaluation it would have stopped at.
 98% of early-stopping iterations exactly and saves at least 10% of iterations, else None
 (train the full budget).
 
-`python -m lth_core.studies.stopping --profile quick` reads the stored full-budget versions
-of a profile's LeNet runs (its runs with no patience: train them with `lenet_patience: null`),
-writes `outputs/tables/stopping_rule.csv` and prints it as markdown.
+`lth_core/programs/stopping_rule.py` (`make stopping-rule`) runs it on a profile's stored runs.
 """
-import argparse
-import dataclasses
 import math
 
 import pandas as pd
@@ -128,33 +124,3 @@ def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not rows:
         raise ValueError("none of these runs has a stored round: run them first (make reproduce)")
     return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)
-
-
-def main(argv=None) -> int:
-    from lth_core.report.tables import save_table
-    from lth_core.studies.profiles import profile_configs
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick")
-    ap.add_argument("--network", default="lenet_300_100")
-    args = ap.parse_args(argv)
-    # the full-budget versions of the profile's runs (those a profile with `*_patience: null` trains)
-    configs = [dataclasses.replace(c, train=dataclasses.replace(c.train, patience=None))
-               for c in profile_configs(args.profile) if c.network == args.network]
-    curves, rows = stored(configs)
-    rows = rows.assign(data=rows["trained_on"].where(rows["trained_on"] != "subset",
-                                                     rows["subset_percent"].map(lambda s: f"subset {s:g}%")))
-    overall = patience_table(curves, rows)
-    table = pd.concat([overall.assign(data="all trainings"), patience_table(curves, rows, by=["data"])],
-                      ignore_index=True)
-    table = table[["data"] + [c for c in table.columns if c != "data"]]
-    save_table(table, "stopping_rule")
-    print(table.to_markdown(index=False, floatfmt=".3g"))
-    chosen = choose_patience(overall)
-    print(f"\n{len(rows)} trainings stored, {int(overall['trainings'].iloc[0])} of them full-budget. The smallest "
-          f"patience keeping >= {MIN_ES_REPRODUCED:.0%} of early-stopping iterations and saving >= "
-          f"{MIN_ITERATIONS_SAVED:.0%} of iterations: {chosen if chosen is not None else 'none (train the full budget)'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

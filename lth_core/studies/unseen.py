@@ -46,7 +46,7 @@ from lth_core.report.claims import claim, claims_frame, learned, not_learned
 from lth_core.report.intervals import mean_interval
 from lth_core.report.paper import FIGURE_PANEL, paper_series, paper_value
 from lth_core.report.rules import Precondition, Rule, paper_numbers_table
-from lth_core.report.params import PARAM_PREFIX, network_overrides
+from lth_core.params.notebook import PARAM_PREFIX, network_overrides
 from lth_core.runs.experiment import grid
 from lth_core.runs.store import run_name
 from lth_core.report.tables import fmt, format_count, format_float, points

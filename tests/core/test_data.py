@@ -17,10 +17,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from lth_core import data
+from lth_core import data, data_sources
 
 from lth_core import paths
-from lth_core.data import CorruptCacheError, DataError, load_dataset
+from lth_core.data import DataError, load_dataset
+from lth_core.data_sources import CorruptCacheError
 
 REAL_DATA = Path(os.environ.get("LTH_DATA_DIR", paths.REPO_ROOT.parent / "shared" / "data"))
 
@@ -45,7 +46,7 @@ def make_mnist(root: Path, gz: bool = False, n_train: int = 6, n_test: int = 4) 
     }
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for key, (file_name, _) in data.MNIST_FILES.items():
+    for key, (file_name, _) in data_sources.MNIST_FILES.items():
         write_idx(raw / file_name, arrays[key], gz)
     return arrays
 
@@ -56,7 +57,7 @@ def make_cifar_pickles(root: Path) -> dict:
     batch_dir = root / "cifar-10-batches-py"
     batch_dir.mkdir(parents=True)
     written = {}
-    for i, file_name in enumerate([*data.CIFAR10_TRAIN_BATCHES, data.CIFAR10_TEST_BATCH]):
+    for i, file_name in enumerate([*data_sources.CIFAR10_TRAIN_BATCHES, data_sources.CIFAR10_TEST_BATCH]):
         images = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
         labels = [(2 * i) % 10, (2 * i + 1) % 10]
         with open(batch_dir / file_name, "wb") as f:
@@ -71,7 +72,7 @@ def make_cifar_folder(root: Path, per_class: int = 2, size: int = 32) -> dict:
     rng = np.random.default_rng(2)
     written = {}
     for split in ("train", "test"):
-        for cls in data.CIFAR10_CLASSES:
+        for cls in data_sources.CIFAR10_CLASSES:
             folder = root / "CIFAR10-jpg" / split / cls
             folder.mkdir(parents=True)
             for j in range(per_class):
@@ -101,8 +102,8 @@ def test_cifar_pickles_are_read_exactly_in_batch_order(tmp_path):
     written = make_cifar_pickles(tmp_path / "root")
     ds = load_tiny("cifar10", tmp_path)
     assert ds.train_x.shape == (10, 3, 32, 32) and ds.test_x.shape == (2, 3, 32, 32)
-    train_images = np.concatenate([written[f][0] for f in data.CIFAR10_TRAIN_BATCHES])
-    train_labels = sum((written[f][1] for f in data.CIFAR10_TRAIN_BATCHES), [])
+    train_images = np.concatenate([written[f][0] for f in data_sources.CIFAR10_TRAIN_BATCHES])
+    train_labels = sum((written[f][1] for f in data_sources.CIFAR10_TRAIN_BATCHES), [])
     assert np.array_equal(ds.train_x.numpy().reshape(10, 3072), train_images)
     assert ds.train_y.tolist() == train_labels
     # a row of b"data" is 1024 red, then green, then blue values of a row-major 32x32 image
@@ -117,7 +118,7 @@ def test_cifar_image_folder_labels_follow_class_order(tmp_path):
     assert ds.train_y.tolist() == [label for label in range(10) for _ in range(2)]
     # row 2k+j is class k's file j (sorted names); PNG is lossless, so pixels are exact
     for (split, cls, file_name), pixels in written.items():
-        row = 2 * data.CIFAR10_CLASSES.index(cls) + int(file_name[:4])
+        row = 2 * data_sources.CIFAR10_CLASSES.index(cls) + int(file_name[:4])
         x = ds.train_x if split == "train" else ds.test_x
         assert np.array_equal(x[row].permute(1, 2, 0).numpy(), pixels), (split, cls, file_name)
 
@@ -216,7 +217,7 @@ def test_nothing_found_explains_where_to_put_the_data(tmp_path, name):
     message = str(error.value)
     assert str(tmp_path / "root") in message and "LTH_DATA_DIR" in message
     assert "download=True" in message
-    for layout in data.LAYOUTS[name]:
+    for layout in data_sources.LAYOUTS[name]:
         assert layout in message
     assert not (tmp_path / "cache" / f"{name}.pt").exists()
 
@@ -262,7 +263,7 @@ def test_second_load_reads_the_cache(tmp_path):
     for raw_file in (tmp_path / "root" / "MNIST" / "raw").iterdir():
         raw_file.unlink()
     second = load_tiny("mnist", tmp_path)
-    for key in data.TENSOR_KEYS:
+    for key in data_sources.TENSOR_KEYS:
         assert torch.equal(getattr(first, key), getattr(second, key)), key
 
 
@@ -352,7 +353,7 @@ def test_batches_cover_the_requested_rows_in_order(tiny_cifar):
 def test_to_moves_every_tensor(tiny_cifar):
     moved = tiny_cifar.to("meta")  # a device that exists on every machine
     assert moved.device == torch.device("meta") and tiny_cifar.device == torch.device("cpu")
-    assert all(getattr(moved, key).is_meta for key in data.TENSOR_KEYS)
+    assert all(getattr(moved, key).is_meta for key in data_sources.TENSOR_KEYS)
     assert moved.name == "cifar10"
 
 

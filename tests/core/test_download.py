@@ -23,7 +23,7 @@ import pytest
 import torch
 import torchvision
 
-from lth_core import data
+from lth_core import data, data_sources
 from lth_core.data import DataError, load_dataset
 from conftest import shared_data_dir
 
@@ -101,7 +101,7 @@ def serve_mnist(server: FileServer, monkeypatch, raw: dict) -> None:
 def mnist_server(server, monkeypatch):
     """The server holding a tiny MNIST (7 train and 7 test images); returns (server, raw IDX bytes)."""
     raw = {}
-    for key, (file_name, ndim) in data.MNIST_FILES.items():
+    for key, (file_name, ndim) in data_sources.MNIST_FILES.items():
         shape = (7, 28, 28) if ndim == 3 else (7,)
         raw[file_name] = idx_bytes(np.random.default_rng(len(key)).integers(0, 10, shape))
     serve_mnist(server, monkeypatch, raw)
@@ -133,19 +133,19 @@ def cifar_server(server, monkeypatch):
             return md5(payload)
 
         md5s = {}
-        for i, file_name in enumerate([*data.CIFAR10_TRAIN_BATCHES, data.CIFAR10_TEST_BATCH]):
+        for i, file_name in enumerate([*data_sources.CIFAR10_TRAIN_BATCHES, data_sources.CIFAR10_TEST_BATCH]):
             batches[file_name] = (rng.integers(0, 256, (3, 3072), dtype=np.uint8), [i, (i + 3) % 10, 9])
             md5s[file_name] = add(file_name, py2_pickle({"batch_label": file_name, "labels": batches[file_name][1],
                                                          "data": batches[file_name][0]}))
-        meta_md5 = add("batches.meta", pickle.dumps({"label_names": list(data.CIFAR10_CLASSES),
+        meta_md5 = add("batches.meta", pickle.dumps({"label_names": list(data_sources.CIFAR10_CLASSES),
                                                      "num_cases_per_batch": 3, "num_vis": 3072}))
     served = archive.getvalue()
     server.files["/cifar/cifar-10-python.tar.gz"] = served
     cifar = torchvision.datasets.CIFAR10
     monkeypatch.setattr(cifar, "url", f"{server.url}/cifar/cifar-10-python.tar.gz")
     monkeypatch.setattr(cifar, "tgz_md5", md5(served))
-    monkeypatch.setattr(cifar, "train_list", [[f, md5s[f]] for f in data.CIFAR10_TRAIN_BATCHES])
-    monkeypatch.setattr(cifar, "test_list", [[data.CIFAR10_TEST_BATCH, md5s[data.CIFAR10_TEST_BATCH]]])
+    monkeypatch.setattr(cifar, "train_list", [[f, md5s[f]] for f in data_sources.CIFAR10_TRAIN_BATCHES])
+    monkeypatch.setattr(cifar, "test_list", [[data_sources.CIFAR10_TEST_BATCH, md5s[data_sources.CIFAR10_TEST_BATCH]]])
     monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": meta_md5})
     return server, batches
 
@@ -153,7 +153,7 @@ def cifar_server(server, monkeypatch):
 @pytest.fixture(autouse=True)
 def downloads_on(monkeypatch):
     """Each test starts with LTH_DOWNLOAD unset: the default a fresh machine has."""
-    monkeypatch.delenv(data.DOWNLOAD_ENV, raising=False)
+    monkeypatch.delenv(data_sources.DOWNLOAD_ENV, raising=False)
 
 
 def load(name: str, tmp_path: Path, **kwargs) -> data.Dataset:
@@ -172,7 +172,7 @@ def test_mnist_downloads_by_default_with_progress(tmp_path, mnist_server, capfd)
     err = capfd.readouterr().err
     assert "downloading it with torchvision into" in err and "LTH_DOWNLOAD=0 turns this off" in err
     assert "100%" in err  # torchvision's progress bar reached the end
-    for key, (file_name, ndim) in data.MNIST_FILES.items():
+    for key, (file_name, ndim) in data_sources.MNIST_FILES.items():
         expected = np.frombuffer(raw[file_name], np.uint8, offset=4 + 4 * ndim)
         assert np.array_equal(getattr(ds, key).numpy().ravel(), expected), key
     assert {f"/mnist/{f}.gz" for f in raw} <= set(server.requests)
@@ -184,10 +184,10 @@ def test_mnist_downloads_by_default_with_progress(tmp_path, mnist_server, capfd)
 @pytest.mark.skipif(shared_data_dir() is None, reason="offline MNIST not found (set LTH_DATA_DIR)")
 def test_downloaded_mnist_equals_the_offline_copy(tmp_path, server, monkeypatch):
     raw_dir = shared_data_dir() / "MNIST" / "raw"
-    serve_mnist(server, monkeypatch, {f: (raw_dir / f).read_bytes() for f, _ in data.MNIST_FILES.values()})
+    serve_mnist(server, monkeypatch, {f: (raw_dir / f).read_bytes() for f, _ in data_sources.MNIST_FILES.values()})
     downloaded = load("mnist", tmp_path)
     local = load_dataset("mnist", data_root=shared_data_dir(), cache_dir=tmp_path / "local_cache")
-    for key in data.TENSOR_KEYS:
+    for key in data_sources.TENSOR_KEYS:
         assert torch.equal(getattr(downloaded, key), getattr(local, key)), key
     assert len(downloaded.train_y) == 60000
 
@@ -195,7 +195,7 @@ def test_downloaded_mnist_equals_the_offline_copy(tmp_path, server, monkeypatch)
 def test_cifar10_downloads_by_default(tmp_path, cifar_server):
     server, batches = cifar_server
     ds = load("cifar10", tmp_path)
-    train = [batches[f] for f in data.CIFAR10_TRAIN_BATCHES]
+    train = [batches[f] for f in data_sources.CIFAR10_TRAIN_BATCHES]
     assert np.array_equal(ds.train_x.numpy().reshape(15, 3072), np.concatenate([x for x, _ in train]))
     assert ds.train_y.tolist() == sum((labels for _, labels in train), [])
     assert np.array_equal(ds.test_x.numpy().reshape(3, 3072), batches["test_batch"][0])

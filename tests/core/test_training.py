@@ -32,7 +32,7 @@ def test_same_seed_same_numbers_on_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("network", ["lenet_300_100", "conv2", "shufflenet"])
 def test_same_seed_same_numbers_on_cuda(network):
-    from lth_core.report.benchmark import synthetic_dataset as shaped_like
+    from lth_core.programs.benchmark import synthetic_dataset as shaped_like
     from lth_core.models import DATASET_OF
     data = shaped_like(DATASET_OF[network], torch.device("cuda"), 50)
     cfg = TrainConfig(iterations=20, batch_size=50, eval_every=10)

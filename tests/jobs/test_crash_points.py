@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import tiny_project
-from lth_core import crashpoints, paths, reproduce
+from lth_core.programs import reproduce
+from lth_core import crashpoints, paths
 from lth_core.runs import store
 
 OPTIONS = {"fuse": False}

@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from lth_core import reproduce
-from lth_core.studies import profiles
+from lth_core.programs import reproduce
+from lth_core.studies import catalog
 from lth_core.imp import trainings_per_run
 
 
@@ -28,8 +28,8 @@ def test_paper_profile_counts_every_training_of_every_notebook(tmp_path):
     lenet = table[(table["notebook"] == "02_faster_tickets") & (table["network"] == "lenet_300_100")].iloc[0]
     assert lenet["iterations"] == 513 * 30_000 + per_level * 19 * 3
     smoke = reproduce.estimate("smoke", "cpu", benchmark_csv=_bench(tmp_path))
-    cfgs = profiles.STUDIES["01_trainability_unseen"].configs_from_parameters(
-        profiles.notebook_parameters("01_trainability_unseen", {}))
+    cfgs = catalog.STUDIES["01_trainability_unseen"].configs_from_parameters(
+        catalog.notebook_parameters("01_trainability_unseen", {}))
     assert smoke.iloc[0]["trainings"] == sum(trainings_per_run(c) for c in cfgs if c.network == "lenet_300_100")
 
 

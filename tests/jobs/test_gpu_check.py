@@ -1,7 +1,7 @@
 """The GPU check's data pack (the check itself needs a GPU: it is run on a lent one, see README)."""
 import pytest
 
-from lth_core.gpu_check import pack_jpeg_folder, unpack_jpeg_folder
+from lth_core.programs.gpu_check import pack_jpeg_folder, unpack_jpeg_folder
 
 
 def test_pack_round_trip_is_byte_exact(tmp_path):
@@ -24,7 +24,7 @@ def test_an_empty_folder_is_refused(tmp_path):
 
 def test_figure1_is_not_started_when_the_benchmark_says_round_0_cannot_end_in_time():
     import time
-    from lth_core.gpu_check import figure1_conv2, first_round_seconds
+    from lth_core.programs.gpu_check import figure1_conv2, first_round_seconds
     from lth_core.runs.experiment import grid
     from lth_core.studies.unseen import unseen_config
     configs = grid(unseen_config("conv2", rounds=20), seeds=[0, 1, 2])
@@ -42,7 +42,7 @@ def test_figure1_is_not_started_when_the_benchmark_says_round_0_cannot_end_in_ti
 def test_a_cudnn_choice_holds_while_training_selects_its_numerics_and_is_undone_after(choice):
     import torch
     from lth_core import training
-    from lth_core.gpu_check import CUDNN_CHOICES, cudnn_choice
+    from lth_core.programs.gpu_check import CUDNN_CHOICES, cudnn_choice
     cudnn = torch.backends.cudnn
     with cudnn_choice(choice):
         training.select_numerics("cuda")  # what train() and the fused trainer call first on a GPU

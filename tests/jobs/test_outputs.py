@@ -15,9 +15,9 @@ import torch
 
 import tiny_project
 from lth_core import paths
-from lth_core import reproduce
-from lth_core.jobs.errors import JobError
-from lth_core.report.params import ParameterError
+from lth_core.programs import reproduce
+from lth_core.programs.job_errors import JobError
+from lth_core.params.notebook import ParameterError
 
 PARAMS = ('device: str = "auto"\nexecutor: str = "local"\nexecutor_options: dict = {}\n'
           'seeds: list = [0]\nvalue: int = 1\nfail: bool = False\n')

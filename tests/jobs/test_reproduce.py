@@ -6,9 +6,9 @@ import pytest
 
 from lth_core import paths
 
-from lth_core import reproduce
+from lth_core.programs import reproduce
 from lth_core.runs import store
-from lth_core.studies.profiles import profile_configs
+from lth_core.studies.catalog import profile_configs
 
 FIGURES = ["fig1_lenet_mnist", "fig1_conv2_cifar10", "fig2_lenet_mnist", "fig2_conv2_cifar10",
            "fig3_lenet_mnist", "fig3_conv2_cifar10", "fig4_top_shufflenet", "fig4_bottom_shufflenet_bn_pruned"]

@@ -57,7 +57,7 @@ def write_notebook(folder: Path, name: str, params: str, body: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("from lth_core import paths\n"
-                                          "from lth_core.report.params import validate_parameters"),
+                                          "from lth_core.params.notebook import validate_parameters"),
                 nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {name!r}, {str(folder)!r})"),
                 nbformat.v4.new_code_cell(body)]
@@ -76,7 +76,8 @@ def make(root: Path) -> Path:
 def install_in_test(root: Path, monkeypatch) -> Path:
     """`make(root)`, installed in this process as the project (its notebooks, study and synthetic data)
     until the test ends; returns the notebooks folder."""
-    from lth_core import paths, reproduce
+    from lth_core import paths
+    from lth_core.programs import reproduce
     from lth_core.runs import executors
     folder = make(root)
     monkeypatch.setattr(paths, "NOTEBOOKS_DIR", folder)
@@ -96,6 +97,6 @@ def install(folder: Path, reproduce) -> None:
 
 
 if __name__ == "__main__":
-    from lth_core import reproduce
+    from lth_core.programs import reproduce
     install(Path(sys.argv[1]), reproduce)
     sys.exit(reproduce.main(sys.argv[2:]))

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from lth_core import paths
-from lth_core.report.params import declared_parameters
+from lth_core.params.notebook import declared_parameters
 
 NOTEBOOKS = ["01_trainability_unseen", "02_faster_tickets", "03_shufflenet"]
 CELL_TIMEOUT_S = 600

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from lth_core.report.benchmark import COLUMNS, FUSION_COLUMNS, run_benchmark, run_fusion_benchmark
+from lth_core.programs.benchmark import COLUMNS, FUSION_COLUMNS, run_benchmark, run_fusion_benchmark
 
 
 def test_lenet_table_has_positive_times_and_their_ratio():
@@ -39,7 +39,7 @@ def test_fusion_table_has_solo_and_every_fused_path_per_group_size_and_their_spe
 
 
 def test_schedule_benchmark_times_whole_trainings_beside_the_step():
-    from lth_core.report.benchmark import SCHEDULE_COLUMNS, run_schedule_benchmark, schedule_sentence
+    from lth_core.programs.benchmark import SCHEDULE_COLUMNS, run_schedule_benchmark, schedule_sentence
     # 300 iterations: the two timed calls differ by about a second, so machine noise cannot flip the sign
     table = run_schedule_benchmark(["lenet_300_100"], iterations=300, device="cpu", step_ms={"lenet_300_100": 0.5})
     assert list(table.columns) == SCHEDULE_COLUMNS and len(table) == 1
@@ -55,7 +55,7 @@ def test_schedule_benchmark_times_whole_trainings_beside_the_step():
 def test_fusion_benchmark_starts_no_row_past_its_deadline():
     # gpu-check gives the benchmark a share of its 8 minutes: rows measured by then are kept, no more
     import time
-    from lth_core.report.benchmark import run_fusion_benchmark
+    from lth_core.programs.benchmark import run_fusion_benchmark
     assert run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=2, warmup=1, device="cpu",
                                 deadline=time.time() - 1).empty
     seen = []
@@ -66,7 +66,7 @@ def test_fusion_benchmark_starts_no_row_past_its_deadline():
 
 def test_precision_table_times_the_step_in_float32_and_bf16_side_by_side():
     import time
-    from lth_core.report.benchmark import PRECISION_COLUMNS, run_precision_benchmark
+    from lth_core.programs.benchmark import PRECISION_COLUMNS, run_precision_benchmark
     table = run_precision_benchmark(["lenet_300_100"], iterations=5, device="cpu", warmup=1, repeats=1)
     assert list(table.columns) == PRECISION_COLUMNS and len(table) == 1
     row = table.iloc[0]

@@ -199,7 +199,7 @@ TABLES = ["table1.csv", "table1.md", "speedup.csv"]
 def test_main_job_smoke_profile_on_the_cluster(shared_data, monkeypatch):
     # the CLI, as on a login node; LTH_OUTPUTS_DIR (tmp_outputs) keeps every output out of the repo
     monkeypatch.setenv("LTH_DATA_DIR", str(shared_data))
-    job = subprocess.run([sys.executable, "-m", "lth_core.reproduce", "--profile", "smoke", "--device", "cpu",
+    job = subprocess.run([sys.executable, "-m", "lth_core.programs.reproduce", "--profile", "smoke", "--device", "cpu",
                           "--executor", "slurm", "-o", f"partition={PARTITION}", "-o", "cpus_per_job=1",
                           "-o", "timeout_min=30"], capture_output=True, text=True, timeout=3600)
     assert job.returncode == 0, job.stderr[-3000:]

@@ -4,6 +4,7 @@ import math
 import pandas as pd
 import pytest
 
+from lth_core.programs import stopping_rule
 from lth_core.studies import stopping
 
 
@@ -81,4 +82,4 @@ def test_only_full_budget_curves_count_and_a_mismatched_curve_is_refused():
 
 def test_the_command_needs_stored_runs():
     with pytest.raises(ValueError, match="none of these runs has a stored round"):
-        stopping.main(["--profile", "smoke"])
+        stopping_rule.main(["--profile", "smoke"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
-from lth_core.report.params import network_overrides
+from lth_core.params.notebook import network_overrides
 from lth_core.report.tables import format_count
 from lth_core.models import FIGURE_STEM, build_model
 from lth_core import imp

@@ -9,13 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_core import imp, reproduce
+from lth_core.programs import reproduce
+from lth_core import imp
 from lth_core.report.intervals import mean_interval, t_quantile
-from lth_core.report.params import ParameterError, check_parameters, load_profile
+from lth_core.params.notebook import ParameterError, check_parameters
+from lth_core.params.profiles import load_profile
 from lth_core.report.plots import save_figure
 from lth_core.runs.store import run_name
 from lth_core.studies import unseen
-from lth_core.studies.profiles import notebook_parameters
+from lth_core.studies.catalog import notebook_parameters
 
 ALL = ["table1", "table1_no_weight_decay", "frankle_carbin"]
 LEVELS = [100.0, 80.0, 64.0, 51.2, 41.0]

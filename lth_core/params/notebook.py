@@ -20,17 +20,14 @@ declared by another notebook are accepted, so one profile file
 range-checked (`RANGES`, by parameter name): sizes,
 limits, rates, tolerance, seeds, patience, the batch against the pool, the device (a
 GPU when cuda is asked for), the precision (no tf32 on a CPU) and the executor, each error naming the parameter, its
-value and the valid range, before any data loads. `load_profile(name)` reads such a
-file and checks it the same way against every notebook, so the main job stops before
-its first notebook; `network_overrides(P, network)` turns a network's prefixed
-parameters (`lenet_iterations`, ...) into config overrides.
+value and the valid range, before any data loads (`params/profiles.py` checks a profile file the
+same way). `network_overrides(P, network)` turns a network's prefixed parameters
+(`lenet_iterations`, ...) into config overrides.
 """
 import ast
 import json
 import math
 from pathlib import Path
-
-import yaml
 
 from lth_core import paths, writer_lock
 from lth_core.data import TRAIN_SIZE
@@ -332,57 +329,3 @@ def network_overrides(params: dict, network: str) -> dict:
             "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
             "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"],
             "patience": params[f"{p}_patience"], "precision": params.get("precision", TrainConfig.precision)}
-
-
-def profile_path(profile: str) -> Path:
-    path = paths.PARAMS_DIR / f"{profile}.yaml"
-    if not path.exists():
-        valid = ", ".join(p.stem for p in sorted(paths.PARAMS_DIR.glob("*.yaml")))
-        raise ParameterError(f"unknown profile {profile!r}; valid profiles: {valid}")
-    return path
-
-
-# a profile's own key, not a parameter: the notebooks it is made for (default: every notebook)
-PROFILE_NOTEBOOKS = "notebooks"
-
-
-def profile_notebooks(profile: str) -> list[str] | None:
-    """The notebooks `profile` is made for (its `notebooks:` list), or None for every notebook."""
-    return _read_profile(profile).get(PROFILE_NOTEBOOKS)
-
-
-def _read_profile(profile: str) -> dict:
-    path = profile_path(profile)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        raise ParameterError(f"{path} is not valid YAML ({getattr(e, 'problem', None) or e}"
-                             f"{f' at line {where.line + 1}' if where else ''}): fix it, e.g. `name: value` "
-                             "per line") from None
-    if not isinstance(values, dict):
-        raise ParameterError(f"{path} must hold `name: value` lines, not a {type(values).__name__}")
-    names = values.get(PROFILE_NOTEBOOKS)
-    valid = sorted(all_declared())
-    if names is not None and not (isinstance(names, list) and names and set(names) <= set(valid)
-                                  and len(set(names)) == len(names)):
-        raise ParameterError(f"{path}: `{PROFILE_NOTEBOOKS}` must be a list of distinct notebooks from {valid}, "
-                             f"got {names!r}")
-    return values
-
-
-def load_profile(profile: str) -> dict:
-    """The parameter values `profile` sets, checked against every notebook's declarations and ranges."""
-    values = {k: v for k, v in _read_profile(profile).items() if k != PROFILE_NOTEBOOKS}
-    known = {n for decl in all_declared().values() for n in decl}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ParameterError(f"profile {profile!r} sets unknown parameters {unknown}; "
-                             f"valid parameters: {', '.join(sorted(known))}")
-    for notebook, declared in all_declared().items():  # each notebook's defaults, overridden by the profile
-        try:
-            check_parameters(notebook, {**{n: spec[2] for n, spec in declared.items()},
-                                        **{n: v for n, v in values.items() if n in declared}})
-        except ParameterError as err:
-            raise ParameterError(f"profile {profile!r}: {err}") from None
-    return values

@@ -16,7 +16,7 @@ Inside:
 - `run_precision_benchmark(networks, ...)`: per network, `train()`'s step (the lth_core timing) in
   each precision the device runs (`training.PRECISIONS`: float32 and bf16 on a CPU, also tf32 on
   CUDA), side by side, and each one's ratio to float32.
-- `main()`: `python -m lth_core.report.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
+- `main()`: `python -m lth_core.programs.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
   [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-schedule]
   [--no-precision]` prints the tables, writes the fusion table to `outputs/tables/benchmark.csv` (what
   `reproduce --estimate` projects from), the schedule table to `outputs/tables/benchmark_schedule.csv` and
@@ -62,7 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_core.data import IMAGE_SHAPE, NUM_CLASSES, TRAIN_SIZE, Dataset
+from lth_core.data import TRAIN_SIZE, Dataset
+from lth_core.data_sources import IMAGE_SHAPE, NUM_CLASSES
 from lth_core.imp import PAPER_PRUNE_RATE, PAPER_TRAINING
 from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
@@ -423,7 +424,7 @@ def ms_per_model_step(bench: pd.DataFrame, network: str, device: str, k: int, fu
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lth_core.report.benchmark",
+        prog="python -m lth_core.programs.benchmark",
         description="ms per training iteration: lth_core's train() on a masked network "
                     "versus a bare PyTorch loop, at each network's Table 1 batch size.")
     parser.add_argument("--networks", nargs="+", default=list(MODELS), choices=list(MODELS))

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from lth_core import writer_lock
-from lth_core.jobs.errors import JobError
+from lth_core.programs.job_errors import JobError
 
 PROBE_BYTES = 64 * 1024  # more than a full disk's reserve of partly used blocks can take
 

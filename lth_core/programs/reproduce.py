@@ -1,7 +1,7 @@
 """The main job: execute every notebook of a profile headless with papermill.
 
-    python -m lth_core.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
-    python -m lth_core.reproduce --profile paper --device cuda --estimate
+    python -m lth_core.programs.reproduce --profile quick --device auto [--executor slurm -o partition=gpu]
+    python -m lth_core.programs.reproduce --profile paper --device cuda --estimate
 
 `--estimate` trains nothing: per notebook and network it prints the runs, trainings
 and iterations the profile asks for and the hours they project to from the figures
@@ -65,16 +65,17 @@ import pandas as pd
 
 from lth_core import crashpoints, paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
-from lth_core.report.benchmark import ms_per_model_step
-from lth_core.report.params import check_parameters, declared_parameters, load_profile, profile_notebooks
+from lth_core.programs.benchmark import ms_per_model_step
+from lth_core.params.notebook import check_parameters, declared_parameters
+from lth_core.params.profiles import load_profile, profile_notebooks
 from lth_core.report.results_page import write_results_page
 from lth_core.runs.executors import (ExecutorOptions, RunFailedError, device_for_executor, execute_runs,
                                     resolve_device, with_cpu_workers)
-from lth_core.jobs import folder as job_folder
-from lth_core.jobs.errors import JobError, describe, log_traceback
+from lth_core.programs import job_folder
+from lth_core.programs.job_errors import JobError, describe, log_traceback
 from lth_core.runs import store
 from lth_core.runs.progress import StoreProgress
-from lth_core.studies.profiles import STUDIES, notebook_parameters
+from lth_core.studies.catalog import STUDIES, notebook_parameters
 
 # a validation pass over a batch costs about a third of a training step (forward only)
 EVAL_STEP_FRACTION = 1 / 3

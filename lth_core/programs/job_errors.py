@@ -1,7 +1,7 @@
 """How the main job ends when it fails: one `error:` line saying what is at fault and what to do,
 and the traceback in a log file.
 
-Every error the main job (`python -m lth_core.reproduce`) can end with, and its line:
+Every error the main job (`python -m lth_core.programs.reproduce`) can end with, and its line:
 - `JobError`: a failure the job has already phrased (a damaged manifest, runs that failed, a
   notebook that failed, a folder that cannot be written): its message;
 - `ParameterError` / `ValueError`: a profile, parameter, device or executor that is not valid (a

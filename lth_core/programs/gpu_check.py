@@ -1,6 +1,6 @@
 """The GPU check: what a lent GPU must show, in one command of at most 8 minutes (`make gpu-check`).
 
-    python -m lth_core.gpu_check [--minutes 8] [--data-pack .gpu/cifar10-jpg.npz]
+    python -m lth_core.programs.gpu_check [--minutes 8] [--data-pack .gpu/cifar10-jpg.npz]
 
 In order, each within the time left, results written as they come to
 `outputs/gpu_check.json` (so a run cut short still reports what it finished):
@@ -114,14 +114,14 @@ BENCHMARK_ORDER = ("shufflenet", "conv2", "lenet_300_100")
 
 def benchmark(report: "Report", repeats: int, deadline: float | None = None) -> list[dict]:
     """The fusion table, eager and graphed (each row saved as it comes); no row started past `deadline`."""
-    from lth_core.report.benchmark import run_fusion_benchmark
+    from lth_core.programs.benchmark import run_fusion_benchmark
     return run_fusion_benchmark(BENCHMARK_ORDER, device="cuda", repeats=repeats, deadline=deadline,
                                 on_row=lambda t: report.put("benchmark", t.to_dict("records"))).to_dict("records")
 
 
 def precision(repeats: int, deadline: float | None = None) -> list[dict]:
     """`train()`'s step per network in each precision (float32, TF32, bf16); no network started past `deadline`."""
-    from lth_core.report.benchmark import run_precision_benchmark
+    from lth_core.programs.benchmark import run_precision_benchmark
     return run_precision_benchmark(BENCHMARK_ORDER, device="cuda", repeats=repeats,
                                    deadline=deadline).to_dict("records")
 
@@ -155,9 +155,9 @@ def cudnn_choice(name: str):
 def kernels(networks=("shufflenet", "conv2"), k: int = 8, steps: int = 5, deadline: float | None = None) -> dict:
     """Solo and fused (K=`k`) ms per model-step under each of CUDNN_CHOICES, and the ten CUDA
     kernels with the most time in `steps` eager fused steps of each network."""
-    from lth_core.report.benchmark import masked_model, run_fusion_benchmark
+    from lth_core.programs.benchmark import masked_model, run_fusion_benchmark
     from lth_core.runs.fused import FusedStack, fused_layers
-    from lth_core.data import IMAGE_SHAPE
+    from lth_core.data_sources import IMAGE_SHAPE
     from lth_core.imp import PAPER_TRAINING
     from lth_core.models import DATASET_OF
     out = {"timings": []}
@@ -187,7 +187,7 @@ def first_round_seconds(benchmark_rows, configs) -> float | None:
     round's group size and the full budget; None without a figure."""
     import pandas as pd
     from lth_core.imp import round_trainings
-    from lth_core.report.benchmark import ms_per_model_step
+    from lth_core.programs.benchmark import ms_per_model_step
     trainings = sum(len(round_trainings(cfg, 0)) for cfg in configs)
     rows = pd.DataFrame([r for r in benchmark_rows if isinstance(r, dict) and r.get("network") == "conv2"])
     if rows.empty:
@@ -221,7 +221,7 @@ def figure1_conv2(deadline: float, benchmark_rows=(), seeds=(0, 1, 2), rounds: i
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lth_core.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lth_core.programs.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=8.0, help="the whole check's time limit")
     parser.add_argument("--data-pack", type=Path, default=paths.REPO_ROOT / ".gpu" / "cifar10-jpg.npz",
                         help="CIFAR-10 packed by pack_jpeg_folder (unpacked to a temporary data root)")

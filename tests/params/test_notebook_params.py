@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lth_core import paths
-from lth_core.report.params import (INJECTED_HEADER, PARAMETERS_HEADER, ParameterError, check_parameters,
-                                    declared_parameters, load_profile, validate_parameters)
+from lth_core.params.notebook import INJECTED_HEADER, PARAMETERS_HEADER, ParameterError, check_parameters, declared_parameters, validate_parameters
+from lth_core.params.profiles import load_profile
 
 PARAMS_A = ('seeds: list = [0]  # seeds\nlr: float = 0.1  # step\nlimit: Optional[int] = None  # rows\n'
             'name: str = "x"\nratio: float | None = 0.5\n')
@@ -17,7 +17,7 @@ PARAMS_B = 'seeds: list = [0]\nwidth: int = 3\n'
 def _notebook(path, params_src):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional\nfrom lth_core.report.params import validate_parameters"),
+    nb.cells = [nbformat.v4.new_code_cell("from typing import Optional\nfrom lth_core.params.notebook import validate_parameters"),
                 nbformat.v4.new_code_cell(params_src, metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(f"P = validate_parameters(globals(), {path.stem!r}, {str(path.parent)!r})")]
     nbformat.write(nb, path)
@@ -212,7 +212,7 @@ def test_out_of_range_values_name_the_parameter_value_and_range(notebook, over, 
 
 @pytest.mark.parametrize("notebook", [U, F, S])
 def test_the_precision_parameter_reaches_every_run_of_the_notebook(notebook):
-    from lth_core.studies.profiles import STUDIES
+    from lth_core.studies.catalog import STUDIES
     values = check_parameters(notebook, {**_defaults(notebook), "precision": "bf16"})
     configs = STUDIES[notebook].configs_from_parameters(values)
     assert configs and {c.train.precision for c in configs} == {"bf16"}
@@ -259,8 +259,8 @@ def test_shipped_profiles_are_in_range(profile):
 
 
 def test_a_profile_names_the_notebooks_it_is_made_for():
-    from lth_core.report.params import profile_notebooks
-    from lth_core.reproduce import estimate
+    from lth_core.params.profiles import profile_notebooks
+    from lth_core.programs.reproduce import estimate
     assert profile_notebooks("controls") == ["01_trainability_unseen"] and profile_notebooks("quick") is None
     assert "notebooks" not in load_profile("controls")  # the profile's own key, not a parameter
     assert set(estimate("controls", device="cpu")["notebook"]) == {"01_trainability_unseen"}
@@ -269,7 +269,7 @@ def test_a_profile_names_the_notebooks_it_is_made_for():
 @pytest.mark.parametrize("listed", ["[01_trainability_unseen, 01_trainability_unseen]", "[04_nothing]", "[]",
                                     "01_trainability_unseen"])
 def test_a_profiles_notebook_list_is_checked(listed, tmp_path, monkeypatch):
-    from lth_core.report.params import profile_notebooks
+    from lth_core.params.profiles import profile_notebooks
     monkeypatch.setattr(paths, "PARAMS_DIR", tmp_path)
     (tmp_path / "odd.yaml").write_text(f"notebooks: {listed}\n")
     with pytest.raises(ParameterError, match=r"odd.yaml: `notebooks` must be a list of distinct notebooks from"):

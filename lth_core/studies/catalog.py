@@ -6,7 +6,8 @@ fills a profile's values with the notebook's declared defaults and checks them;
 `make reproduce` will run), for estimates and for studies of the stored runs.
 """
 from lth_core.imp import IMPConfig
-from lth_core.report.params import check_parameters, declared_parameters, load_profile, profile_notebooks
+from lth_core.params.notebook import check_parameters, declared_parameters
+from lth_core.params.profiles import load_profile, profile_notebooks
 from lth_core.studies import faster_tickets, shufflenet, unseen
 
 STUDIES = {study.NOTEBOOK: study for study in (unseen, faster_tickets, shufflenet)}

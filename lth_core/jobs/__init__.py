@@ -1,1 +1,0 @@
-"""Helpers of the main job (`lth_core/reproduce.py`): its folder, its errors."""

@@ -1,0 +1,1 @@
+"""Parameters: notebook parameter cells and the profiles that set them."""

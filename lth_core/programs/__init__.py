@@ -1,0 +1,1 @@
+"""Helpers of the main job (`lth_core/programs/reproduce.py`): its folder, its errors."""
