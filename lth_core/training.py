@@ -39,8 +39,6 @@ bfloat16, while the weights, gradients, Adam's state and the masks stay float32:
 multiply the float32 weights and gradients, so pruned weights stay exactly zero.
 """
 import contextlib
-import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -49,76 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lth_core.config import TrainConfig, iterations_per_epoch
 from lth_core.data import Dataset
 
-OPTIMIZERS = ("adam",)  # the paper's and the authors' optimiser for every network
-SCHEDULES = ("constant", "step", "exponential")
-CRITERIA = ("val_loss", "val_acc")
-BUDGET_PROTOCOLS = ("iterations", "epochs")  # a budget of `iterations`, or of `epochs` of the training rows
 BUDGET_BOUND_FRACTION = 0.9  # an early stop after this share of the budget is budget-bound
 TEST_PROBE_AFTER = 10  # evaluations a checkpoint stays best before its test accuracy is probed
-PRECISIONS = ("float32", "tf32", "bf16")  # the compute precision of training and evaluation (module docstring)
 
 
 def budget_bound(es_iteration, budget):
     """Whether early stopping fell in the last tenth of the budget (works on numbers and pandas columns)."""
     return es_iteration > BUDGET_BOUND_FRACTION * budget
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str = "adam"  # Adam (betas 0.9/0.999, eps 1e-8), as the authors' torch.optim.Adam
-    iterations: int = 30_000
-    batch_size: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0  # Adam's L2 penalty, as the authors' torch.optim.Adam
-    lr_schedule: str = "constant"  # constant | step (x lr_gamma every lr_step_epochs) | exponential (x lr_gamma every epoch)
-    lr_gamma: float = 1.0
-    lr_step_epochs: int = 1
-    eval_every: int = 100
-    criterion: str = "val_loss"
-    patience: int | None = None  # evaluations without improvement before stopping; None runs the full budget
-    epochs: float | None = None  # budget in epochs of the run's own training rows (the authors: 20); None: `iterations`
-    precision: str = "float32"  # float32 | tf32 (CUDA only) | bf16 (autocast, float32 master weights)
-
-    def __post_init__(self):
-        def bad(what):
-            raise ValueError(f"TrainConfig: {what}")
-        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
-            bad(f"iterations ({self.iterations}), batch_size ({self.batch_size}) and eval_every "
-                f"({self.eval_every}) must be positive integers")
-        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay)
-                and self.weight_decay >= 0):  # written this way so that NaN fails too
-            bad(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if self.lr_schedule not in SCHEDULES:
-            bad(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if self.criterion not in CRITERIA:
-            bad(f"unknown criterion {self.criterion!r}; valid: {', '.join(CRITERIA)}")
-        if self.lr_step_epochs < 1 or not (math.isfinite(self.lr_gamma) and self.lr_gamma > 0):
-            bad(f"lr_step_epochs must be >= 1 and lr_gamma > 0, got lr_step_epochs={self.lr_step_epochs}, "
-                f"lr_gamma={self.lr_gamma}")
-        if self.patience is not None and self.patience < 1:
-            bad(f"patience must be None or >= 1, got {self.patience}")
-        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
-            bad(f"epochs must be None or > 0, got {self.epochs}")
-        if self.precision not in PRECISIONS:
-            bad(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-
-    def budget_for(self, n_rows: int) -> "TrainConfig":
-        """This config with its budget in iterations for `n_rows` training rows (`epochs` resolved)."""
-        if self.epochs is None:
-            return self
-        per_epoch = iterations_per_epoch(n_rows, self.batch_size)
-        return dataclasses.replace(self, iterations=max(1, round(self.epochs * per_epoch)), epochs=None)
-
-    def lr_at_epoch(self, epoch: int) -> float:
-        if self.lr_schedule == "step":
-            return self.lr * self.lr_gamma ** (epoch // self.lr_step_epochs)
-        if self.lr_schedule == "exponential":
-            return self.lr * self.lr_gamma ** epoch
-        return self.lr
 
 
 @dataclass
@@ -154,11 +92,6 @@ def evaluate(model: nn.Module, batches, precision: str = "float32") -> tuple[flo
     if n == 0:
         raise ValueError("cannot evaluate on an empty set of rows")
     return float(loss) / n, 100.0 * float(correct) / n
-
-
-def iterations_per_epoch(n_rows: int, batch_size: int) -> int:
-    """Steps per epoch as train() takes them: full batches only, at least one."""
-    return max(1, n_rows // batch_size)
 
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as the authors used it
@@ -210,10 +143,8 @@ class Adam:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> Adam:
-    """The optimiser `cfg.optimizer` names, over the model's parameters."""
-    if cfg.optimizer == "adam":
-        return Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    """The optimiser `cfg.optimizer` names (TrainConfig admits Adam only), over the model's parameters."""
+    return Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def flush_cpu_denormals() -> None:
@@ -251,9 +182,7 @@ def _tf32_kernels(on: bool) -> None:
 
 
 def check_precision(precision: str, device) -> None:
-    """Raise ValueError unless `precision` is one of `PRECISIONS` and runs on `device`."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    """Raise ValueError unless `precision` (a valid `config.PRECISIONS` name) runs on `device`."""
     if precision == "tf32" and torch.device(device).type != "cuda":
         raise ValueError(f"precision 'tf32' needs a CUDA device (TF32 is a GPU tensor-core format), not "
                          f"{torch.device(device).type}; use 'float32' or 'bf16' there")

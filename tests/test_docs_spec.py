@@ -1,6 +1,6 @@
 """docs/reproduction-spec.md says what the code does: its names exist, its defaults and parameter tables are true.
 
-- Every code span naming an `lth_core` object (`imp.PAPER_TRAINING`, `TrainConfig.patience`, ...)
+- Every code span naming an `lth_core` object (`config.PAPER_TRAINING`, `TrainConfig.patience`, ...)
   names one that exists; a span `name = value` with a literal value states that object's value
   (a dataclass field's default).
 - The parameter tables (in "The experiments and their parameters", rows of parameter, field,
@@ -23,7 +23,7 @@ SPEC = paths.REPO_ROOT / "docs" / "reproduction-spec.md"
 NOTEBOOKS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))
 PROFILE_COLUMNS = ("quick", "paper")  # the tables' columns after the notebook default, in order
 WHERE_NOT_WHAT = {"device", "executor", "executor_options"}  # parameters with no row: where runs execute
-CLASSES = {"IMPConfig": "imp", "TrainConfig": "training"}  # classes the spec names without their module
+CLASSES = {"IMPConfig": "config", "TrainConfig": "config"}  # classes the spec names without their module
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 DOTTED = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\s*=\s*(.+))?")
 ROW = re.compile(r"^\|\s*`(\w+)`\s*\|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|\s*$", re.MULTILINE)

@@ -56,5 +56,5 @@ def test_every_layer_has_its_folder():
     assert all((PACKAGE / layer).is_dir() for layer in ORDER[1:])
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(ORDER[1:])
     core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert core == {"paths", "data", "data_sources", "models", "pruning", "training", "imp", "crashpoints",
+    assert core == {"paths", "config", "data", "data_sources", "models", "pruning", "training", "imp", "crashpoints",
                     "writer_lock"}

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from lth_core import paths, writer_lock
 from lth_core.data import TRAIN_SIZE
-from lth_core.imp import CONTROLS, PAPER_TRAINING, training_settings
+from lth_core.config import CONTROLS, PAPER_TRAINING, training_settings
 from lth_core.models import DATASET_OF
 from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, device_for_executor
-from lth_core.training import BUDGET_PROTOCOLS, CRITERIA, PRECISIONS, TrainConfig
+from lth_core.config import BUDGET_PROTOCOLS, CRITERIA, PRECISIONS, TrainConfig
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}

@@ -14,7 +14,7 @@ Inside:
   (the difference of a call of n and one of 2n iterations), beside the per-step figure, the share
   of the time outside the steps (`overhead`) and the seconds of one 30,000-iteration training.
 - `run_precision_benchmark(networks, ...)`: per network, `train()`'s step (the lth_core timing) in
-  each precision the device runs (`training.PRECISIONS`: float32 and bf16 on a CPU, also tf32 on
+  each precision the device runs (`PRECISIONS`: float32 and bf16 on a CPU, also tf32 on
   CUDA), side by side, and each one's ratio to float32.
 - `main()`: `python -m lth_core.programs.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
   [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-schedule]
@@ -28,7 +28,7 @@ once-per-call costs cancel in the difference of two calls, one of `warmup + iter
 of `warmup` iterations, which is what the fused figure divides by K * iterations.
 
 Each network is timed twice in the same process, at its Table 1 optimiser settings
-(`imp.PAPER_TRAINING`), on synthetic uint8 data with the real dataset's image shape and
+(`PAPER_TRAINING`), on synthetic uint8 data with the real dataset's image shape and
 training-set size (the time of a step does not depend on pixel values, and nothing needs
 downloading):
 
@@ -64,13 +64,14 @@ from torch import nn
 
 from lth_core.data import TRAIN_SIZE, Dataset
 from lth_core.data_sources import IMAGE_SHAPE, NUM_CLASSES
-from lth_core.imp import PAPER_PRUNE_RATE, PAPER_TRAINING
+from lth_core.config import PAPER_PRUNE_RATE, PAPER_TRAINING, PRECISIONS
 from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
 from lth_core.runs.fused import FusedMember, fused_layers, train_fused, uses_cuda_graph
-from lth_core.training import PRECISIONS, select_numerics, train
+
+from lth_core.training import select_numerics, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
 # alone takes seconds there), enough steps on a GPU for launch overheads to average out

@@ -158,7 +158,7 @@ def kernels(networks=("shufflenet", "conv2"), k: int = 8, steps: int = 5, deadli
     from lth_core.programs.benchmark import masked_model, run_fusion_benchmark
     from lth_core.runs.fused import FusedStack, fused_layers
     from lth_core.data_sources import IMAGE_SHAPE
-    from lth_core.imp import PAPER_TRAINING
+    from lth_core.config import PAPER_TRAINING
     from lth_core.models import DATASET_OF
     out = {"timings": []}
     for choice in CUDNN_CHOICES:

@@ -42,7 +42,7 @@ from lth_core import paths
 from lth_core.runs import lockstep, store
 from lth_core.runs.parallel import TrainingPool
 from lth_core.data import load_dataset
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 
 EXECUTORS = ("local", "processes", "slurm")
 DEVICES = ("auto", "cpu", "cuda")

@@ -18,7 +18,7 @@ import pandas as pd
 from lth_core.runs import store
 from lth_core.runs.progress import StoreProgress
 from lth_core.runs.executors import execute_runs
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 
 
 def grid(base: IMPConfig, seeds=(0,), **axes) -> list[IMPConfig]:

@@ -65,8 +65,8 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
 from lth_core.runs.ops.network import StackedForward, evaluate_stacked, member_losses
-from lth_core.training import (EarlyStopping, TrainConfig, TrainResult, adam_update, autocast, batch_order,
-                               finish, iterations_per_epoch, select_numerics, state_copy)
+from lth_core.config import TrainConfig, iterations_per_epoch
+from lth_core.training import EarlyStopping, TrainResult, adam_update, autocast, batch_order, finish, select_numerics, state_copy
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
 # where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every

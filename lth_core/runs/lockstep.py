@@ -46,7 +46,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lth_core.data import Dataset
-from lth_core.imp import IMPConfig, IMPRunner, TrainingJob, round_trainings
+from lth_core.config import IMPConfig
+from lth_core.imp import IMPRunner, TrainingJob, round_trainings
 from lth_core.runs import store
 from lth_core.runs.fused import FusedMember, fused_layers, group_size, train_fused, uses_cuda_graph
 from lth_core.runs.parallel import TrainingPool

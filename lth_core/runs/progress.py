@@ -12,7 +12,8 @@ import threading
 
 from tqdm.auto import tqdm
 
-from lth_core.imp import IMPConfig, round_trainings
+from lth_core.config import IMPConfig
+from lth_core.imp import round_trainings
 from lth_core.runs import store
 
 

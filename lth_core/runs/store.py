@@ -76,8 +76,10 @@ import torch
 
 from lth_core import crashpoints, paths
 from lth_core.data import Dataset
-from lth_core.imp import IMPConfig, IMPRunner, IMPState
-from lth_core.training import TrainConfig, check_precision
+from lth_core.config import IMPConfig
+from lth_core.imp import IMPRunner, IMPState
+from lth_core.config import TrainConfig
+from lth_core.training import check_precision
 
 # 2: plain state_dicts with `<layer>.weight_mask` buffers (1 held torch parametrizations). The chain
 # fields and the numerics record were added within format 2: files without them still load as they are.

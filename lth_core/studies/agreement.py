@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 from lth_core.runs import lockstep, store
 
 KEYS = ["network", "seed", "round", "kind", "trained_on"]

@@ -5,7 +5,7 @@ fills a profile's values with the notebook's declared defaults and checks them;
 `profile_configs(profile)` lists every IMP config of every notebook of a profile (what
 `make reproduce` will run), for estimates and for studies of the stored runs.
 """
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 from lth_core.params.notebook import check_parameters, declared_parameters
 from lth_core.params.profiles import load_profile, profile_notebooks
 from lth_core.studies import faster_tickets, shufflenet, unseen

@@ -34,7 +34,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lth_core.data import TRAIN_SIZE
-from lth_core.imp import IMPConfig, make_splits, paper_config
+from lth_core.config import IMPConfig, paper_config
+from lth_core.imp import make_splits
 from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, learned, not_learned
 from lth_core.report.paper import FIGURE_PANEL, paper_series, paper_value
@@ -43,7 +44,9 @@ from lth_core.params.notebook import PARAM_PREFIX, network_overrides
 from lth_core.report.plots import mark_budget_bound, new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
 from lth_core.runs.experiment import grid
-from lth_core.training import BUDGET_PROTOCOLS as PROTOCOLS, budget_bound, iterations_per_epoch
+from lth_core.config import iterations_per_epoch
+from lth_core.config import BUDGET_PROTOCOLS as PROTOCOLS
+from lth_core.training import budget_bound
 
 NOTEBOOK = "02_faster_tickets"
 

@@ -27,7 +27,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from lth_core.imp import IMPConfig, is_paper_scale, paper_config, planned_remaining_pct, trainings_per_run
+from lth_core.config import IMPConfig, is_paper_scale, paper_config
+from lth_core.imp import planned_remaining_pct, trainings_per_run
 from lth_core.report.claims import budget_bound_reference, claim, claims_frame, learned, not_learned
 from lth_core.report.paper import paper_series, paper_value
 from lth_core.report.rules import Precondition, Rule, paper_numbers_table

@@ -3,13 +3,13 @@
 Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
 
 - `table1()`: the paper's Table 1 regenerated from the code: layers and weight
-  counts from the built models, training settings from `imp.PAPER_TRAINING`,
-  prune rates from `pruning.layer_rates` with `imp.PAPER_PRUNE_RATE`.
+  counts from the built models, training settings from `config.PAPER_TRAINING`,
+  prune rates from `pruning.layer_rates` with `config.PAPER_PRUNE_RATE`.
 - `unseen_config(network, ...)`: the experiment's IMP configuration: tickets
   found on S1 (`half1`), each round's ticket also trained from its reset
   weights on S2 (`half2`), controls trained on S2.
 - `configs_from_parameters(P)`: the notebook's runs from its parameters: per network, seed and (LeNet)
-  named training setting (`imp.TRAINING_SETTINGS`; parameter `lenet_settings`);
+  named training setting (`config.TRAINING_SETTINGS`; parameter `lenet_settings`);
 - `run_settings(configs)`: what a run actually used (budgets, split sizes), with
   a check that S1, S2 and the validation rows are disjoint.
 - `label_settings(rows, configs)`: each row's training setting (`setting`), from its run's config;
@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from lth_core import imp
+from lth_core import config
 from lth_core.data import load_dataset
-from lth_core.imp import (TABLE1, IMPConfig, is_paper_scale, make_splits, paper_config, setting_of,
-                          setting_overrides, training_settings)
+from lth_core.config import (TABLE1, IMPConfig, is_paper_scale, paper_config, setting_of, setting_overrides,
+                             training_settings)
+from lth_core.imp import make_splits
 from lth_core.models import (DATASET_LABEL, DATASET_OF, FIGURE_STEM, NETWORK_LABEL, build_model, count_prunable,
                              network_title, output_layer_name, prunable_weights)
 from lth_core.pruning import layer_rates
@@ -51,7 +52,7 @@ from lth_core.runs.experiment import grid
 from lth_core.runs.store import run_name
 from lth_core.report.tables import fmt, format_count, format_float, points
 from lth_core.studies import analysis
-from lth_core.training import iterations_per_epoch
+from lth_core.config import iterations_per_epoch
 
 NOTEBOOK = "01_trainability_unseen"
 
@@ -132,12 +133,12 @@ def table1(networks=TABLE1_NETWORKS) -> pd.DataFrame:
     for name in networks:
         model = build_model(name, seed=0)
         n_weights = count_prunable(model)
-        rates = layer_rates(model, imp.PAPER_PRUNE_RATE[name])
+        rates = layer_rates(model, config.PAPER_PRUNE_RATE[name])
         out_name = output_layer_name(model)
         hidden = {r for layer, r in rates.items() if layer != out_name}
         if len(hidden) != 1:
             raise ValueError(f"{name}: hidden layers have several prune rates {sorted(hidden)}")
-        tc = imp.PAPER_TRAINING[name]
+        tc = config.PAPER_TRAINING[name]
         rows.append({
             "network": NETWORK_LABEL.get(name, name),
             **{k: v for k, v in describe_layers(model).items() if not k.startswith("n_")},
@@ -177,7 +178,7 @@ def unseen_config(network: str, controls=("reinit",), **overrides) -> IMPConfig:
 def configs_from_parameters(P: dict) -> list[IMPConfig]:
     """The notebook's IMP runs from its validated parameters: one per Figure 1 network, training setting
     (LeNet: `lenet_settings`; Conv-2: Table 1's) and seed. `lenet_iterations` is the budget at Table 1's
-    settings; each setting gets the same share of its own full budget (`imp.setting_overrides`)."""
+    settings; each setting gets the same share of its own full budget (`config.setting_overrides`)."""
     configs = []
     for network in check_networks(P["unseen_networks"]):
         overrides = network_overrides(P, network)
@@ -228,14 +229,14 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
 # ---------------------------------------------------------------- results
 
 def label_settings(rows: pd.DataFrame, configs: list[IMPConfig]) -> pd.DataFrame:
-    """Rows with a `setting` column: the named training setting of each row's run (`imp.setting_of`)."""
+    """Rows with a `setting` column: the named training setting of each row's run (`config.setting_of`)."""
     setting = {run_name(c): setting_of(c.network, c.train) for c in configs}
     unknown = sorted(set(rows["run"]) - set(setting))
     if unknown:
         raise ValueError(f"rows of runs {unknown} are not among the configs given; pass the configs that made them")
     unnamed = sorted(r for r in set(rows["run"]) if setting[r] is None)
     if unnamed:
-        raise ValueError(f"runs {unnamed} follow none of the named training settings (imp.TRAINING_SETTINGS); "
+        raise ValueError(f"runs {unnamed} follow none of the named training settings (config.TRAINING_SETTINGS); "
                          "make their configs with configs_from_parameters")
     return rows.assign(setting=rows["run"].map(setting))
 

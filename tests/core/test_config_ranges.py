@@ -2,8 +2,8 @@
 data loads or round trains (these used to fail after round 0, at the first evaluation, or not at all)."""
 import pytest
 
-from lth_core.imp import IMPConfig, paper_config
-from lth_core.training import TrainConfig
+from lth_core.config import IMPConfig, paper_config
+from lth_core.config import TrainConfig
 
 
 @pytest.mark.parametrize("network", ["lenet_300_100", "conv2", "shufflenet"])

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
-from lth_core.imp import IMPConfig, IMPRunner, make_splits, paper_config
+from lth_core.config import IMPConfig, paper_config
+from lth_core.imp import IMPRunner, make_splits
 from lth_core.models import prunable_weights
-from lth_core.training import TrainConfig, train
+from lth_core.config import TrainConfig
+from lth_core.training import train
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
 

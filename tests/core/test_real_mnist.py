@@ -2,7 +2,7 @@
 import pytest
 
 from lth_core.data import load_dataset
-from lth_core.imp import paper_config
+from lth_core.config import paper_config
 from lth_core.runs.store import run_cached
 
 

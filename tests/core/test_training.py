@@ -9,7 +9,8 @@ from lth_core.data import validation_split
 from lth_core.models import build_model
 from lth_core.pruning import attach_masks, get_masks, set_masks
 from lth_core import training
-from lth_core.training import TEST_PROBE_AFTER, TrainConfig, budget_bound, evaluate, train
+from lth_core.config import TrainConfig
+from lth_core.training import TEST_PROBE_AFTER, budget_bound, evaluate, train
 
 CFG = TrainConfig(iterations=60, batch_size=50, lr=1e-3, eval_every=10)
 

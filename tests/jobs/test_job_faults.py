@@ -17,7 +17,7 @@ import tiny_project
 from lth_core.programs import reproduce
 from lth_core import paths, writer_lock
 from lth_core.data import load_dataset
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 from lth_core.runs import store
 from lth_core.runs.executors import RunFailedError
 

@@ -38,8 +38,8 @@ assert not fail, "asked to fail"
 
 
 def configs_from_parameters(P: dict):
-    from lth_core.imp import IMPConfig
-    from lth_core.training import TrainConfig
+    from lth_core.config import IMPConfig
+    from lth_core.config import TrainConfig
     tiny = IMPConfig(network="lenet_300_100", rounds=1, val_size=200,
                      train=TrainConfig(iterations=20, batch_size=50, eval_every=10))
     return [dataclasses.replace(tiny, seed=s) for s in P["seeds"]]

@@ -18,8 +18,8 @@ from lth_core import paths
 from lth_core.runs import store
 from lth_core.runs.executors import ExecutorOptions, RunFailedError, execute_runs
 from lth_core.data import Dataset
-from lth_core.imp import IMPConfig
-from lth_core.training import TrainConfig
+from lth_core.config import IMPConfig
+from lth_core.config import TrainConfig
 
 TINY = IMPConfig(network="lenet_300_100", rounds=1, train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
                  val_size=200)

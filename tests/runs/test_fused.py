@@ -13,7 +13,8 @@ from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwi
 from lth_core.runs import fused
 from lth_core.runs.ops import network as network_ops
 from lth_core.runs.fused import FusedMember, FusedStack, train_fused
-from lth_core.training import TrainConfig, train
+from lth_core.config import TrainConfig
+from lth_core.training import train
 
 
 class Float64Dataset(Dataset):

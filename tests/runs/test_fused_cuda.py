@@ -18,7 +18,8 @@ from conftest import synthetic_dataset
 from lth_core.models import DATASET_OF, build_model
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
 from lth_core.runs.fused import FusedMember, fused_layers, train_fused
-from lth_core.training import TrainConfig, train
+from lth_core.config import TrainConfig
+from lth_core.training import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

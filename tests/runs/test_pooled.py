@@ -9,9 +9,10 @@ import pandas as pd
 import torch
 
 from conftest import synthetic_dataset
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 from lth_core.runs import lockstep, store
-from lth_core.training import TrainConfig, train
+from lth_core.config import TrainConfig
+from lth_core.training import train
 
 TINY = IMPConfig(network="lenet_300_100", rounds=1, train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
                  val_size=200)

@@ -2,10 +2,11 @@
 import dataclasses
 
 from conftest import synthetic_dataset
-from lth_core.imp import IMPConfig, IMPRunner
+from lth_core.config import IMPConfig
+from lth_core.imp import IMPRunner
 from lth_core.runs import store
 from lth_core.runs.progress import StoreProgress, stored_rounds
-from lth_core.training import TrainConfig
+from lth_core.config import TrainConfig
 
 CFG = IMPConfig(rounds=2, controls=("reinit",), train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
                 val_size=100)  # trainings per round: 1, 2, 2

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
-from lth_core import imp
+from lth_core import config, imp
 from lth_core import paths
 from lth_core.runs import store
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 from lth_core.runs.store import CorruptRunError, atomic_text, config_hash, run_cached, run_dir
-from lth_core.training import TrainConfig
+from lth_core.config import TrainConfig
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
 CFG = IMPConfig(network="lenet_300_100", rounds=2, train=TINY, val_size=200)
@@ -27,7 +27,7 @@ def test_hashes_are_pinned():
     # changing these breaks every user's cache: only ever add options with defaults
     assert config_hash(IMPConfig()) == "44136fa355b3"
     assert config_hash(CFG) == "923d7cf7506d"
-    assert config_hash(imp.paper_config("conv2")) == "a4a5d11ce9f7"
+    assert config_hash(config.paper_config("conv2")) == "a4a5d11ce9f7"
 
 
 def test_new_option_with_default_keeps_old_hashes():
@@ -85,8 +85,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tmp_outputs):
         import sys; sys.path.insert(0, {str(paths.REPO_ROOT / 'tests')!r})
         from conftest import synthetic_dataset
         from lth_core.runs.store import run_cached
-        from lth_core.imp import IMPConfig
-        from lth_core.training import TrainConfig
+        from lth_core.config import IMPConfig
+        from lth_core.config import TrainConfig
         cfg = {cfg!r}
         run_cached(cfg, synthetic_dataset(), progress=False)
     """))

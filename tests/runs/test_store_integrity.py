@@ -15,11 +15,12 @@ import torch
 
 from conftest import synthetic_dataset
 from lth_core import imp, paths
-from lth_core.imp import IMPConfig, IMPRunner
+from lth_core.config import IMPConfig
+from lth_core.imp import IMPRunner
 from lth_core.runs import store
 from lth_core.runs.store import (CorruptRunError, NumericsChangedError, finish_run, open_run, run_cached, run_dir,
                                  save_round)
-from lth_core.training import TrainConfig
+from lth_core.config import TrainConfig
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
 CFG = IMPConfig(network="lenet_300_100", rounds=2, train=TINY, val_size=200)  # one training per round
@@ -297,8 +298,8 @@ _SCRIPT_HEAD = """
     from conftest import synthetic_dataset
     from lth_core import imp
     from lth_core.runs import store
-    from lth_core.imp import IMPConfig
-    from lth_core.training import TrainConfig
+    from lth_core.config import IMPConfig
+    from lth_core.config import TrainConfig
     cfg = {cfg!r}
     calls = []
     real = imp.train

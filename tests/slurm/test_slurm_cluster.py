@@ -23,10 +23,10 @@ import pytest
 
 from conftest import synthetic_dataset
 from lth_core import paths
-from lth_core.imp import IMPConfig
+from lth_core.config import IMPConfig
 from lth_core.runs import store
 from lth_core.runs.executors import ExecutorOptions, RunFailedError, execute_runs
-from lth_core.training import TrainConfig
+from lth_core.config import TrainConfig
 
 PARTITION = os.environ.get("LTH_SLURM_PARTITION", "lth")
 

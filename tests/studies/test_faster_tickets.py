@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from lth_core.studies import faster_tickets as speedup
-from lth_core.imp import PAPER_TRAINING
+from lth_core.config import PAPER_TRAINING
 from lth_core.report.paper import paper_series
 
 PCT = {0: 100.0, 1: 80.0, 2: 64.0}

@@ -12,13 +12,13 @@ from conftest import synthetic_dataset
 from lth_core.params.notebook import network_overrides
 from lth_core.report.tables import format_count
 from lth_core.models import FIGURE_STEM, build_model
-from lth_core import imp
+from lth_core import config
 from lth_core import training
 from lth_core.studies import unseen
 from lth_core.imp import IMPRunner
 from lth_core.report.paper import paper_series
 from lth_core.report.plots import save_figure
-from lth_core.training import TrainConfig
+from lth_core.config import TrainConfig
 
 LEVELS = [100.0, 80.0, 64.0, 51.2]
 
@@ -68,8 +68,8 @@ def test_table1_counts_and_settings_come_from_the_code():
 
 def test_table1_follows_the_library_settings(monkeypatch):
     """Change the library's settings and the table changes: nothing in it is typed by hand."""
-    monkeypatch.setitem(imp.PAPER_PRUNE_RATE, "lenet_300_100", 0.3)
-    monkeypatch.setitem(imp.PAPER_TRAINING, "lenet_300_100", TrainConfig(batch_size=64, iterations=1234))
+    monkeypatch.setitem(config.PAPER_PRUNE_RATE, "lenet_300_100", 0.3)
+    monkeypatch.setitem(config.PAPER_TRAINING, "lenet_300_100", TrainConfig(batch_size=64, iterations=1234))
     row = unseen.table1(["lenet_300_100"]).iloc[0]
     assert (row["prune_pct_hidden"], row["prune_pct_output"]) == pytest.approx((30.0, 15.0))
     assert (row["batch_size"], row["iterations"]) == (64, 1234)
@@ -134,10 +134,10 @@ def test_run_settings_reports_disjoint_halves():
 
 def test_scale_note_tells_scaled_down_runs_apart():
     full = unseen.unseen_config("lenet_300_100")
-    assert imp.is_paper_scale(full) and "Table 1's budgets" in unseen.scale_note([full])
+    assert config.is_paper_scale(full) and "Table 1's budgets" in unseen.scale_note([full])
     small = unseen.unseen_config("lenet_300_100", iterations=100)
-    assert not imp.is_paper_scale(small) and "scaled down for LeNet-300-100" in unseen.scale_note([small])
-    assert not imp.is_paper_scale(unseen.unseen_config("lenet_300_100", train_limit=100))
+    assert not config.is_paper_scale(small) and "scaled down for LeNet-300-100" in unseen.scale_note([small])
+    assert not config.is_paper_scale(unseen.unseen_config("lenet_300_100", train_limit=100))
 
 
 # ---------------------------------------------------------------- results

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lth_core.programs import reproduce
-from lth_core import imp
+from lth_core import config, imp
 from lth_core.report.intervals import mean_interval, t_quantile
 from lth_core.params.notebook import ParameterError, check_parameters
 from lth_core.params.profiles import load_profile
@@ -32,7 +32,7 @@ def _params(**values) -> dict:
 def test_settings_expand_into_configs_with_their_training_values():
     P = _params(lenet_settings=ALL, lenet_iterations=3000, lenet_eval_every=50, lenet_patience=7, seeds=[0, 1])
     configs = unseen.configs_from_parameters(P)
-    lenet = {(imp.setting_of(c.network, c.train), c.seed): c.train for c in configs if c.network == "lenet_300_100"}
+    lenet = {(config.setting_of(c.network, c.train), c.seed): c.train for c in configs if c.network == "lenet_300_100"}
     assert sorted(lenet) == sorted((s, seed) for s in ALL for seed in (0, 1))
     t1, no_wd, fc = lenet[("table1", 0)], lenet[("table1_no_weight_decay", 0)], lenet[("frankle_carbin", 0)]
     assert (t1.lr, t1.weight_decay, t1.lr_schedule, t1.lr_gamma, t1.batch_size, t1.iterations) == (
@@ -42,19 +42,19 @@ def test_settings_expand_into_configs_with_their_training_values():
     assert fc.iterations == 5000  # the same share (a tenth) of Frankle & Carbin's 50,000 as 3,000 of Table 1's 30,000
     assert {(tc.eval_every, tc.patience) for tc in lenet.values()} == {(50, 7)}  # the notebook's, in every setting
     conv2 = [c for c in configs if c.network == "conv2"]
-    assert len(conv2) == 2 and {imp.setting_of("conv2", c.train) for c in conv2} == {"table1"}
+    assert len(conv2) == 2 and {config.setting_of("conv2", c.train) for c in conv2} == {"table1"}
 
 
 def test_at_table1s_budget_every_setting_gets_its_own_full_budget():
-    assert imp.setting_overrides("lenet_300_100", "frankle_carbin", 30_000)["iterations"] == 50_000
-    assert imp.setting_overrides("lenet_300_100", "table1", 30_000) == {"iterations": 30_000}
-    full = imp.training_settings("lenet_300_100")
-    assert full["frankle_carbin"].iterations == 50_000 and full["table1"] == imp.PAPER_TRAINING["lenet_300_100"]
-    assert imp.setting_of("lenet_300_100", imp.TrainConfig(batch_size=50)) is None
+    assert config.setting_overrides("lenet_300_100", "frankle_carbin", 30_000)["iterations"] == 50_000
+    assert config.setting_overrides("lenet_300_100", "table1", 30_000) == {"iterations": 30_000}
+    full = config.training_settings("lenet_300_100")
+    assert full["frankle_carbin"].iterations == 50_000 and full["table1"] == config.PAPER_TRAINING["lenet_300_100"]
+    assert config.setting_of("lenet_300_100", config.TrainConfig(batch_size=50)) is None
     with pytest.raises(ValueError, match="unknown training setting 'adam'.*valid: table1, table1_no_weight_decay"):
-        imp.setting_overrides("lenet_300_100", "adam")
+        config.setting_overrides("lenet_300_100", "adam")
     with pytest.raises(ValueError, match="valid: table1$"):
-        imp.setting_overrides("conv2", "frankle_carbin")
+        config.setting_overrides("conv2", "frankle_carbin")
 
 
 @pytest.mark.parametrize("bad", [[], ["table1", "table1"], ["sgd"]])
