@@ -1,11 +1,12 @@
 """Iterative magnitude pruning (IMP): rounds of train -> prune -> reset.
 
 `IMPConfig` (`config.py`) describes one IMP trajectory completely; it is the
-unit the run store caches. `IMPRunner(cfg, data).run_round(state)` performs one round and
-returns the next state, so a caller can persist between rounds and resume.
-A round is `round_jobs(state)` (each training with its reset model), the
-trainings, then `finish_round(state, jobs, results)`: a caller may train the
-jobs of many runs together (runs/fused.py) and finish each run's round alike.
+unit the run store caches. `IMPRunner(cfg, data)` defines its rounds: a round is
+`round_jobs(state)` (each training of the round a `RoundTraining`: kind, split, mask
+and its `training.TrainingJob` with the reset model), the trainings, then
+`finish_round(state, jobs, results)`, the next state. The trainings themselves are
+the round driver's (`runs/lockstep.py`): one at a time, in worker processes, or the
+jobs of many runs fused together, each run's round finished alike.
 
 Round r (r = 0 is the dense network):
 1. reset: every parameter (biases and BN included) back to its initial value,
@@ -20,7 +21,7 @@ Round r (r = 0 is the dense network):
 Every training yields one tidy row (see `ROW_COLUMNS`) and its validation curve:
 one record per evaluation (`CURVE_KEYS` name the training, then iteration,
 validation loss and accuracy, training loss and learning rate). `round_trainings(cfg, r)`
-lists the trainings of round r in the order run_round does them, and
+lists the trainings of round r in the order round_jobs gives them, and
 `iterations_per_run(cfg)` their budgets summed, and
 `planned_remaining_pct(cfg)` the percent of weights left at each level, so
 callers count and label without re-deriving either.
@@ -33,12 +34,11 @@ import torch
 
 from lth_core import data as data_mod
 from lth_core.data import Dataset
-from lth_core.config import IMPConfig, TrainConfig
-from lth_core.models import build_model
+from lth_core.config import IMPConfig
+from lth_core.models import build_model, prunable_weights
 from lth_core.pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, planned_remaining,
                               prune_layerwise, random_masks_like, set_masks)
-from lth_core.models import prunable_weights
-from lth_core.training import TrainResult, state_copy, train
+from lth_core.training import TrainingJob, TrainResult, state_copy
 
 CURVE_KEYS = ["round", "kind", "trained_on"]  # with the row's run name, what a curve point belongs to
 ROW_COLUMNS = ["network", "seed", "round", "pct_remaining", "kind", "found_on", "trained_on", "subset_percent",
@@ -47,7 +47,7 @@ ROW_COLUMNS = ["network", "seed", "round", "pct_remaining", "kind", "found_on", 
 
 
 def round_trainings(cfg: IMPConfig, r: int) -> list[tuple[str, str]]:
-    """(kind, split) of every training of round r, in run_round's order: the finding run, the reset
+    """(kind, split) of every training of round r, in round_jobs' order: the finding run, the reset
     ticket on each other `retrain_on` split, then (pruned rounds only) each control on every split
     tickets are evaluated on."""
     out = [("ticket", cfg.find_on)]
@@ -114,18 +114,12 @@ class IMPState:
 
 
 @dataclass
-class TrainingJob:
-    """One training of a round: what `training.train` needs, plus the row's kind, split and mask."""
+class RoundTraining:
+    """One training of a round: its kind, split and mask, and the training itself."""
     kind: str  # ticket | reinit | random_prune
     split: str
-    model: torch.nn.Module  # reset, masked, on the data's device
     masks: Masks
-    train_idx: torch.Tensor
-    val_idx: torch.Tensor
-    cfg: TrainConfig
-    seed: int
-    snapshot_at: int | None
-    desc: str
+    job: TrainingJob  # its model reset and masked, on the data's device
 
 
 class IMPRunner:
@@ -161,11 +155,11 @@ class IMPRunner:
         return model
 
     def job(self, model, split: str, r: int, purpose: str, kind: str, masks: Masks,
-            snapshot_at=None) -> TrainingJob:
-        return TrainingJob(kind=kind, split=split, model=model, masks=masks, train_idx=self.splits[split],
-                           val_idx=self.splits["val"], cfg=self.cfg.train.budget_for(len(self.splits[split])),
-                           seed=derive_seed(self.cfg.seed, r, purpose, split), snapshot_at=snapshot_at,
-                           desc=f"{self.cfg.network} r{r} {purpose} on {split}")
+            snapshot_at=None) -> RoundTraining:
+        return RoundTraining(kind=kind, split=split, masks=masks, job=TrainingJob(
+            model=model, train_idx=self.splits[split], val_idx=self.splits["val"],
+            cfg=self.cfg.train.budget_for(len(self.splits[split])), seed=derive_seed(self.cfg.seed, r, purpose, split),
+            snapshot_at=snapshot_at, desc=f"{self.cfg.network} r{r} {purpose} on {split}"))
 
     def _row(self, r: int, masks: Masks, kind: str, trained_on: str, budget: int, res) -> dict:
         row = {"network": self.cfg.network, "seed": self.cfg.seed, "round": r,
@@ -178,7 +172,7 @@ class IMPRunner:
             row[f"pct_remaining[{name}]"] = 100.0 * float(m.sum()) / m.numel()
         return row
 
-    def round_jobs(self, state: IMPState) -> list[TrainingJob]:
+    def round_jobs(self, state: IMPState) -> list[RoundTraining]:
         """The trainings of round `state.round` (see `round_trainings`), each with its reset model."""
         cfg, r = self.cfg, state.round
         if r > cfg.rounds:
@@ -195,29 +189,22 @@ class IMPRunner:
                 jobs.append(self.job(model, split, r, kind, kind, masks))
         return jobs
 
-    def finish_round(self, state: IMPState, jobs: list[TrainingJob], results: list[TrainResult]) -> IMPState:
+    def finish_round(self, state: IMPState, jobs: list[RoundTraining], results: list[TrainResult]) -> IMPState:
         """The next state from the round's trained jobs: rows, and the mask pruned from the finding run."""
         cfg, r = self.cfg, state.round
-        rows = [self._row(r, job.masks, job.kind, job.split, job.cfg.iterations, res) for job, res in zip(jobs, results)]
-        curves = [{"round": r, "kind": job.kind, "trained_on": job.split, **point}
-                  for job, res in zip(jobs, results) for point in res.history]
+        rows = [self._row(r, rt.masks, rt.kind, rt.split, rt.job.cfg.iterations, res) for rt, res in zip(jobs, results)]
+        curves = [{"round": r, "kind": rt.kind, "trained_on": rt.split, **point}
+                  for rt, res in zip(jobs, results) for point in res.history]
         found = results[0]
         if r < cfg.rounds:
             weights = {name: found.best_state[name] for name in state.masks}
-            rates = layer_rates(jobs[0].model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
+            rates = layer_rates(jobs[0].job.model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
             next_masks = prune_layerwise(weights, state.masks, rates)
         else:
             next_masks = state.masks
-        rewind = found.snapshot_state if jobs[0].snapshot_at is not None else state.rewind_state
+        rewind = found.snapshot_state if jobs[0].job.snapshot_at is not None else state.rewind_state
         return IMPState(round=r + 1, masks=next_masks, init_state=state.init_state, rewind_state=rewind,
                         rows=state.rows + rows, checkpoint=found.best_state, curves=state.curves + curves)
-
-    def run_round(self, state: IMPState) -> IMPState:
-        """One round, its trainings one after another."""
-        jobs = self.round_jobs(state)
-        results = [train(j.model, self.data, j.train_idx, j.val_idx, j.cfg, seed=j.seed, snapshot_at=j.snapshot_at,
-                         progress=self.progress, desc=j.desc) for j in jobs]
-        return self.finish_round(state, jobs, results)
 
     def reset_target(self, state: IMPState) -> dict:
         """Initial weights, or from round 1 on with late rewinding, the weights at the rewind iteration."""
@@ -231,9 +218,3 @@ class IMPRunner:
             return model, state.masks
         masks = random_masks_like(state.masks, torch.Generator().manual_seed(derive_seed(self.cfg.seed, r, control)))
         return self.reset(self.new_model(0), reset_target, masks), masks
-
-    def run(self, state: IMPState | None = None) -> IMPState:
-        state = state or self.initial_state()
-        while state.round <= self.cfg.rounds:
-            state = self.run_round(state)
-        return state

@@ -290,6 +290,26 @@ def finish(model: nn.Module, data: Dataset, stopping: EarlyStopping, iterations:
                        best_state=best_state, snapshot_state=snapshot)
 
 
+@dataclass
+class TrainingJob:
+    """One training, with the arguments `train()` takes (the model holds its initial state): the one
+    type solo training (`train_job`), worker processes (`runs/parallel.py`) and fused training
+    (`runs/fused.py`) all take."""
+    model: nn.Module
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    cfg: TrainConfig
+    seed: int
+    snapshot_at: int | None = None
+    desc: str = "train"
+
+
+def train_job(job: TrainingJob, data: Dataset, progress: bool = False) -> TrainResult:
+    """`train()` on `job`'s model, rows and settings."""
+    return train(job.model, data, job.train_idx, job.val_idx, job.cfg, seed=job.seed, snapshot_at=job.snapshot_at,
+                 progress=progress, desc=job.desc)
+
+
 def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: torch.Tensor,
           cfg: TrainConfig, seed: int, snapshot_at: int | None = None,
           progress: bool = True, desc: str = "train", eval_batch: int = 1000) -> TrainResult:

@@ -66,3 +66,13 @@ def tmp_data_cache(_session_data_cache, monkeypatch):
     monkeypatch.setattr(paths, "CACHE_DIR", _session_data_cache)
     monkeypatch.setenv("LTH_CACHE_DIR", str(_session_data_cache))
     return _session_data_cache
+
+
+def run_in_memory(runner):
+    """Every round of `runner`'s run in memory, one training at a time (the round driver's `solo_round`);
+    the last state."""
+    from lth_core.runs.lockstep import solo_round
+    state = runner.initial_state()
+    while state.round <= runner.cfg.rounds:
+        state = solo_round(runner, state)
+    return state

@@ -69,9 +69,9 @@ from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, p
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
-from lth_core.runs.fused import FusedMember, fused_layers, train_fused, uses_cuda_graph
+from lth_core.runs.fused import fused_layers, train_fused, uses_cuda_graph
 
-from lth_core.training import select_numerics, train
+from lth_core.training import TrainingJob, select_numerics, train
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
 # alone takes seconds there), enough steps on a GPU for launch overheads to average out
@@ -348,7 +348,7 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
 
     def seconds(budget: int) -> float:
         cfg = dataclasses.replace(base, iterations=budget, eval_every=budget + 1)
-        members = [FusedMember(copy.deepcopy(prototypes[i % len(prototypes)]), train_idx, val_idx, cfg, seed=i)
+        members = [TrainingJob(copy.deepcopy(prototypes[i % len(prototypes)]), train_idx, val_idx, cfg, seed=i)
                    for i in range(k)]
         start = _now(device)
         train_fused(members, data, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph,

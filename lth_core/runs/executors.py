@@ -14,7 +14,7 @@ finished state in the run store and returns each config's rows, in the order of
   to its own GPU) or `workers` CPU processes sharing the cores;
 - `slurm`: one submitit job per run (an array). A preempted or timed-out job is
   requeued and resumes at its first unfinished round, since the job just calls the
-  idempotent `store.run_cached`. `ExecutorOptions(cluster="local")` sends the same
+  idempotent round driver (`lockstep.run_lockstep`). `ExecutorOptions(cluster="local")` sends the same
   jobs to submitit's LocalExecutor (subprocesses on this machine; used by the tests).
 Finished runs are read, never resubmitted. A failing run does not stop the others;
 at the end `RunFailedError` lists each failed run with its config, error and log.
@@ -199,15 +199,13 @@ def _log_failure(cfg: IMPConfig, error: BaseException) -> None:
 
 
 def _run_logged(cfg: IMPConfig, device: str, loader, datasets: dict, progress: bool, fuse: bool = True) -> None:
-    """Compute one run (its rounds' trainings fused when `fuse`), leaving a failure's traceback in
-    <run_dir>/error.log for the report."""
+    """Compute one run (its rounds' trainings fused when `fuse`), waiting while another process holds it,
+    leaving a failure's traceback in <run_dir>/error.log for the report."""
     try:
-        if fuse:
-            failed = lockstep.run_lockstep([cfg], _dataset_loader(device, loader, datasets), progress=progress)
-            if failed:
-                raise failed[store.run_name(cfg)]
-        store.run_cached(cfg, _dataset_loader(device, loader, datasets)(cfg.dataset), device=device,
-                         progress=progress)  # fused: reads the finished run (or waits for its other owner)
+        failed = lockstep.run_lockstep([cfg], _dataset_loader(device, loader, datasets), fuse=fuse,
+                                       progress=progress, wait=True)
+        if failed:
+            raise failed[store.run_name(cfg)]
     except Exception as e:
         _log_failure(cfg, e)
         raise
@@ -241,6 +239,11 @@ def _run_local(pending, device, options, loader, bar) -> list:
                 if store.run_name(cfg) in failed:
                     _log_failure(cfg, failed[store.run_name(cfg)])
                     failures.append(_failure(cfg, failed[store.run_name(cfg)], _error_log(cfg)))
+                elif not store.is_done(cfg):  # another process held it: wait for it (or finish what it left)
+                    try:
+                        _run_logged(cfg, device, loader, datasets, progress=not bar.disable, fuse=False)
+                    except Exception as e:
+                        failures.append(_failure(cfg, e, _error_log(cfg)))
                 bar.update()
         else:
             for cfg in pending:
@@ -368,4 +371,4 @@ def execute_runs(configs: list[IMPConfig], device: str, executor: str = "local",
     bar.close()
     if failures:
         raise RunFailedError(failures, len(unique), sum(store.is_done(cfg) for cfg in unique.values()))
-    return [store.run_cached(cfg) for cfg in configs]
+    return [store.finished_rows(cfg) for cfg in configs]

@@ -1,8 +1,8 @@
 """Horizontal fusion: K independent trainings of one network run as one stacked model.
 
 Inside:
-- `FusedMember`: one training as `lth_core.training.train` would run it (a masked model
-  holding its initial weights and mask, its rows, TrainConfig, seed, rewind iteration).
+- the members are `training.TrainingJob`s, each one training as `training.train` would run it (a
+  masked model holding its initial weights and mask, its rows, TrainConfig, seed, rewind iteration).
 - `train_fused(members, data)`: trains them together and returns one `TrainResult` per
   member, the same in meaning as `train()` on each member alone, and leaves each member's
   model in the state solo training leaves it.
@@ -54,7 +54,6 @@ the recorded kernels on the same tensors, so graphed and eager steps are the sam
 """
 import copy
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +64,9 @@ from tqdm.auto import tqdm
 from lth_core.data import Dataset
 from lth_core.pruning import MASK_BUFFER, _apply_mask
 from lth_core.runs.ops.network import StackedForward, evaluate_stacked, member_losses
-from lth_core.config import TrainConfig, iterations_per_epoch
-from lth_core.training import EarlyStopping, TrainResult, adam_update, autocast, batch_order, finish, select_numerics, state_copy
+from lth_core.config import iterations_per_epoch
+from lth_core.training import (EarlyStopping, TrainingJob, TrainResult, adam_update, autocast, batch_order, finish,
+                               select_numerics, state_copy)
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
 # where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every
@@ -83,18 +83,6 @@ FUSED_LAYERS = {
     "cuda": {"lenet_300_100": ("stacked", False), "conv2": ("stacked", True), "shufflenet": ("stacked", True)},
 }
 GRAPH_WARMUP_STEPS = 3  # eager steps before a capture (lazy cuBLAS/cuDNN set-up must not happen inside it)
-
-
-@dataclass
-class FusedMember:
-    """One training, with the arguments `train()` takes (the model holds its initial state)."""
-    model: nn.Module
-    train_idx: torch.Tensor
-    val_idx: torch.Tensor
-    cfg: TrainConfig
-    seed: int
-    snapshot_at: int | None = None
-    desc: str = "train"
 
 
 def _structure(model: nn.Module) -> list:
@@ -299,7 +287,7 @@ class FusedStack:
 class _Run:
     """One member's bookkeeping: its rows, generator, epoch order, schedule, validations, snapshot."""
 
-    def __init__(self, member: FusedMember):
+    def __init__(self, member: TrainingJob):
         self.train_idx = member.train_idx.cpu()
         self.member, self.cfg = member, member.cfg.budget_for(len(self.train_idx))  # as train() resolves it
         self.gen = torch.Generator().manual_seed(member.seed)
@@ -318,7 +306,7 @@ class _Run:
         return self.order[step * self.batch:(step + 1) * self.batch]
 
 
-def check_members(members: list[FusedMember]) -> None:
+def check_members(members: list[TrainingJob]) -> None:
     """Raise ValueError unless the members can train as one stack."""
     if not members:
         raise ValueError("train_fused needs at least one member")
@@ -354,7 +342,7 @@ def uses_cuda_graph(network: str, device) -> bool:
     return torch.device(device).type == "cuda" and network in CUDA_GRAPH_NETWORKS
 
 
-def train_fused(members: list[FusedMember], data: Dataset, progress: bool = True,
+def train_fused(members: list[TrainingJob], data: Dataset, progress: bool = True,
                 eval_batch: int = 1000, cuda_graph: bool = False, layers: str = "stacked",
                 channels_last: bool = False) -> list[TrainResult]:
     """Train every member as `train()` would alone, all at once; see the module docstring.
@@ -427,7 +415,7 @@ def _shared_batches(batches, k: int):
         yield x.expand(k, *x.shape), y.expand(k, *y.shape)
 
 
-def _validate(stack: FusedStack, slots: list[int], members: list[FusedMember], data: Dataset,
+def _validate(stack: FusedStack, slots: list[int], members: list[TrainingJob], data: Dataset,
               eval_batch: int) -> list[tuple[float, float]]:
     """(validation loss, accuracy) of each of `slots` on its member's validation rows, in batches of
     `eval_batch` rows as `train()` takes them: one stacked pass per batch for members with as many rows

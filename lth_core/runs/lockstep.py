@@ -1,4 +1,11 @@
-"""Runs in lockstep: many IMP runs advanced round by round, the trainings of a round trained together.
+"""The round driver: every path that computes IMP runs (one training at a time, worker processes,
+fused groups, Slurm jobs) advances them here, round by round.
+
+A round of one run is defined once: `_start_round` lists its trainings (`IMPRunner.round_jobs`),
+the trainings run, and `_finish_round` makes the next state (`IMPRunner.finish_round`) and stores
+it (`store.save_round`). `run_cached(cfg)` reads a finished run, else computes it this way;
+`solo_round(runner, state)` is one round in memory, its trainings one at a time, and
+`train_round(run, runner)` stores it for an open run.
 
 `run_lockstep(configs, load_data)` opens every unfinished run in the run store
 (`store.open_run`: locked, verified, resumed at its first unfinished round),
@@ -11,11 +18,11 @@ then repeats until every run has finished:
    a CUDA graph for the networks where that measured faster: `fused.uses_cuda_graph`; with the
    forward pass that measured fastest per network and device: `fused.fused_layers`);
 3. each run finishes its round from its own results (`IMPRunner.finish_round`:
-   rows, the next mask) and stores it (`store.save_round`), exactly as
-   `store.run_cached` does for one run, so caching, resuming after a kill and
-   the rows' format do not depend on whether a run was fused.
+   rows, the next mask) and stores it (`store.save_round`), whichever way it was
+   trained, so caching, resuming after a kill and the rows' format do not depend on
+   whether a run was fused.
 
-`fuse=False` trains the same trainings one after another with `training.train`:
+`fuse=False` trains the same trainings one after another with `training.train_job`:
 the reference path. With `pool` (a `parallel.TrainingPool`, CPU), the trainings go to
 its worker processes instead, identical to `fuse=False` at the pool's thread count
 (this process takes that count while it runs, so the store records the numerics the
@@ -33,7 +40,7 @@ judged by the last round's seconds per training (with a pool: the mean training'
 per run): the runs stay resumable at their next round.
 A run whose round fails (any exception) is closed and reported; the others go on.
 A run another process holds is skipped here (the caller reads it when that
-process has finished it).
+process has finished it), or with `wait=True` waited for.
 """
 import concurrent.futures
 import heapq
@@ -42,16 +49,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lth_core.data import Dataset
 from lth_core.config import IMPConfig
-from lth_core.imp import IMPRunner, TrainingJob, round_trainings
+from lth_core.data import Dataset, load_dataset
+from lth_core.imp import IMPRunner, IMPState, RoundTraining, round_trainings
 from lth_core.runs import store
-from lth_core.runs.fused import FusedMember, fused_layers, group_size, train_fused, uses_cuda_graph
+from lth_core.runs.fused import fused_layers, group_size, train_fused, uses_cuda_graph
 from lth_core.runs.parallel import TrainingPool
-from lth_core.training import TrainResult, train
+from lth_core.training import TrainResult, train_job
 
 
 @dataclass
@@ -61,10 +69,10 @@ class _Open:
     run: store.OpenRun
 
 
-def group_key(cfg: IMPConfig, job: TrainingJob) -> tuple:
+def group_key(cfg: IMPConfig, rt: RoundTraining) -> tuple:
     """Trainings with equal keys can share one stacked model: same network and masked layers, same
     batch (train() takes min(batch_size, rows) per step), same dataset and test rows, same precision."""
-    batch = min(cfg.train.batch_size, len(job.train_idx))
+    batch = min(cfg.train.batch_size, len(rt.job.train_idx))
     return cfg.network, cfg.prune_bn, batch, cfg.dataset, cfg.test_limit, cfg.split_seed, cfg.train.precision
 
 
@@ -72,40 +80,57 @@ def remaining_trainings(run: store.OpenRun) -> int:
     return sum(len(round_trainings(run.cfg, r)) for r in range(run.state.round, run.cfg.rounds + 1))
 
 
-def _train_group(items: list[tuple[_Open, TrainingJob]], fuse: bool, bar) -> list[TrainResult]:
+def _train_group(items: list[tuple[_Open, RoundTraining]], fuse: bool, bar) -> list[TrainResult]:
     data = items[0][0].runner.data  # equal group keys: equal test rows, so any member's view serves
     if not fuse:
         out = []
-        for _, j in items:
-            out.append(train(j.model, data, j.train_idx, j.val_idx, j.cfg, seed=j.seed, snapshot_at=j.snapshot_at,
-                             progress=False, desc=j.desc))
+        for _, rt in items:
+            out.append(train_job(rt.job, data))
             bar.update()
         return out
-    members = [FusedMember(model=j.model, train_idx=j.train_idx, val_idx=j.val_idx, cfg=j.cfg, seed=j.seed,
-                           snapshot_at=j.snapshot_at, desc=j.desc) for _, j in items]
     network = items[0][0].cfg.network
     layers, channels_last = fused_layers(network, data.device)
-    results = train_fused(members, data, progress=False, cuda_graph=uses_cuda_graph(network, data.device),
-                          layers=layers, channels_last=channels_last)
+    results = train_fused([rt.job for _, rt in items], data, progress=False,
+                          cuda_graph=uses_cuda_graph(network, data.device), layers=layers, channels_last=channels_last)
     bar.update(len(items))
     return results
 
 
-def _finish_round(o: _Open, jobs: list[TrainingJob], results: list[TrainResult]) -> bool:
-    """Store the round of `o` from its trainings' results; True when the run has finished (and is released)."""
-    state = o.runner.finish_round(o.run.state, jobs, results)
-    store.save_round(o.run, state)
-    if o.run.finished:
-        store.finish_run(o.run)
-    return o.run.finished
+def _start_round(o: _Open) -> list[RoundTraining]:
+    """The trainings of the next round of `o`, each with its reset model."""
+    return o.runner.round_jobs(o.run.state)
+
+
+def _finish_round(o: _Open, jobs: list[RoundTraining], results: list[TrainResult]) -> bool:
+    """Store the round of `o` from its trainings' results; True when the run has finished."""
+    return _store_round(o.run, o.runner.finish_round(o.run.state, jobs, results))
+
+
+def _store_round(run: store.OpenRun, state: IMPState) -> bool:
+    """Store `state` as the next round of `run`, marking a finished run done; True when it has finished."""
+    store.save_round(run, state)
+    if run.finished:
+        store.finish_run(run)
+    return run.finished
+
+
+def solo_round(runner: IMPRunner, state: IMPState) -> IMPState:
+    """The state after round `state.round`, its trainings one after another in this process (nothing stored)."""
+    jobs = runner.round_jobs(state)
+    return runner.finish_round(state, jobs, [train_job(rt.job, runner.data, progress=runner.progress) for rt in jobs])
+
+
+def train_round(run: store.OpenRun, runner: IMPRunner) -> None:
+    """Train and store the next round of the open `run` (`solo_round`); marks a finished run done."""
+    _store_round(run, solo_round(runner, run.state))
 
 
 def _run_pooled(opened: list[_Open], pool: TrainingPool, bar, failures: dict, deadline: float | None) -> None:
     """Train `opened` runs to the end on `pool`, each run on its own (module docstring); closes each run
     it is done with and leaves in `opened` only the runs stopped by the deadline."""
     queue: list = []  # (-(work behind the training), submission order, run, job): a max-heap on the work
-    rounds: dict[int, tuple[list[TrainingJob], dict[int, TrainResult | None]]] = {}  # run id -> jobs, results
-    running: dict[concurrent.futures.Future, tuple[_Open, TrainingJob, float]] = {}
+    rounds: dict[int, tuple[list[RoundTraining], dict[int, TrainResult | None]]] = {}  # run id -> jobs, results
+    running: dict[concurrent.futures.Future, tuple[_Open, RoundTraining, float]] = {}
     order, seconds = itertools.count(), []
 
     def close(o: _Open, error: BaseException | None = None) -> None:
@@ -119,17 +144,16 @@ def _run_pooled(opened: list[_Open], pool: TrainingPool, bar, failures: dict, de
         if deadline is not None and seconds and time.time() + sum(seconds) / len(seconds) * n / pool.workers > deadline:
             return  # stays open: closed (and resumable) with the others when run_lockstep returns
         try:
-            jobs = o.runner.round_jobs(o.run.state)
+            jobs = _start_round(o)
         except Exception as e:
             close(o, e)
             return
         rounds[id(o)] = (jobs, {})
         rounds_left = o.cfg.rounds + 1 - o.run.state.round
-        for job in jobs:  # the longest chains first; within one, the longest training
-            budget = job.cfg.budget_for(len(job.train_idx)).iterations
-            heapq.heappush(queue, (-(rounds_left * budget), next(order), o, job))
+        for rt in jobs:  # the longest chains first; within one, the longest training
+            heapq.heappush(queue, (-(rounds_left * rt.job.cfg.iterations), next(order), o, rt))
 
-    def settle(o: _Open, job: TrainingJob, result: TrainResult | None) -> None:
+    def settle(o: _Open, job: RoundTraining, result: TrainResult | None) -> None:
         jobs, results = rounds[id(o)]
         results[id(job)] = result
         if len(results) < len(jobs):
@@ -154,7 +178,7 @@ def _run_pooled(opened: list[_Open], pool: TrainingPool, bar, failures: dict, de
             if o.run.dir.name in failures:  # a sibling training failed: the round is lost anyway
                 settle(o, job, None)
                 continue
-            running[pool.submit(o.runner, job)] = (o, job, time.time())
+            running[pool.submit(o.runner, job.job)] = (o, job, time.time())
         if not running:
             continue
         done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -180,11 +204,11 @@ def _run_rounds(opened: list[_Open], fuse: bool, max_group: int | None, bar, fai
         if deadline is not None and time.time() + per_training * trainings > deadline:
             break
         started = time.time()
-        jobs: dict[int, list[TrainingJob]] = {}
-        groups: dict[tuple, list[tuple[_Open, TrainingJob]]] = defaultdict(list)
+        jobs: dict[int, list[RoundTraining]] = {}
+        groups: dict[tuple, list[tuple[_Open, RoundTraining]]] = defaultdict(list)
         for o in list(opened):
             try:
-                jobs[id(o)] = o.runner.round_jobs(o.run.state)
+                jobs[id(o)] = _start_round(o)
             except Exception as e:
                 opened.remove(o)
                 failures[o.run.dir.name] = e
@@ -219,12 +243,15 @@ def _run_rounds(opened: list[_Open], fuse: bool, max_group: int | None, bar, fai
 
 
 def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_group: int | None = None,
-                 progress: bool = True, deadline: float | None = None,
-                 pool: TrainingPool | None = None) -> dict[str, BaseException]:
+                 progress: bool = True, deadline: float | None = None, pool: TrainingPool | None = None,
+                 wait: bool = False, allow_numerics_change: bool = False,
+                 repair: bool = False) -> dict[str, BaseException]:
     """Bring every run of `configs` to the finished state; {run name: error} of the runs that failed.
 
     `load_data(dataset_name) -> Dataset` gives each dataset, on the device to train on.
     `max_group` caps the members trained together (default: `fused.group_size` for the device).
+    `wait`: wait for a run another process holds instead of skipping it; `allow_numerics_change`,
+    `repair`: see `store.open_run`.
     """
     failures: dict[str, BaseException] = {}
     datasets: dict[str, Dataset] = {}
@@ -238,7 +265,8 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
                 if cfg.dataset not in datasets:
                     datasets[cfg.dataset] = load_data(cfg.dataset)
                 runner = IMPRunner(cfg, datasets[cfg.dataset], progress=False)
-                run = store.open_run(cfg, runner, wait=False)
+                run = store.open_run(cfg, runner, wait=wait, allow_numerics_change=allow_numerics_change,
+                                     repair=repair)
             except Exception as e:
                 failures[store.run_name(cfg)] = e
                 continue
@@ -261,3 +289,20 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
             o.run.close()
         torch.set_num_threads(threads)
     return failures
+
+
+def run_cached(cfg: IMPConfig, data: Dataset | None = None, device: str | torch.device = "cpu",
+               progress: bool = True, *, allow_numerics_change: bool = False, repair: bool = False) -> pd.DataFrame:
+    """Rows of run `cfg`: read when finished, else computed (resuming), its trainings one at a time.
+
+    While another process computes the same run, waits for it and returns its rows. `data` (default:
+    the run's dataset loaded on `device`); `allow_numerics_change`, `repair`: see `store.open_run`.
+    """
+    if store.is_done(cfg) and not repair:
+        return store.finished_rows(cfg)
+    failed = run_lockstep([cfg], lambda name: data if data is not None else load_dataset(name, device=device),
+                          fuse=False, progress=progress, wait=True, allow_numerics_change=allow_numerics_change,
+                          repair=repair)
+    if failed:
+        raise failed[store.run_name(cfg)]
+    return store.finished_rows(cfg)

@@ -4,11 +4,11 @@ On a CPU a fused step costs about as much as its K solo steps, but two processes
 torch thread each train about twice as fast as one process at two threads (small matmuls
 do not split well across threads). `TrainingPool(workers, threads)` is a spawned pool;
 each worker keeps its datasets loaded, and `pool.submit(runner, job)` queues one
-`(IMPRunner, TrainingJob)` training and returns its future (its `TrainResult`).
+training (a `training.TrainingJob` of the run `runner` computes) and returns its future (its `TrainResult`).
 `runs/lockstep.py` uses it with `pool=`, submitting trainings as workers free.
 
 A job travels as its model's state (weights and mask buffers), rows, settings and
-seed; the worker rebuilds the model and calls `training.train` exactly as in process,
+seed; the worker rebuilds the model and calls `training.train_job` exactly as in process,
 so a training gives the same numbers in a worker as in this process at the same
 thread count (tested). A custom `loader` (dataset name -> Dataset) must be a
 module-level function, for the workers import it by name.
@@ -19,10 +19,10 @@ import multiprocessing
 import torch
 
 from lth_core.data import load_dataset
-from lth_core.imp import IMPRunner, TrainingJob, limit_test_set
+from lth_core.imp import IMPRunner, limit_test_set
 from lth_core.models import build_model
 from lth_core.pruning import attach_masks
-from lth_core.training import TrainResult, train
+from lth_core.training import TrainingJob, TrainResult, train_job
 
 _DATASETS: dict = {}  # a worker's loaded datasets, by name
 _LOADER = None
@@ -40,8 +40,8 @@ def _train_payload(p: dict) -> TrainResult:
     data = limit_test_set(_DATASETS[p["dataset"]], p["test_limit"], p["split_seed"])
     model = attach_masks(build_model(p["network"], seed=0), include_bn=p["prune_bn"])
     model.load_state_dict(p["state"])
-    return train(model, data, p["train_idx"], p["val_idx"], p["cfg"], seed=p["seed"], snapshot_at=p["snapshot_at"],
-                 progress=False, desc=p["desc"])
+    return train_job(TrainingJob(model, p["train_idx"], p["val_idx"], p["cfg"], p["seed"], p["snapshot_at"], p["desc"]),
+                     data)
 
 
 def payload(runner: IMPRunner, job: TrainingJob) -> dict:

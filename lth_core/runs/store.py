@@ -26,7 +26,7 @@ it (round 0: of `init.pt`), so a round file copied from another run, or one
 round replaced by another, is refused with `CorruptRunError` naming the file. A
 damaged round N (does not load, other run, broken chain, missing) keeps rounds
 0..N-1: the error lists the files to delete, and `repair(cfg)` (or
-`run_cached(cfg, repair=True)`) deletes them so the run resumes at round N.
+`open_run(..., repair=True)`) deletes them so the run resumes at round N.
 Resuming under other numerics than the run started with (torch version, device
 type, precision, on CPU the thread count, on CUDA the GPU model) raises `NumericsChangedError` unless allowed
 (`allow_numerics_change=True` or `LTH_ALLOW_NUMERICS_CHANGE=1`), which is then
@@ -35,20 +35,10 @@ written before these checks (format 2 without `numerics`/chain fields) read as
 they are: their existing round files count as unchained, and a resume chains
 and records numerics from its first new round on (`chain_from_round`).
 
-API:
-- `run_cached(cfg, data=None, device="cpu", progress=True, *, allow_numerics_change=False, repair=False)`:
-  a finished run's rows without training (and without a lock), else computes the
-  missing rounds (waiting while another process computes the same run, then
-  reading its rows) and returns the rows.
-- To drive rounds from elsewhere (e.g. training many runs' rounds together), do
-  what `run_cached` does:
-
-      with open_run(cfg, runner) as run:         # takes the run's lock; None if busy and wait=False
-          while not run.finished:
-              save_round(run, runner.run_round(run.state))
-          rows = finish_run(run)
-
-  `open_run(cfg, runner_or_data, *, allow_numerics_change=False, repair=False, wait=True)` verifies
+API (the store stores and reads; it loads no data and builds no runner: the round driver,
+`runs/lockstep.py`, computes rounds and hands each next state to `save_round`):
+- `finished_rows(cfg)`: a finished run's rows, without a lock.
+- `open_run(cfg, runner, *, allow_numerics_change=False, repair=False, wait=True)` verifies
   the folder, creates `config.json`/`init.pt` for a new run and checks numerics;
   the returned `OpenRun` holds the verified `state` and the lock until `close()`
   (or the end of its `with` block). `save_round(run, next_state)` stores one
@@ -75,10 +65,8 @@ import pandas as pd
 import torch
 
 from lth_core import crashpoints, paths
-from lth_core.data import Dataset
-from lth_core.config import IMPConfig
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.imp import IMPRunner, IMPState
-from lth_core.config import TrainConfig
 from lth_core.training import check_precision
 
 # 2: plain state_dicts with `<layer>.weight_mask` buffers (1 held torch parametrizations). The chain
@@ -212,7 +200,7 @@ def _damaged(d: Path, r: int, what: str) -> CorruptRunError:
     files = ", ".join(p.name for p in _files_from_round(d, r)) or "nothing"
     return CorruptRunError(
         f"run directory {d} is damaged at round {r}: {what}. Its {kept}: to recompute from round {r}, delete "
-        f"{files} in it, or pass repair=True to run_cached (or call lth_core.runs.store.repair(cfg)). Delete "
+        f"{files} in it, or pass repair=True to lockstep.run_cached (or call lth_core.runs.store.repair(cfg)). Delete "
         "the directory to recompute the whole run (other runs are unaffected).", first_bad_round=r)
 
 
@@ -453,7 +441,7 @@ def _check_numerics(d: Path, saved: dict, now: dict, r: int, allow: bool | None)
                 f"({'; '.join(diffs)}), so its later rounds would not equal the same run computed in one "
                 "go. Resume it under the recorded settings (e.g. torch.set_num_threads, the executor's "
                 "`threads` option, the same device and torch), or allow the change with "
-                f"allow_numerics_change=True (run_cached / open_run) or {ALLOW_NUMERICS_ENV}=1 (the change "
+                f"allow_numerics_change=True (lockstep.run_cached / open_run) or {ALLOW_NUMERICS_ENV}=1 (the change "
                 f"is then recorded in config.json), or delete {d} to recompute the run.")
         record["allowed_by"] = "allow_numerics_change=True" if allow else f"{ALLOW_NUMERICS_ENV}=1"
         history.append(record)
@@ -491,14 +479,13 @@ class OpenRun:
             raise RuntimeError(f"run {self.dir.name} was closed; open it again with open_run")
 
 
-def open_run(cfg: IMPConfig, runner: IMPRunner | Dataset | None, *, allow_numerics_change: bool = False,
+def open_run(cfg: IMPConfig, runner: IMPRunner | None, *, allow_numerics_change: bool = False,
              repair: bool = False, wait: bool = True) -> OpenRun | None:
     """Lock, verify and (if new) create run `cfg`, checking numerics before it resumes.
 
     Waits while another process holds the run's lock (returns None instead when `wait` is False), so a
-    run another process finished meanwhile opens finished. `runner` (an IMPRunner, or the dataset to
-    build one from) gives a new run its initial state and the device whose numerics are checked; a
-    finished run needs none. `repair`: delete a damaged round and what follows first (see `repair`).
+    run another process finished meanwhile opens finished. `runner` gives a new run its initial state
+    and the device whose numerics are checked; a finished run needs none. `repair`: delete a damaged round and what follows first (see `repair`).
     """
     d = run_dir(cfg)
     fd = _acquire(d, wait)
@@ -513,10 +500,7 @@ def open_run(cfg: IMPConfig, runner: IMPRunner | Dataset | None, *, allow_numeri
             state, digest = scan.state, scan.digest  # finished: read as it is, whatever the numerics
         else:
             if runner is None:
-                raise ValueError(f"run {run_name(cfg)} is not finished: open_run needs an IMPRunner or the "
-                                 "dataset to compute it")
-            if not isinstance(runner, IMPRunner):
-                runner = IMPRunner(cfg, runner, progress=False)
+                raise ValueError(f"run {run_name(cfg)} is not finished: open_run needs its IMPRunner to compute it")
             now = _numerics(runner.device, cfg.train.precision)
             if scan is None or scan.state is None:
                 atomic_text(json.dumps({"format_version": FORMAT_VERSION, "name": run_name(cfg),
@@ -585,8 +569,11 @@ def rows_frame(cfg: IMPConfig, rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _read_finished(cfg: IMPConfig) -> pd.DataFrame:
+def finished_rows(cfg: IMPConfig) -> pd.DataFrame:
+    """The rows of the finished run `cfg` (its round files verified), without a lock."""
     d = run_dir(cfg)
+    if not is_done(cfg):
+        raise ValueError(f"run {d.name} is not finished: compute it first (lockstep.run_cached, make reproduce)")
     state = load_state(cfg)
     if state is None or state.round != cfg.rounds + 1:
         raise _corrupt(d, "done.json exists but not every round file does")
@@ -595,22 +582,3 @@ def _read_finished(cfg: IMPConfig) -> pd.DataFrame:
     except OSError as e:  # a read-only store still reads; only its convenience copy stays stale
         warnings.warn(f"{d / 'rows.csv'} disagrees with the round files and could not be rewritten ({e})")
     return rows_frame(cfg, state.rows)
-
-
-def run_cached(cfg: IMPConfig, data=None, device: str | torch.device = "cpu", progress: bool = True, *,
-               allow_numerics_change: bool = False, repair: bool = False) -> pd.DataFrame:
-    """Rows of run `cfg`: read when finished, else computed (resuming) and stored round by round.
-
-    While another process computes the same run, waits for it and returns its rows.
-    `allow_numerics_change`, `repair`: see `open_run`.
-    """
-    if is_done(cfg) and not repair:
-        return _read_finished(cfg)
-    if data is None:
-        from lth_core.data import load_dataset
-        data = load_dataset(cfg.dataset, device=device)
-    runner = IMPRunner(cfg, data, progress=progress)
-    with open_run(cfg, runner, allow_numerics_change=allow_numerics_change, repair=repair) as run:
-        while not run.finished:
-            save_round(run, runner.run_round(run.state))
-        return finish_run(run)

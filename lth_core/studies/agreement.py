@@ -65,7 +65,7 @@ def train_both(configs: list[IMPConfig], load_data, root: Path, progress: bool =
             failed = lockstep.run_lockstep(runs, load_data, fuse=fuse, progress=progress)
             if failed:
                 raise RuntimeError(f"{name}: runs failed: {failed}")
-            out[name] = pd.concat([store.run_cached(c) for c in runs], ignore_index=True)
+            out[name] = pd.concat([store.finished_rows(c) for c in runs], ignore_index=True)
     return out
 
 

@@ -17,9 +17,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from lth_core import data, data_sources
+from lth_core import data, data_sources, paths
 
-from lth_core import paths
 from lth_core.data import DataError, load_dataset
 from lth_core.data_sources import CorruptCacheError
 

@@ -3,12 +3,12 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import synthetic_dataset
-from lth_core.config import IMPConfig, paper_config
+from conftest import run_in_memory, synthetic_dataset
+from lth_core.config import IMPConfig, TrainConfig, paper_config
 from lth_core.imp import IMPRunner, make_splits
 from lth_core.models import prunable_weights
-from lth_core.config import TrainConfig
 from lth_core.training import train
+from lth_core.runs.lockstep import solo_round
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
 
@@ -20,7 +20,7 @@ def _cfg(**kw):
 def test_reset_restores_every_surviving_parameter_exactly():
     runner = IMPRunner(_cfg(), synthetic_dataset(), progress=False)
     s0 = runner.initial_state()
-    s1 = runner.run_round(s0)
+    s1 = solo_round(runner, s0)
     model = runner.reset(runner.new_model(123), s1.init_state, s1.masks)
     state = model.state_dict()
     for key, init in s0.init_state.items():
@@ -35,7 +35,7 @@ def test_reset_restores_every_surviving_parameter_exactly():
 
 def test_rows_and_remaining_fractions_follow_the_rates():
     cfg = _cfg(retrain_on=("half2",), find_on="half1", controls=("reinit", "random_prune"))
-    state = IMPRunner(cfg, synthetic_dataset(), progress=False).run()
+    state = run_in_memory(IMPRunner(cfg, synthetic_dataset(), progress=False))
     rows = state.rows
     assert [(r["round"], r["kind"], r["trained_on"]) for r in rows] == [
         (0, "ticket", "half1"), (0, "ticket", "half2"),
@@ -50,7 +50,7 @@ def test_rows_and_remaining_fractions_follow_the_rates():
 def test_controls_have_the_tickets_density_and_a_different_init():
     cfg = _cfg(controls=("reinit", "random_prune"))
     runner = IMPRunner(cfg, synthetic_dataset(), progress=False)
-    s1 = runner.run_round(runner.initial_state())
+    s1 = solo_round(runner, runner.initial_state())
     ticket = runner.reset(runner.new_model(0), s1.init_state, s1.masks)
     reinit, m_re = runner.control_model("reinit", 1, s1, s1.init_state)
     rand, m_rand = runner.control_model("random_prune", 1, s1, s1.init_state)
@@ -67,13 +67,13 @@ def test_rewind_resets_to_the_state_at_iteration_k():
     data = synthetic_dataset()
     cfg = _cfg(rewind_iteration=10)
     runner = IMPRunner(cfg, data, progress=False)
-    s1 = runner.run_round(runner.initial_state())
+    s1 = solo_round(runner, runner.initial_state())
     # the same first 10 steps, trained on their own, give the rewind state
     short = runner.reset(runner.new_model(0), s1.init_state, runner.initial_state().masks)
     train(short, runner.data, runner.splits["all"], runner.splits["val"],
           dataclasses.replace(TINY, iterations=10), seed=_seed(cfg), progress=False)
     assert all(torch.equal(s1.rewind_state[k], v) for k, v in short.state_dict().items())
-    s2 = runner.run_round(s1)
+    s2 = solo_round(runner, s1)
     assert s2.rewind_state is s1.rewind_state
 
 
@@ -82,11 +82,11 @@ def test_patience_never_stops_the_finding_run_before_its_rewind_snapshot():
     # patience must wait for the snapshot at iteration 25, else every later round would silently reset to init
     cfg = _cfg(rewind_iteration=25, train=dataclasses.replace(TINY, patience=1, eval_every=5, criterion="val_acc"))
     runner = IMPRunner(cfg, synthetic_dataset(), progress=False)
-    s1 = runner.run_round(runner.initial_state())
+    s1 = solo_round(runner, runner.initial_state())
     assert s1.rows[0]["iterations"] >= 25 and s1.rewind_state is not None
     assert runner.reset_target(s1) is s1.rewind_state
     no_rewind = IMPRunner(_cfg(train=cfg.train), synthetic_dataset(), progress=False)
-    assert no_rewind.run_round(no_rewind.initial_state()).rows[0]["iterations"] < 25  # patience did bite
+    assert solo_round(no_rewind, no_rewind.initial_state()).rows[0]["iterations"] < 25  # patience did bite
 
 
 def test_a_rewind_past_the_epoch_budget_of_the_finding_split_is_refused_before_training():
@@ -124,8 +124,8 @@ def test_splits_are_disjoint_and_sized():
 
 def test_same_config_same_rows():
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
-    a = IMPRunner(_cfg(), synthetic_dataset(), progress=False).run().rows
-    b = IMPRunner(_cfg(), synthetic_dataset(), progress=False).run().rows
+    a = run_in_memory(IMPRunner(_cfg(), synthetic_dataset(), progress=False)).rows
+    b = run_in_memory(IMPRunner(_cfg(), synthetic_dataset(), progress=False)).rows
     assert strip(a) == strip(b)
 
 

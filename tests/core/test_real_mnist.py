@@ -3,7 +3,8 @@ import pytest
 
 from lth_core.data import load_dataset
 from lth_core.config import paper_config
-from lth_core.runs.store import run_cached
+
+from lth_core.runs.lockstep import run_cached
 
 
 def test_lenet_imp_on_real_mnist(shared_data, monkeypatch):

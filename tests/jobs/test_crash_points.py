@@ -48,7 +48,7 @@ def _store(cfgs) -> dict:
     out = {}
     for cfg in cfgs:
         d = store.run_dir(cfg)
-        rows = store.run_cached(cfg).drop(columns=["wall_seconds"])
+        rows = store.finished_rows(cfg).drop(columns=["wall_seconds"])
         out[d.name] = (sorted(p.name for p in d.iterdir()), rows.to_csv(index=False))
     return out
 

@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from lth_core.runs import store
 import tiny_project
-rows = pd.concat([store.run_cached(c) for c in tiny_project.configs_from_parameters(P)])
+rows = pd.concat([store.finished_rows(c) for c in tiny_project.configs_from_parameters(P)])
 rows = rows[["run", "round", "kind", "pct_remaining", "es_iteration", "test_acc"]]
 for d in (paths.tables_dir(), paths.figures_dir()):
     d.mkdir(parents=True, exist_ok=True)

@@ -13,13 +13,11 @@ import submitit
 import torch
 
 from conftest import synthetic_dataset
-from lth_core.runs import executors
+from lth_core.runs import executors, store
 from lth_core import paths
-from lth_core.runs import store
 from lth_core.runs.executors import ExecutorOptions, RunFailedError, execute_runs
 from lth_core.data import Dataset
-from lth_core.config import IMPConfig
-from lth_core.config import TrainConfig
+from lth_core.config import IMPConfig, TrainConfig
 
 TINY = IMPConfig(network="lenet_300_100", rounds=1, train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
                  val_size=200)
@@ -105,7 +103,7 @@ def test_preempted_job_resumes_from_the_store(tmp_path, monkeypatch):
     assert "Caught signal SIGUSR2" in job.stderr() and "Requeued" in job.stdout()
     assert store.is_done(cfg) and not (store.run_dir(cfg) / "error.log").exists()
     assert (store.run_dir(cfg) / "round_000.pt").stat().st_mtime_ns == round0  # resumed, not redone
-    resumed = store.run_cached(cfg)
+    resumed = store.finished_rows(cfg)
     monkeypatch.setenv("LTH_OUTPUTS_DIR", str(tmp_path / "straight"))
     straight = execute_runs([cfg], "cpu", "local", {"threads": 1}, progress=False, data_loader=synthetic_loader)
     pd.testing.assert_frame_equal(_rows([resumed]), _rows(straight))

@@ -12,9 +12,9 @@ from lth_core.models import build_model
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, random_masks_like, set_masks
 from lth_core.runs import fused
 from lth_core.runs.ops import network as network_ops
-from lth_core.runs.fused import FusedMember, FusedStack, train_fused
+from lth_core.runs.fused import FusedStack, train_fused
 from lth_core.config import TrainConfig
-from lth_core.training import train
+from lth_core.training import TrainingJob, train
 
 
 class Float64Dataset(Dataset):
@@ -110,7 +110,7 @@ def test_fused_group_matches_solo_training_member_by_member(network, layers, cha
     snapshot = [None, 2, 0, iterations // 2]
     models = _models(network, 4)
     solo_models = [copy.deepcopy(m) for m in models]
-    members = [FusedMember(models[k], rows[k], val, cfgs[k], seed=10 + k, snapshot_at=snapshot[k], desc=f"m{k}")
+    members = [TrainingJob(models[k], rows[k], val, cfgs[k], seed=10 + k, snapshot_at=snapshot[k], desc=f"m{k}")
                for k in range(4)]
     results = train_fused(members, data, progress=False, layers=layers, channels_last=channels_last)
     for k, (member, res, solo_model) in enumerate(zip(members, results, solo_models)):
@@ -130,7 +130,7 @@ def test_patience_stops_a_member_where_solo_stops_and_the_others_go_on():
             TrainConfig(iterations=40, batch_size=20, eval_every=10, lr=1e-3)]
     models = _models("lenet_300_100", 3)
     solo_models = [copy.deepcopy(m) for m in models]
-    members = [FusedMember(models[k], rows, val, cfgs[k], seed=k) for k in range(3)]
+    members = [TrainingJob(models[k], rows, val, cfgs[k], seed=k) for k in range(3)]
     results = train_fused(members, data, progress=False)
     assert results[0].iterations < 120 and [r.iterations for r in results[1:]] == [120, 40]
     for k, (member, res, solo_model) in enumerate(zip(members, results, solo_models)):
@@ -148,7 +148,7 @@ def test_an_epoch_budget_and_a_rewind_snapshot_hold_in_a_group_as_alone():
     snapshot = [None, 100]
     models = _models("lenet_300_100", 2)
     solo_models = [copy.deepcopy(m) for m in models]
-    members = [FusedMember(models[k], rows, val, cfgs[k], seed=k, snapshot_at=snapshot[k]) for k in range(2)]
+    members = [TrainingJob(models[k], rows, val, cfgs[k], seed=k, snapshot_at=snapshot[k]) for k in range(2)]
     results = train_fused(members, data, progress=False)
     assert results[0].iterations == 60 and results[1].iterations >= 100 and results[1].snapshot_state is not None
     assert [r.group_size for r in results] == [2, 2]  # their wall_seconds are the group's, and say so
@@ -186,7 +186,7 @@ def test_pruned_weights_moments_and_gradients_stay_exactly_zero(monkeypatch):
 
     monkeypatch.setattr(FusedStack, "step", checked_step)
     cfg = TrainConfig(iterations=30, batch_size=50, eval_every=10, weight_decay=1e-2)
-    members = [FusedMember(m, torch.arange(50, 400), torch.arange(50), cfg, seed=k) for k, m in enumerate(models)]
+    members = [TrainingJob(m, torch.arange(50, 400), torch.arange(50), cfg, seed=k) for k, m in enumerate(models)]
     train_fused(members, data, progress=False)
     assert seen == [3] * 30
     for m, off in zip(models, pruned):
@@ -204,7 +204,7 @@ def test_stopped_members_leave_the_stack(monkeypatch):
 
     monkeypatch.setattr(FusedStack, "step", counting_step)
     cfgs = [TrainConfig(iterations=n, batch_size=50, eval_every=5) for n in (10, 20, 5)]
-    members = [FusedMember(attach_masks(build_model("lenet_300_100", seed=k)), torch.arange(50, 400),
+    members = [TrainingJob(attach_masks(build_model("lenet_300_100", seed=k)), torch.arange(50, 400),
                            torch.arange(50), cfgs[k], seed=k) for k in range(3)]
     results = train_fused(members, data, progress=False)
     assert [r.iterations for r in results] == [10, 20, 5]
@@ -216,7 +216,7 @@ def test_mismatched_members_are_refused():
     rows, val = torch.arange(50, 300), torch.arange(50)
 
     def member(network="lenet_300_100", batch=50, rows=rows):
-        return FusedMember(attach_masks(build_model(network, seed=0)), rows, val,
+        return TrainingJob(attach_masks(build_model(network, seed=0)), rows, val,
                            TrainConfig(iterations=5, batch_size=batch), seed=0)
     with pytest.raises(ValueError, match="batch size"):
         train_fused([member(), member(batch=25)], data, progress=False)
@@ -225,11 +225,11 @@ def test_mismatched_members_are_refused():
     with pytest.raises(ValueError, match="same network"):
         train_fused([member(), member("conv2")], data, progress=False)
     with pytest.raises(ValueError, match="same network"):
-        train_fused([member(), FusedMember(attach_masks(build_model("lenet_300_100")).double(), rows, val,
+        train_fused([member(), TrainingJob(attach_masks(build_model("lenet_300_100")).double(), rows, val,
                                            TrainConfig(iterations=5, batch_size=50), seed=0)], data, progress=False)
     with pytest.raises(ValueError, match="at least one"):
         train_fused([], data, progress=False)
-    bf16 = FusedMember(attach_masks(build_model("lenet_300_100", seed=0)), rows, val,
+    bf16 = TrainingJob(attach_masks(build_model("lenet_300_100", seed=0)), rows, val,
                        TrainConfig(iterations=5, batch_size=50, precision="bf16"), seed=0)
     with pytest.raises(ValueError, match=r"share one precision, got \['bf16', 'float32'\]"):
         train_fused([member(), bf16], data, progress=False)
@@ -252,7 +252,7 @@ def test_validation_and_test_passes_run_for_the_group_at_once(monkeypatch):
         monkeypatch.setattr(FusedStack, name, counted)
     models = _models("lenet_300_100", 3)
     solo_models = [copy.deepcopy(m) for m in models]
-    results = train_fused([FusedMember(models[k], rows, vals[k], cfg, seed=k) for k in range(3)], data,
+    results = train_fused([TrainingJob(models[k], rows, vals[k], cfg, seed=k) for k in range(3)], data,
                           progress=False, eval_batch=16)
     assert passes == [("evaluate", 3)] * 4 + [("evaluate_states", 3)]
     for k, (res, solo_model) in enumerate(zip(results, solo_models)):
@@ -313,7 +313,7 @@ def test_a_bf16_group_member_agrees_with_solo_bf16_training(network, monkeypatch
                                         *stack.exp_avg_sq.values(), *(p.grad for p in stack.params.values())]})
         return losses
     monkeypatch.setattr(FusedStack, "_step", checked_step)
-    results = train_fused([FusedMember(m, rows, val, cfg, seed=10 + k) for k, m in enumerate(models)], data,
+    results = train_fused([TrainingJob(m, rows, val, cfg, seed=10 + k) for k, m in enumerate(models)], data,
                           progress=False)
     assert set(logits) == {("mean", torch.bfloat16), ("sum", torch.bfloat16)}  # steps and evaluations alike
     assert state and all(s == {torch.float32} for s in state)

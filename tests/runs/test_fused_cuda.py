@@ -17,9 +17,9 @@ import torch
 from conftest import synthetic_dataset
 from lth_core.models import DATASET_OF, build_model
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
-from lth_core.runs.fused import FusedMember, fused_layers, train_fused
+from lth_core.runs.fused import fused_layers, train_fused
 from lth_core.config import TrainConfig
-from lth_core.training import train
+from lth_core.training import TrainingJob, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -52,7 +52,7 @@ def test_fused_matches_solo_on_cuda(network, layers, channels_last):
     val, rows = torch.arange(100), [torch.arange(100 + 100 * k, 600) for k in range(3)]
     solo_models, fused_models = _members(network, 3), _members(network, 3)
     solo = [train(m, data, rows[k], val, cfg, seed=k, progress=False) for k, m in enumerate(solo_models)]
-    fused = train_fused([FusedMember(m, rows[k], val, cfg, seed=k) for k, m in enumerate(fused_models)], data,
+    fused = train_fused([TrainingJob(m, rows[k], val, cfg, seed=k) for k, m in enumerate(fused_models)], data,
                         progress=False, layers=layers, channels_last=channels_last)
     for s, f in zip(solo, fused):
         assert [h["iteration"] for h in f.history] == [h["iteration"] for h in s.history]
@@ -81,7 +81,7 @@ def test_cuda_graph_replays_the_eager_fused_step_on_cuda(network):
     runs, (layers, channels_last) = {}, fused_layers(network, DEVICE)
     for graphed in (False, True):
         models = _members(network, 3)
-        results = train_fused([FusedMember(m, rows[k], val, cfgs[k], seed=k) for k, m in enumerate(models)], data,
+        results = train_fused([TrainingJob(m, rows[k], val, cfgs[k], seed=k) for k, m in enumerate(models)], data,
                               progress=False, cuda_graph=graphed, layers=layers, channels_last=channels_last)
         runs[graphed] = (models, results)
     (eager_models, eager), (graph_models, graphed) = runs[False], runs[True]

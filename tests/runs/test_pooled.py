@@ -9,10 +9,9 @@ import pandas as pd
 import torch
 
 from conftest import synthetic_dataset
-from lth_core.config import IMPConfig
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.runs import lockstep, store
-from lth_core.config import TrainConfig
-from lth_core.training import train
+from lth_core.training import train_job
 
 TINY = IMPConfig(network="lenet_300_100", rounds=1, train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
                  val_size=200)
@@ -27,18 +26,18 @@ class InlinePool:
         self.log, self.fail_seed = [], fail_seed
 
     def submit(self, runner, job):
-        self.log.append((runner.cfg.seed, job.kind, job.split, len(store.round_numbers(store.run_dir(runner.cfg)))))
+        split = job.desc.rsplit(" on ", 1)[1]  # a round's training is described "<network> r<round> <purpose> on <split>"
+        self.log.append((runner.cfg.seed, split, len(store.round_numbers(store.run_dir(runner.cfg)))))
         future = concurrent.futures.Future()
         if runner.cfg.seed == self.fail_seed:
             future.set_exception(RuntimeError("this training broke"))
         else:
-            future.set_result(train(job.model, runner.data, job.train_idx, job.val_idx, job.cfg, seed=job.seed,
-                                    snapshot_at=job.snapshot_at, progress=False, desc=job.desc))
+            future.set_result(train_job(job, runner.data))
         return future
 
 
 def _rows(configs) -> pd.DataFrame:
-    return pd.concat([store.run_cached(c) for c in configs], ignore_index=True).drop(columns="wall_seconds")
+    return pd.concat([store.finished_rows(c) for c in configs], ignore_index=True).drop(columns="wall_seconds")
 
 
 def test_pooled_runs_give_the_reference_rows_and_the_longest_chain_goes_first(tmp_path, monkeypatch):
@@ -68,7 +67,7 @@ def test_a_failing_run_stops_alone_and_the_others_finish():
     assert store.is_done(LONG) and not store.is_done(TINY)
     # the broken run's first round was submitted once (no retry inside one call), and nothing after it
     assert [entry for entry in pool.log if entry[0] == TINY.seed] == [
-        (TINY.seed, kind, split, 0) for kind, split in lockstep.round_trainings(TINY, 0)]
+        (TINY.seed, split, 0) for _, split in lockstep.round_trainings(TINY, 0)]
 
 
 def test_a_deadline_stops_before_a_round_that_cannot_end_in_time():

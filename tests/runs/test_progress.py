@@ -2,11 +2,11 @@
 import dataclasses
 
 from conftest import synthetic_dataset
-from lth_core.config import IMPConfig
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.imp import IMPRunner
-from lth_core.runs import store
+from lth_core.runs import lockstep, store
 from lth_core.runs.progress import StoreProgress, stored_rounds
-from lth_core.config import TrainConfig
+from lth_core.runs.lockstep import solo_round
 
 CFG = IMPConfig(rounds=2, controls=("reinit",), train=TrainConfig(iterations=20, batch_size=50, eval_every=10),
                 val_size=100)  # trainings per round: 1, 2, 2
@@ -19,14 +19,14 @@ def test_progress_counts_the_stored_trainings_and_names_the_run_in_progress():
     data = synthetic_dataset()
     run = store.open_run(CFG, IMPRunner(CFG, data, progress=False))
     runner = IMPRunner(CFG, data, progress=False)
-    store.save_round(run, runner.run_round(run.state))  # round 0: one training
-    store.save_round(run, runner.run_round(run.state))  # round 1: two more
+    store.save_round(run, solo_round(runner, run.state))  # round 0: one training
+    store.save_round(run, solo_round(runner, run.state))  # round 1: two more
     run.close()
     assert stored_rounds(CFG) == 2 and stored_rounds(other) == 0
     assert progress.done() == (3, f"{store.run_name(CFG)} round 2/2")
     with progress:
         progress.set_label("notebook 1/1 test")
-        store.run_cached(other, data, progress=False)
+        lockstep.run_cached(other, data, progress=False)
     assert progress.bar.n == 3 + 5 and progress.done()[1] == f"{store.run_name(CFG)} round 2/2"
-    store.run_cached(CFG, data, progress=False)
+    lockstep.run_cached(CFG, data, progress=False)
     assert progress.done() == (10, "")  # every run finished: nothing in progress

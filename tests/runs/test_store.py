@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
-from lth_core import config, imp
-from lth_core import paths
-from lth_core.runs import store
-from lth_core.config import IMPConfig
-from lth_core.runs.store import CorruptRunError, atomic_text, config_hash, run_cached, run_dir
-from lth_core.config import TrainConfig
+from lth_core import config, paths
+from lth_core.runs import lockstep, store
+from lth_core.config import IMPConfig, TrainConfig
+from lth_core.runs.store import CorruptRunError, atomic_text, config_hash, finished_rows, run_dir
+from lth_core.runs.lockstep import run_cached
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
 CFG = IMPConfig(network="lenet_300_100", rounds=2, train=TINY, val_size=200)
@@ -63,8 +62,8 @@ def _strip(df):
 
 def test_cache_hit_does_no_training(monkeypatch):
     calls = []
-    real = imp.train
-    monkeypatch.setattr(imp, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lockstep.train_job
+    monkeypatch.setattr(lockstep, "train_job", lambda *a, **k: calls.append(1) or real(*a, **k))
     data = synthetic_dataset()
     first = run_cached(CFG, data, progress=False)
     n = len(calls)
@@ -84,7 +83,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tmp_outputs):
     script.write_text(textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(paths.REPO_ROOT / 'tests')!r})
         from conftest import synthetic_dataset
-        from lth_core.runs.store import run_cached
+        from lth_core.runs.lockstep import run_cached
         from lth_core.config import IMPConfig
         from lth_core.config import TrainConfig
         cfg = {cfg!r}
@@ -106,12 +105,12 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, tmp_outputs):
     assert 2 <= finished <= 3
 
     calls = []
-    real = imp.train
-    imp.train = lambda *a, **k: calls.append(1) or real(*a, **k)
+    real = lockstep.train_job
+    lockstep.train_job = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
         resumed = run_cached(cfg, synthetic_dataset(), progress=False)
     finally:
-        imp.train = real
+        lockstep.train_job = real
     assert len(calls) == 4 - finished  # only the unfinished rounds trained again
 
     os.environ["LTH_OUTPUTS_DIR"] = str(tmp_path / "fresh")
@@ -183,4 +182,4 @@ def test_rounds_stored_before_curves_were_kept_still_read(tmp_path):
     cfg_json = json.loads((run_dir(cfg) / "config.json").read_text())
     cfg_json.pop("chain_from_round", None)
     (run_dir(cfg) / "config.json").write_text(json.dumps(cfg_json))
-    assert store.curves_frame(cfg).empty and len(run_cached(cfg)) == 1
+    assert store.curves_frame(cfg).empty and len(finished_rows(cfg)) == 1

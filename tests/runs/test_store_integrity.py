@@ -14,13 +14,12 @@ import pytest
 import torch
 
 from conftest import synthetic_dataset
-from lth_core import imp, paths
-from lth_core.config import IMPConfig
+from lth_core import paths
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.imp import IMPRunner
-from lth_core.runs import store
-from lth_core.runs.store import (CorruptRunError, NumericsChangedError, finish_run, open_run, run_cached, run_dir,
-                                 save_round)
-from lth_core.config import TrainConfig
+from lth_core.runs import lockstep, store
+from lth_core.runs.store import CorruptRunError, NumericsChangedError, finish_run, open_run, run_dir, save_round
+from lth_core.runs.lockstep import run_cached, solo_round
 
 TINY = TrainConfig(iterations=30, batch_size=50, eval_every=10)
 CFG = IMPConfig(network="lenet_300_100", rounds=2, train=TINY, val_size=200)  # one training per round
@@ -31,8 +30,8 @@ OTHER = dataclasses.replace(CFG, seed=1)
 def trainings(monkeypatch):
     """The number of trainings run so far, as a list to take len() of."""
     calls = []
-    real = imp.train
-    monkeypatch.setattr(imp, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lockstep.train_job
+    monkeypatch.setattr(lockstep, "train_job", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -64,7 +63,7 @@ def _partial(cfg=CFG, rounds_done=1):
     runner = IMPRunner(cfg, synthetic_dataset(), progress=False)
     with open_run(cfg, runner) as run:
         for _ in range(rounds_done):
-            save_round(run, runner.run_round(run.state))
+            save_round(run, solo_round(runner, run.state))
 
 
 # ---- the chain ----
@@ -296,18 +295,16 @@ def test_kill_between_last_round_file_and_rows_csv(trainings):
 _SCRIPT_HEAD = """
     import sys, os, time; sys.path.insert(0, {tests!r})
     from conftest import synthetic_dataset
-    from lth_core import imp
-    from lth_core.runs import store
-    from lth_core.config import IMPConfig
-    from lth_core.config import TrainConfig
+    from lth_core.runs import lockstep, store
+    from lth_core.config import IMPConfig, TrainConfig
     cfg = {cfg!r}
     calls = []
-    real = imp.train
+    real = lockstep.train_job
     # a pause before each training keeps the run in progress long enough for the other process to overlap
-    imp.train = lambda *a, **k: calls.append(1) or time.sleep({pause}) or real(*a, **k)
+    lockstep.train_job = lambda *a, **k: calls.append(1) or time.sleep({pause}) or real(*a, **k)
 """
 _SCRIPT_RUN = """
-    rows = store.run_cached(cfg, synthetic_dataset(), progress=False)
+    rows = lockstep.run_cached(cfg, synthetic_dataset(), progress=False)
     print(f"trainings={{len(calls)}}", flush=True)
     print(rows.drop(columns=["wall_seconds"]).to_json(), flush=True)
 """
@@ -344,7 +341,7 @@ def test_second_process_waits_for_the_first_and_reads_its_rows(tmp_path):
         else:
             pytest.fail(f"the second process never waited for the lock: {_result(waiter)}")
         while not run.finished:
-            save_round(run, runner.run_round(run.state))
+            save_round(run, solo_round(runner, run.state))
         rows = finish_run(run)
     printed, trained, waiter_rows = _result(waiter)
     assert printed == ["busy"] and trained == 0
@@ -368,11 +365,11 @@ def test_two_processes_compute_a_run_once(tmp_path):
 
 
 def test_opening_a_run_twice_in_one_process_is_an_error_not_a_deadlock():
-    with open_run(CFG, synthetic_dataset()):
+    with open_run(CFG, IMPRunner(CFG, synthetic_dataset(), progress=False)):
         for wait in (False, True):  # wait=False first: without the check, wait=True would block forever
             with pytest.raises(RuntimeError, match="already open in this process"):
-                open_run(CFG, synthetic_dataset(), wait=wait)
-    open_run(CFG, synthetic_dataset()).close()  # released by the with block
+                open_run(CFG, IMPRunner(CFG, synthetic_dataset(), progress=False), wait=wait)
+    open_run(CFG, IMPRunner(CFG, synthetic_dataset(), progress=False)).close()  # released by the with block
 
 
 # ---- files ----
@@ -446,12 +443,12 @@ def test_open_run_save_round_finish_run_store_what_run_cached_does(monkeypatch):
     with open_run(CFG, runner) as run:
         with pytest.raises(ValueError, match="rounds 0-2 still to compute"):
             finish_run(run)
-        after0 = runner.run_round(run.state)
+        after0 = solo_round(runner, run.state)
         with pytest.raises(ValueError, match="needs the state after round 0"):
-            save_round(run, runner.run_round(after0))
+            save_round(run, solo_round(runner, after0))
         save_round(run, after0)
         while not run.finished:
-            save_round(run, runner.run_round(run.state))
+            save_round(run, solo_round(runner, run.state))
         driven = finish_run(run)
     with pytest.raises(RuntimeError, match="was closed"):
         save_round(run, run.state)
@@ -463,10 +460,10 @@ def test_open_run_save_round_finish_run_store_what_run_cached_does(monkeypatch):
     assert pd.read_csv(run_dir(CFG) / "rows.csv").shape == (3, len(cached.columns) - 1)
 
 
-def test_open_run_without_data_refuses_an_unfinished_run():
-    with pytest.raises(ValueError, match="needs an IMPRunner or the dataset"):
+def test_open_run_without_a_runner_refuses_an_unfinished_run():
+    with pytest.raises(ValueError, match="needs its IMPRunner"):
         open_run(CFG, None)
-    open_run(CFG, synthetic_dataset()).close()  # the refusal released the lock
+    open_run(CFG, IMPRunner(CFG, synthetic_dataset(), progress=False)).close()  # the refusal released the lock
 
 
 def test_another_gpu_model_is_a_numerics_change_and_runs_recorded_without_one_are_not():

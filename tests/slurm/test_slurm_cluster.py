@@ -23,10 +23,9 @@ import pytest
 
 from conftest import synthetic_dataset
 from lth_core import paths
-from lth_core.config import IMPConfig
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.runs import store
 from lth_core.runs.executors import ExecutorOptions, RunFailedError, execute_runs
-from lth_core.config import TrainConfig
 
 PARTITION = os.environ.get("LTH_SLURM_PARTITION", "lth")
 
@@ -186,7 +185,7 @@ def test_requeued_job_resumes_from_the_store_without_redoing_rounds(tmp_path, mo
     assert store.is_done(cfg) and not (d / "error.log").exists()
     # rounds stored before the requeue were loaded, not computed again
     assert {name: (d / name).stat().st_mtime_ns for name in before} == before
-    resumed = _rows([store.run_cached(cfg)])
+    resumed = _rows([store.finished_rows(cfg)])
     pd.testing.assert_frame_equal(resumed, _local_rows([cfg], tmp_path, monkeypatch))
 
 

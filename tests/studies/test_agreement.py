@@ -6,10 +6,9 @@ import pytest
 
 from conftest import synthetic_dataset
 from lth_core import paths
-from lth_core.config import IMPConfig
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.runs import store
 from lth_core.studies.agreement import COMPARISONS, compare, sentence, train_both
-from lth_core.config import TrainConfig
 
 
 def _rows(es, acc):

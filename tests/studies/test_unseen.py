@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import synthetic_dataset
+from conftest import run_in_memory, synthetic_dataset
 from lth_core.params.notebook import network_overrides
 from lth_core.report.tables import format_count
 from lth_core.models import FIGURE_STEM, build_model
-from lth_core import config
-from lth_core import training
+from lth_core import config, training
 from lth_core.studies import unseen
 from lth_core.imp import IMPRunner
 from lth_core.report.paper import paper_series
@@ -269,7 +268,7 @@ def test_figure1_draws_both_panels_with_the_papers_axis(tmp_outputs):
 def test_the_experiment_end_to_end_on_synthetic_data():
     cfg = unseen.unseen_config("lenet_300_100", controls=["reinit", "random_prune"], rounds=2, iterations=20,
                                batch_size=50, eval_every=10, val_size=100, train_limit=600)
-    rows = pd.DataFrame(IMPRunner(cfg, synthetic_dataset(), progress=False).run().rows)
+    rows = pd.DataFrame(run_in_memory(IMPRunner(cfg, synthetic_dataset(), progress=False)).rows)
     rows["setting"] = "table1"  # one run's rows (the notebook labels them with label_settings)
     d = unseen.label_curves(rows)
     assert d["curve"].value_counts().to_dict() == {unseen.CURVES[("ticket", "half1")]: 3,
