@@ -152,7 +152,7 @@ def flush_cpu_denormals() -> None:
 
     LeNet's first-layer weights fed by always-black MNIST pixels get no gradient but weight decay,
     which shrinks them through the subnormal range, where x86 arithmetic takes slow microcode
-    assists: with them a LeNet step measured 10-25% slower here, more as training goes on.
+    assists that slow every step (docs/decisions.md has the measurement).
     Flushing changes values below 1.2e-38 only; the run store records it (`cpu_denormals`)."""
     torch.set_flush_denormal(True)
 

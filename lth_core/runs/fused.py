@@ -69,9 +69,8 @@ from lth_core.training import (EarlyStopping, TrainingJob, TrainResult, adam_upd
                                select_numerics, state_copy)
 
 CPU_GROUP_SIZE = 8  # on a CPU the stacked step costs about K solo steps, so more members buy nothing
-# where replaying the fused step as a CUDA graph measured faster (H100, gpu-check; README): LeNet at every
-# K (one graphed member 13x faster per model-step than a solo step), ShuffleNet at K <= 4 and even beyond;
-# Conv-2's step is bound by its convolution kernels from K = 4 on, and the graph gained nothing there
+# where replaying the fused step as a CUDA graph measured faster (docs/decisions.md): a small network's GPU
+# step is launch-bound; Conv-2's is bound by its convolution kernels, and the graph gained nothing there
 CUDA_GRAPH_NETWORKS = ("lenet_300_100", "shufflenet")
 LAYERS = ("stacked", "vmap")  # the step's forward pass: runs.ops' stacked layers, or torch.func's vmap
 # the fused step's forward pass (layers, channels_last) the runner uses, per device type and network: the
