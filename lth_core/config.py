@@ -20,12 +20,11 @@ Each value is checked here, once, when a config is made (`checks.py` holds the c
 words of their messages); the notebook parameter check calls the same checks.
 """
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass
 
+from lth_core import checks
 from lth_core import data as data_mod
-from lth_core.models import DATASET_OF, check_model_name
+from lth_core.models import DATASET_OF, MODELS
 
 OPTIMIZERS = ("adam",)  # the paper's and the authors' optimiser for every network
 SCHEDULES = ("constant", "step", "exponential")
@@ -34,6 +33,19 @@ BUDGET_PROTOCOLS = ("iterations", "epochs")  # a budget of `iterations`, or of `
 PRECISIONS = ("float32", "tf32", "bf16")  # the compute precision of training and evaluation (module docstring)
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
+TEST_SIZE = {"mnist": 10_000, "cifar10": 10_000}  # official test-set rows
+
+
+def _make_plain(config) -> None:
+    """Turn a config's NumPy numbers into Python's (a NumPy float rate, say): configs are named by a hash
+    of their JSON, which knows only Python's numbers."""
+    for f in dataclasses.fields(config):
+        object.__setattr__(config, f.name, checks.plain(getattr(config, f.name)))
+
+
+def check_network(network: str) -> str:
+    """`network` when IMPConfig knows it; else the ConfigError of IMPConfig's `network` rule."""
+    return checks.check("IMPConfig", "network", network, IMPConfig.RULES["network"])
 
 
 def iterations_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -57,30 +69,27 @@ class TrainConfig:
     epochs: float | None = None  # budget in epochs of the run's own training rows (the authors: 20); None: `iterations`
     precision: str = "float32"  # float32 | tf32 (CUDA only) | bf16 (autocast, float32 master weights)
 
+    # the valid values of each field (checks.py); __post_init__ applies them in this order
+    RULES = {
+        "optimizer": checks.one_of(OPTIMIZERS),
+        "iterations": checks.integer(1),
+        "batch_size": checks.integer(1),
+        "lr": checks.number(0, lo_open=True),
+        "weight_decay": checks.number(0),
+        "lr_schedule": checks.one_of(SCHEDULES),
+        "lr_gamma": checks.number(0, lo_open=True),
+        "lr_step_epochs": checks.integer(1),
+        # past `iterations` it validates once, at the end: tiny test and benchmark trainings rely on that
+        "eval_every": checks.integer(1),
+        "criterion": checks.one_of(CRITERIA),
+        "patience": checks.integer(1, optional=True),
+        "epochs": checks.number(0, lo_open=True, optional=True),
+        "precision": checks.one_of(PRECISIONS),
+    }
+
     def __post_init__(self):
-        def bad(what):
-            raise ValueError(f"TrainConfig: {what}")
-        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
-            bad(f"iterations ({self.iterations}), batch_size ({self.batch_size}) and eval_every "
-                f"({self.eval_every}) must be positive integers")
-        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay)
-                and self.weight_decay >= 0):  # written this way so that NaN fails too
-            bad(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if self.lr_schedule not in SCHEDULES:
-            bad(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if self.criterion not in CRITERIA:
-            bad(f"unknown criterion {self.criterion!r}; valid: {', '.join(CRITERIA)}")
-        if self.lr_step_epochs < 1 or not (math.isfinite(self.lr_gamma) and self.lr_gamma > 0):
-            bad(f"lr_step_epochs must be >= 1 and lr_gamma > 0, got lr_step_epochs={self.lr_step_epochs}, "
-                f"lr_gamma={self.lr_gamma}")
-        if self.patience is not None and self.patience < 1:
-            bad(f"patience must be None or >= 1, got {self.patience}")
-        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
-            bad(f"epochs must be None or > 0, got {self.epochs}")
-        if self.precision not in PRECISIONS:
-            bad(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        _make_plain(self)
+        checks.apply("TrainConfig", self, self.RULES)
 
     def budget_for(self, n_rows: int) -> "TrainConfig":
         """This config with its budget in iterations for `n_rows` training rows (`epochs` resolved)."""
@@ -139,42 +148,50 @@ class IMPConfig:
     train_limit: int | None = None  # use only this many (seeded) pool rows
     test_limit: int | None = None  # evaluate on this many (seeded) test rows; None: full test set
 
+    # the valid values of each field (checks.py), in the order __post_init__ checks them; val_size, test_limit
+    # and rewind_iteration, whose ranges depend on the dataset or the budget, are `_relations`' (checked after)
+    RULES = {
+        "network": checks.one_of(MODELS),
+        "seed": checks.integer(0),
+        "rounds": checks.integer(0),
+        # 0 would train one level again and again (levels are told apart by sparsity), 1 prunes every weight
+        "prune_rate": checks.explained(checks.fraction_open(), "0 prunes nothing, 1 every weight"),
+        "output_rate": checks.fraction_open(optional=True),
+        "prune_bn": checks.boolean(),
+        "train": checks.instance_of(TrainConfig),
+        "find_on": checks.one_of(SPLITS),
+        "retrain_on": checks.distinct(SPLITS, "splits"),
+        "subset_percent": checks.percent(),
+        "controls": checks.distinct(CONTROLS, "controls"),
+        "split_seed": checks.integer(0),
+        "train_limit": checks.integer(1, optional=True),  # negative limits would slice from the end
+    }
+
     def __post_init__(self):
-        check_model_name(self.network)
         if isinstance(self.train, dict):  # rebuilt from JSON
             object.__setattr__(self, "train", TrainConfig(**self.train))
-        object.__setattr__(self, "retrain_on", tuple(self.retrain_on))
+        _make_plain(self)
+        checks.apply("IMPConfig", self, self.RULES)
+        object.__setattr__(self, "retrain_on", tuple(self.retrain_on))  # a list too: configs are hashed
         object.__setattr__(self, "controls", tuple(self.controls))
-        for s in (self.find_on, *self.retrain_on):
-            if s not in SPLITS:
-                raise ValueError(f"unknown data split {s!r}; valid splits: {', '.join(SPLITS)}")
-        for c in self.controls:
-            if c not in CONTROLS:
-                raise ValueError(f"unknown control {c!r}; valid controls: {', '.join(CONTROLS)}")
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
-        # a rate of 1 would prune every weight; past it (or negative) the masks would be nonsense,
-        # and without this check that surfaces only after round 0 has trained
-        for name, rate in (("prune_rate", self.prune_rate), ("output_rate", self.output_rate)):
-            if rate is None:
-                continue
-            if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-                raise ValueError(f"{name} must be a number in [0, 1), got {rate!r}")
-            object.__setattr__(self, name, float(rate))  # a NumPy scalar too: configs are hashed as JSON
-        n_train = data_mod.TRAIN_SIZE[self.dataset]
-        if not 1 <= self.val_size < n_train:  # 0 would fail only at the first evaluation
-            raise ValueError(f"val_size must be in [1, {n_train}) for {self.dataset}, got {self.val_size}")
-        for name, limit in (("train_limit", self.train_limit), ("test_limit", self.test_limit)):
-            if limit is not None and limit < 1:  # negative limits would slice from the end
-                raise ValueError(f"{name} must be None or >= 1, got {limit}")
-        if not 0 < self.subset_percent <= 100:
-            raise ValueError(f"subset_percent must be in (0, 100], got {self.subset_percent}")
-        if self.rewind_iteration is not None and self.rewind_iteration < 0:
-            raise ValueError(f"rewind_iteration must be None or >= 0, got {self.rewind_iteration}")
-        if (self.rewind_iteration is not None and self.train.epochs is None  # else: known with the data
-                and self.rewind_iteration > self.train.iterations):
-            raise ValueError(f"rewind_iteration {self.rewind_iteration} is outside the training budget "
-                             f"0..{self.train.iterations}")
+        checks.apply("IMPConfig", self, self._relations())
+
+    def _relations(self) -> dict[str, checks.Rule]:
+        """The rules of the fields whose range depends on other fields (the dataset, the budget); they read
+        those fields, so they run once RULES has passed them."""
+        n_train, n_test = data_mod.TRAIN_SIZE[self.dataset], TEST_SIZE[self.dataset]
+        return {
+            # 0 would fail only at the first evaluation; the training pool is what val_size leaves
+            "val_size": checks.explained(checks.integer(1, n_train - 1),
+                                         f"{self.dataset} has {n_train:,} training rows; the rest is the pool"),
+            # past the test set it would name a second run for the same full test set
+            "test_limit": checks.explained(checks.integer(1, n_test, optional=True),
+                                           f"{self.dataset} has {n_test:,} test rows; None: all of them"),
+            # an epoch budget is known only with the data (IMPRunner checks the rewind against it then)
+            "rewind_iteration": checks.integer(0, optional=True) if self.train.epochs is not None else checks.explained(
+                checks.integer(0, self.train.iterations, optional=True),
+                f"within the training budget of {self.train.iterations:,} iterations"),
+        }
 
     @property
     def dataset(self) -> str:
@@ -183,7 +200,7 @@ class IMPConfig:
 
 def paper_config(network: str, **overrides) -> IMPConfig:
     """An IMPConfig with Table 1's settings for `network`; `overrides` may hold TrainConfig fields too."""
-    check_model_name(network)
+    check_network(network)
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     train_over = {k: overrides.pop(k) for k in list(overrides) if k in train_fields}
     tc = dataclasses.replace(PAPER_TRAINING[network], **train_over)
@@ -192,7 +209,7 @@ def paper_config(network: str, **overrides) -> IMPConfig:
 
 def training_settings(network: str) -> dict[str, TrainConfig]:
     """{setting name: its full TrainConfig} of `network`: Table 1's, then its other named settings."""
-    check_model_name(network)
+    check_network(network)
     named = TRAINING_SETTINGS.get(network, {TABLE1: {}})
     return {name: dataclasses.replace(PAPER_TRAINING[network], **over) for name, over in named.items()}
 

@@ -28,7 +28,6 @@ A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
 - `random_masks_like` builds the random-pruning control: same per-layer count.
 - `density_table` reports the fraction remaining per layer and overall.
 """
-import numbers
 import weakref
 
 import pandas as pd
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from lth_core import checks
 from lth_core.models import output_layer_name, prunable_weights
 
 Masks = dict[str, torch.Tensor]
@@ -76,11 +76,14 @@ def _apply_mask(module: nn.Module, args) -> None:
     module.weight.data.mul_(getattr(module, MASK_BUFFER))
 
 
+# a per-layer rate, where the rate is not a config's (overrides, the BN rate): 0 leaves a layer unpruned
+LAYER_RATE = checks.explained(checks.number(0, 1, hi_open=True),
+                              "the share of a layer's remaining weights pruned each round")
+
+
 def check_rate(name: str, rate: float) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= float(rate) < 1.0:
-        raise ValueError(f"prune rate for {name!r} is {rate!r}; a rate must be a fraction in [0, 1) "
-                         "(0.2 prunes 20% of the remaining weights each round)")
-    return float(rate)
+    """`rate` of layer `name` as a float when it is a valid per-layer rate; else its ConfigError."""
+    return float(checks.check("layer_rates", name, checks.plain(rate), LAYER_RATE))
 
 
 def n_to_prune(n_alive: int, rate: float) -> int:
@@ -93,7 +96,7 @@ def planned_remaining(sizes: dict[str, int], rates: dict[str, float], rounds: in
     alive, total, out = dict(sizes), sum(sizes.values()), []
     for _ in range(rounds + 1):
         out.append(100.0 * sum(alive.values()) / total)
-        alive = {n: a - n_to_prune(a, check_rate(n, rates.get(n, 0.0))) for n, a in alive.items()}
+        alive = {n: a - n_to_prune(a, rates.get(n, 0.0)) for n, a in alive.items()}
     return out
 
 
@@ -104,8 +107,7 @@ def prune_layerwise(weights: dict[str, torch.Tensor], masks: Masks, rates: dict[
         raise ValueError(f"rates given for unknown layers {sorted(unknown)}; prunable layers: {list(masks)}")
     new = {}
     for name, mask in masks.items():
-        rate = check_rate(name, rates.get(name, 0.0))
-        k = n_to_prune(int(mask.sum()), rate)
+        k = n_to_prune(int(mask.sum()), rates.get(name, 0.0))
         flat = mask.flatten().clone()
         if k:
             score = weights[name].detach().abs().flatten().to(flat.device, torch.float64)  # masks live on the CPU
@@ -119,8 +121,10 @@ def prune_layerwise(weights: dict[str, torch.Tensor], masks: Masks, rates: dict[
 def layer_rates(model: nn.Module, rate: float, output_rate: float | None = None,
                 prune_bn: bool = False, bn_rate: float | None = None,
                 overrides: dict[str, float] | None = None) -> dict[str, float]:
-    """Per-layer rates: hidden conv/linear at `rate`, output layer at `output_rate` (default rate/2)."""
-    check_rate("hidden layers", rate)
+    """Per-layer rates: hidden conv/linear at `rate`, output layer at `output_rate` (default rate/2).
+
+    `rate` and `output_rate` are a config's (IMPConfig checked them); `bn_rate` and `overrides` are checked
+    here, so every rate `prune_layerwise` and `planned_remaining` get is valid."""
     out_name = output_layer_name(model)
     bn = {n for n in prunable_weights(model, include_bn=True)} - set(prunable_weights(model))
     rates = {}
@@ -128,14 +132,14 @@ def layer_rates(model: nn.Module, rate: float, output_rate: float | None = None,
         if name == out_name:
             rates[name] = rate / 2 if output_rate is None else output_rate
         elif name in bn:
-            rates[name] = rate if bn_rate is None else bn_rate
+            rates[name] = rate if bn_rate is None else check_rate(name, bn_rate)
         else:
             rates[name] = rate
     for name, r in (overrides or {}).items():
         if name not in rates:
             raise ValueError(f"override for unknown layer {name!r}; prunable layers: {list(rates)}")
-        rates[name] = r
-    return {n: check_rate(n, r) for n, r in rates.items()}
+        rates[name] = check_rate(name, r)
+    return rates
 
 
 def attach_masks(model: nn.Module, include_bn: bool = False) -> nn.Module:

@@ -57,4 +57,4 @@ def test_every_layer_has_its_folder():
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(ORDER[1:])
     core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
     assert core == {"paths", "config", "data", "data_sources", "models", "pruning", "training", "imp", "crashpoints",
-                    "writer_lock"}
+                    "writer_lock", "checks"}

@@ -17,24 +17,24 @@ names in the namespace (scratch variables, `P`) are not parameters and never
 checked. A value whose type does not match its annotation is an error. Names
 declared by another notebook are accepted, so one profile file
 (`notebooks/params/<profile>.yaml`) can serve every notebook. Values are then
-range-checked (`RANGES`, by parameter name): sizes,
-limits, rates, tolerance, seeds, patience, the batch against the pool, the device (a
-GPU when cuda is asked for), the precision (no tf32 on a CPU) and the executor, each error naming the parameter, its
-value and the valid range, before any data loads (`params/profiles.py` checks a profile file the
-same way). `network_overrides(P, network)` turns a network's prefixed parameters
-(`lenet_iterations`, ...) into config overrides.
+range-checked, each error naming the parameter, its value and the valid range, before any
+data loads (`params/profiles.py` checks a profile file the same way). A parameter that sets a
+config field (`lenet_iterations`, `precision`; `field_of`) is checked by that field's rule in
+`config.py`, in the library's words; the rules between fields (val_size against the dataset,
+rewind_iteration against the budget) by building each network's config from the parameters.
+`RANGES` holds the rules of the names that exist in notebooks alone: tolerance, seeds, the device
+(a GPU when cuda is asked for), the precision on it (no tf32 on a CPU), the executor, the study
+lists. `network_overrides(P, network)` turns a network's prefixed parameters that name a config
+field (`lenet_iterations`, ...) into config overrides.
 """
 import ast
+import dataclasses
 import json
-import math
 from pathlib import Path
 
-from lth_core import paths, writer_lock
-from lth_core.data import TRAIN_SIZE
-from lth_core.config import CONTROLS, PAPER_TRAINING, training_settings
-from lth_core.models import DATASET_OF
+from lth_core import checks, paths, writer_lock
+from lth_core.config import BUDGET_PROTOCOLS, IMPConfig, TrainConfig, paper_config, training_settings
 from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, device_for_executor
-from lth_core.config import BUDGET_PROTOCOLS, CRITERIA, PRECISIONS, TrainConfig
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
@@ -119,49 +119,30 @@ def check_value(notebook: str, name: str, value, spec) -> None:
                              f"({type(value).__name__})")
 
 
-TEST_SIZE = 10_000  # rows of the official MNIST and CIFAR-10 test sets
 NETWORK_OF_PREFIX = {"lenet": "lenet_300_100", "conv2": "conv2", "shufflenet": "shufflenet"}
+PREFIX_OF_NETWORK = {network: prefix for prefix, network in NETWORK_OF_PREFIX.items()}
+# the config fields a parameter can set (IMPConfig's and TrainConfig's names are disjoint, as paper_config's
+# overrides need): `<prefix>_<field>` (lenet_iterations) or `<field>` (precision) is checked by that field's rule
+CONFIG_FIELDS = tuple(f.name for cls in (IMPConfig, TrainConfig) for f in dataclasses.fields(cls))
+FIELD_RULES = {**IMPConfig.RULES, **TrainConfig.RULES}  # the rules of one field alone, by field name
+# parameters (`faster_criterion`, or `<prefix>_constant_lr`, ...) that set a config field under another
+# name: checked by that field's rule; the study passes them itself, they are no overrides
+RENAMED_FIELDS = {"faster_criterion": "criterion", "constant_lr": "lr", "budget_epochs": "epochs"}
+SHARED_OVERRIDES = ("precision",)  # unprefixed parameters every network's config takes (network_overrides)
+
+# the subset sizes of a faster-tickets run (also faster_tickets.check_subset_percents): each a subset_percent
+SUBSET_PERCENTS = checks.explained(
+    checks.distinct_list(IMPConfig.RULES["subset_percent"], "percents", including=100),
+    "100, the full pool, is the reference; [] skips the network")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _integer(value, lo: int, hi: int | None = None, optional: bool = False) -> str | None:
-    """None when `value` is an integer in [lo, hi] (or None, if optional); else the valid range in words."""
-    if (value is None and optional) or (_is_int(value) and lo <= value and (hi is None or value <= hi)):
-        return None
-    return ("None or " if optional else "") + (f"an integer in [{lo}, {hi}]" if hi is not None
-                                               else f"an integer >= {lo}")
-
-
-def _distinct(values, allowed, what: str, empty_ok: bool = True) -> str | None:
-    """None when `values` lists distinct members of `allowed`; a repeated name would repeat its runs."""
-    if all(v in allowed for v in values) and len(set(values)) == len(values) and (values or empty_ok):
-        return None
-    return f"{'a' if empty_ok else 'a non-empty'} list of distinct {what} from {list(allowed)}"
-
-
-def _seeds(values, P) -> str | None:
-    # a repeated seed would repeat every row of the results and narrow the confidence bands
-    if values and all(_is_int(v) and v >= 0 for v in values) and len(set(values)) == len(values):
-        return None
-    return "a non-empty list of distinct integers >= 0"
-
-
-def _subset_percents(values, P) -> str | None:
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 100 for v in values)
-    if not values or (numbers and 100 in values and len(set(values)) == len(values)):
-        return None
-    return "[] or a list of distinct percents in (0, 100] that includes 100 (the reference)"
-
-
-def _nonnegative_number(value, P) -> str | None:
-    return None if math.isfinite(value) and value >= 0 else "a finite number >= 0"
-
-
-def _positive_number(value, P) -> str | None:
-    return None if math.isfinite(value) and value > 0 else "a finite number > 0"
+def field_of(name: str) -> str | None:
+    """The config field whose rule checks parameter `name` (lenet_iterations -> iterations); None when
+    `name` exists in notebooks alone."""
+    prefix, _, rest = name.partition("_")
+    rest = rest if prefix in NETWORK_OF_PREFIX else name
+    field = RENAMED_FIELDS.get(rest, rest)
+    return field if field in CONFIG_FIELDS else None
 
 
 def _device(value, P) -> str | None:
@@ -174,9 +155,8 @@ def _device(value, P) -> str | None:
     return None
 
 
-def _precision(value, P) -> str | None:
-    if value not in PRECISIONS:
-        return f"one of {', '.join(PRECISIONS)}"
+def _precision_on_device(value, P) -> str | None:
+    """The precision's name is TrainConfig's rule; which precisions the notebook's device runs is the notebook's."""
     if value == "tf32" and P.get("device") == "cpu":
         return "float32 or bf16 on device cpu (tf32 is a CUDA tensor-core format)"
     return None
@@ -190,74 +170,30 @@ def _executor_options(value, P) -> str | None:
     return None
 
 
-def _unseen_networks(values, P) -> str | None:
-    return _distinct(values, tuple(PARAM_PREFIX), "networks", empty_ok=False)
+def _value_rule(rule: checks.Rule):
+    """A notebook check (value, all values) from a rule of the value alone."""
+    return lambda v, P: rule(v)
 
 
-def _network_ranges(prefix: str) -> dict:
-    """The ranges of one network's prefixed parameters (lenet_iterations, ...)."""
-    network = NETWORK_OF_PREFIX[prefix]
-    dataset = DATASET_OF[network]
-    n_train = TRAIN_SIZE[dataset]
-
-    def fixed_batch(P) -> int | None:
-        """The batch size when it is not a notebook parameter (LeNet, Conv-2: Table 1's); the training pool
-        must hold one batch, so then the pool's own parameters (val_size, train_limit) are checked for it."""
-        return None if f"{prefix}_batch_size" in P else PAPER_TRAINING[network].batch_size
-
-    def val_size(v, P):
-        batch = fixed_batch(P)
-        out = _integer(v, 1, n_train - (batch or 1))
-        return out and (f"{out} ({dataset} has {n_train:,} training rows"
-                        + (f"; the rest must hold a batch of {batch})" if batch else ")"))
-
-    def train_limit(v, P):
-        batch = fixed_batch(P)
-        out = _integer(v, batch or 1, optional=True)
-        return out and out + (f" (the pool must hold a batch of {batch})" if batch else "")
-
-    def batch_size(v, P):
-        pool, limit = n_train - P[f"{prefix}_val_size"], P[f"{prefix}_train_limit"]
-        pool = pool if limit is None else min(pool, limit)
-        out = _integer(v, 1, pool)
-        return out and f"{out} (the training pool has {pool:,} rows)"
-
-    def prune_rate(v, P):  # 0 would train one level again and again (levels are told apart by sparsity)
-        return None if 0 < v < 1 else "a fraction in (0, 1) (0 prunes nothing, 1 every weight)"
-
-    return {f"{prefix}_iterations": lambda v, P: _integer(v, 1),
-            f"{prefix}_rounds": lambda v, P: _integer(v, 0),
-            f"{prefix}_eval_every": lambda v, P: _integer(v, 1, P[f"{prefix}_iterations"]),
-            f"{prefix}_val_size": val_size,
-            f"{prefix}_train_limit": train_limit,
-            f"{prefix}_batch_size": batch_size,
-            f"{prefix}_test_limit": lambda v, P: _integer(v, 1, TEST_SIZE, optional=True),
-            f"{prefix}_prune_rate": prune_rate,
-            f"{prefix}_rewind_iteration": lambda v, P: _integer(v, 0, P[f"{prefix}_iterations"], optional=True),
-            f"{prefix}_constant_lr": _positive_number,
-            f"{prefix}_budget_epochs": _positive_number,
-            f"{prefix}_patience": lambda v, P: _integer(v, 1, optional=True),
-            f"{prefix}_subset_percents": _subset_percents}
-
-
-# Valid values by parameter name, for every notebook that declares the name. A check gets the value
-# (already of its declared type) and all of the notebook's values, and returns None when the value is
-# valid, else the valid range in words. Checks run in this order, so one that reads another parameter
-# (eval_every reads iterations, batch_size reads val_size and train_limit) runs after that parameter's own check.
+# Valid values of the parameters that exist in notebooks alone (config fields are checked by their
+# field's rule, `field_of`), for every notebook that declares the name. A check gets the value (already
+# of its declared type) and all of the notebook's values, and returns None when the value is valid, else
+# the valid range in words. Checks run in this order, after the field rules of the config-field parameters
+# the studies pass themselves and before the overrides are checked by building the configs.
 RANGES = {
     "device": _device,
-    "precision": _precision,
-    "executor": lambda v, P: None if v in EXECUTORS else f"one of {', '.join(EXECUTORS)}",
+    "precision": _precision_on_device,
+    "executor": _value_rule(checks.one_of(EXECUTORS)),
     "executor_options": _executor_options,
-    "seeds": _seeds,
-    "tolerance": _nonnegative_number,  # a negative tolerance puts the dense network outside its own band
-    "controls": lambda v, P: _distinct(v, CONTROLS, "controls"),
-    "unseen_networks": _unseen_networks,
-    "lenet_settings": lambda v, P: _distinct(v, tuple(training_settings("lenet_300_100")), "training settings",
-                                             empty_ok=False),
-    "faster_criterion": lambda v, P: None if v in CRITERIA else f"one of {', '.join(CRITERIA)}",
-    "faster_protocols": lambda v, P: _distinct(v, BUDGET_PROTOCOLS, "budget protocols", empty_ok=False),
-    **{name: check for prefix in NETWORK_OF_PREFIX for name, check in _network_ranges(prefix).items()},
+    # a repeated seed would repeat every row of the results and narrow the confidence bands
+    "seeds": _value_rule(checks.distinct_list(IMPConfig.RULES["seed"], "seeds", non_empty=True)),
+    # a negative tolerance puts the dense network outside its own band
+    "tolerance": _value_rule(checks.number(0)),
+    "unseen_networks": _value_rule(checks.distinct(tuple(PARAM_PREFIX), "networks", non_empty=True)),
+    "lenet_settings": _value_rule(checks.distinct(tuple(training_settings("lenet_300_100")), "training settings",
+                                                  non_empty=True)),
+    "faster_protocols": _value_rule(checks.distinct(BUDGET_PROTOCOLS, "budget protocols", non_empty=True)),
+    **{f"{prefix}_subset_percents": _value_rule(SUBSET_PERCENTS) for prefix in NETWORK_OF_PREFIX},
 }
 
 
@@ -273,12 +209,44 @@ def _checked(notebook: str, values: dict, declared: dict) -> dict:
         raise ParameterError(f"{notebook}: no value for parameters {missing}")
     for name, spec in declared.items():
         check_value(notebook, name, values[name], spec)
+    for name in declared:  # config fields the studies pass themselves (controls, faster_criterion, ...)
+        field = field_of(name)
+        if field and not _is_override(name):
+            _refuse_if(notebook, name, values[name], FIELD_RULES[field](values[name]))
     for name, check in RANGES.items():
-        valid = check(values[name], values) if name in declared else None
-        if valid is not None:
-            raise ParameterError(f"{notebook}: parameter {name!r} = {values[name]!r} is out of range; "
-                                 f"valid: {valid}")
+        if name in declared:
+            _refuse_if(notebook, name, values[name], check(values[name], values))
+    _check_overrides(notebook, values, declared)
     return {name: values[name] for name in declared}
+
+
+def _refuse_if(notebook: str, name: str, value, valid: str | None) -> None:
+    """Raise the ParameterError of parameter `name` when `valid` (the valid range in words) is given."""
+    if valid is not None:
+        raise ParameterError(f"{notebook}: parameter {name!r} = {value!r} is out of range; valid: {valid}")
+
+
+def _is_override(name: str) -> bool:
+    """Whether parameter `name` reaches the config through `network_overrides`."""
+    prefix, _, field = name.partition("_")
+    return name in SHARED_OVERRIDES or (prefix in NETWORK_OF_PREFIX and field in CONFIG_FIELDS)
+
+
+def _check_overrides(notebook: str, values: dict, declared: dict) -> None:
+    """The parameters `network_overrides` makes overrides of, checked as the library checks them: each
+    network with such parameters builds its Table 1 config from them (every field's rule, and the rules
+    between fields: val_size against the dataset, rewind_iteration against the budget), and the
+    ConfigError is told with the name of the parameter it is about."""
+    for prefix, network in NETWORK_OF_PREFIX.items():
+        if not any(name.startswith(f"{prefix}_") and _is_override(name) for name in declared):
+            continue
+        try:
+            paper_config(network, **network_overrides(values, network))
+        except checks.ConfigError as err:
+            name = next((n for n in (f"{prefix}_{err.field}", err.field) if n in declared), None)
+            if name is None:  # a value of Table 1's own, not of a parameter
+                raise ParameterError(f"{notebook}: {err}") from None
+            _refuse_if(notebook, name, values[name], err.valid)
 
 
 def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | None = None) -> dict:
@@ -322,10 +290,10 @@ def _assigned_names(source: str) -> list[str]:
 
 
 def network_overrides(params: dict, network: str) -> dict:
-    """The per-network notebook parameters (lenet_iterations, ...), and the notebook's `precision`, as
-    paper_config overrides."""
-    p = PARAM_PREFIX[network]
-    return {"iterations": params[f"{p}_iterations"], "eval_every": params[f"{p}_eval_every"],
-            "rounds": params[f"{p}_rounds"], "train_limit": params[f"{p}_train_limit"],
-            "val_size": params[f"{p}_val_size"], "test_limit": params[f"{p}_test_limit"],
-            "patience": params[f"{p}_patience"], "precision": params.get("precision", TrainConfig.precision)}
+    """`network`'s paper_config overrides from notebook parameters: every `<prefix>_<field>` parameter
+    (lenet_iterations, ...) whose field is a TrainConfig or IMPConfig field, and the shared ones
+    (`precision`). A new network parameter so takes two places: its config field (with its rule) and the
+    notebook's parameters cell."""
+    prefix = PREFIX_OF_NETWORK[network]
+    out = {field: params[f"{prefix}_{field}"] for field in CONFIG_FIELDS if f"{prefix}_{field}" in params}
+    return {**out, **{name: params[name] for name in SHARED_OVERRIDES if name in params}}

@@ -1,8 +1,9 @@
 """Experiments: grids of IMP runs, executed through the run store and gathered into one table.
 
 `grid(base, seeds=..., **axes)` expands a base `IMPConfig` over seeds and any
-config fields. `run_experiment(name, configs, executor=...)` brings every run to
-the finished state (in this process, in worker processes, or as Slurm jobs: see
+config fields (distinct values on each axis). `run_experiment(name, configs,
+executor=...)` brings every run to the finished state (in this process, in
+worker processes, or as Slurm jobs: see
 `executors.py`; finished runs are read, interrupted ones resume) and returns all
 rows as one tidy DataFrame (the caller saves what it shows). Each row carries its
 run's name and the config values the caller names in `columns`
@@ -18,17 +19,28 @@ import pandas as pd
 from lth_core.runs import store
 from lth_core.runs.progress import StoreProgress
 from lth_core.runs.executors import execute_runs
+from lth_core.checks import ConfigError
 from lth_core.config import IMPConfig
 
 
 def grid(base: IMPConfig, seeds=(0,), **axes) -> list[IMPConfig]:
-    """Every combination of seeds and the given field values."""
+    """Every combination of seeds and the given field values (each value checked by its config field's rule
+    as its config is made)."""
+    for name, values in {"seeds": seeds, **axes}.items():
+        _check_axis(name, values)
     names = list(axes)
     out = []
     for seed in seeds:
         for values in itertools.product(*(axes[n] for n in names)):
             out.append(dataclasses.replace(base, seed=seed, **dict(zip(names, values))))
     return out
+
+
+def _check_axis(name: str, values) -> None:
+    """A grid axis lists distinct values: a repeated one would return every row of its runs twice."""
+    values = list(values)
+    if any(v in values[:i] for i, v in enumerate(values)):  # by ==: axis values may be unhashable (lists)
+        raise ConfigError("grid", name, values, "distinct values (a repeated one would repeat its runs' rows)")
 
 
 def config_value(cfg: IMPConfig, field: str):

@@ -34,17 +34,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lth_core.data import TRAIN_SIZE
-from lth_core.config import IMPConfig, paper_config
+from lth_core.config import IMPConfig, iterations_per_epoch, paper_config
 from lth_core.imp import make_splits
 from lth_core.models import network_title
 from lth_core.report.claims import claim, claims_frame, learned, not_learned
 from lth_core.report.paper import FIGURE_PANEL, paper_series, paper_value
 from lth_core.report.rules import Rule, paper_numbers_table
-from lth_core.params.notebook import PARAM_PREFIX, network_overrides
+from lth_core.params.notebook import PARAM_PREFIX, SUBSET_PERCENTS, network_overrides
 from lth_core.report.plots import mark_budget_bound, new_figure, plot_vs_remaining
 from lth_core.report.tables import fmt, plural, points
 from lth_core.runs.experiment import grid
-from lth_core.config import iterations_per_epoch
 from lth_core.config import BUDGET_PROTOCOLS as PROTOCOLS
 from lth_core.training import budget_bound
 
@@ -72,22 +71,12 @@ def with_protocol(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_subset_percents(percents, network: str) -> list[float]:
-    """Sorted subset sizes as floats; [] skips the network. Non-empty lists must contain 100."""
-    if not isinstance(percents, (list, tuple)):
-        raise ValueError(f"{network}: subset sizes must be a list of percents, got {percents!r}")
-    if not percents:
-        return []
-    bad = [p for p in percents if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100]
-    if bad:
-        raise ValueError(f"{network}: subset sizes must be numbers in (0, 100], got {bad}")
-    values = sorted(float(p) for p in percents)
-    if len(set(values)) != len(values):
-        raise ValueError(f"{network}: subset sizes {percents} repeat a value")
-    if REFERENCE_PERCENT not in values:
-        raise ValueError(f"{network}: subset sizes {percents} must include 100, the full training set that "
-                         "every speed-up and accuracy difference is measured against (or be [] to skip "
-                         "the network)")
-    return values
+    """Sorted subset sizes as floats (as the configs store them); [] skips the network. The list's rule
+    (distinct, includes 100, each a valid subset_percent) is the notebook's `SUBSET_PERCENTS`."""
+    valid = SUBSET_PERCENTS(percents)
+    if valid is not None:
+        raise ValueError(f"{network}: subset sizes {percents!r} are out of range; valid: {valid}")
+    return sorted(float(p) for p in percents)
 
 
 def subset_configs(network: str, subset_percents, seeds, **overrides) -> list[IMPConfig]:

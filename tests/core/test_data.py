@@ -402,14 +402,14 @@ def test_random_subset_is_a_seeded_subset():
     assert torch.equal(data.random_subset(indices, 100, seed=5), indices)
 
 
-@pytest.mark.parametrize("percent", [0, 101, -5])
-def test_random_subset_rejects_bad_percent(percent):
-    with pytest.raises(DataError, match=r"percent must be in \(0, 100\]"):
+@pytest.mark.parametrize("percent", [0, 150, -5, -50])  # its range is IMPConfig.subset_percent's; rows are known here
+def test_random_subset_rejects_a_percent_that_leaves_no_subset(percent):
+    with pytest.raises(DataError, match=r"rounds to -?\d+ rows; a subset holds 1 to 10 of them"):
         data.random_subset(torch.arange(10), percent, seed=0)
 
 
 def test_random_subset_rejects_empty_result_and_bad_indices():
-    with pytest.raises(DataError, match="rounds to no rows"):
+    with pytest.raises(DataError, match="rounds to 0 rows"):
         data.random_subset(torch.arange(10), 1, seed=0)
     with pytest.raises(DataError, match="1-D integer tensor"):
         data.random_subset(torch.zeros(10), 50, seed=0)

@@ -105,7 +105,7 @@ def test_a_numpy_prune_rate_is_a_plain_float_in_the_config():
     import numpy as np
     cfg = _cfg(prune_rate=np.float64(0.2))
     assert type(cfg.prune_rate) is float and cfg.prune_rate == 0.2
-    with pytest.raises(ValueError, match=r"prune_rate must be a number in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"prune_rate = '0.2' is out of range; valid: a fraction in \(0, 1\)"):
         _cfg(prune_rate="0.2")
 
 
@@ -129,9 +129,10 @@ def test_same_config_same_rows():
     assert strip(a) == strip(b)
 
 
-@pytest.mark.parametrize("bad,match", [({"find_on": "S3"}, "valid splits"), ({"controls": ("shuffle",)}, "valid controls"),
-                                       ({"network": "vgg"}, "valid networks"), ({"subset_percent": 0}, "subset_percent"),
-                                       ({"rewind_iteration": 99}, "outside the training budget")])
+@pytest.mark.parametrize("bad,match", [({"find_on": "S3"}, "find_on = 'S3' is out of range"),
+                                       ({"controls": ("shuffle",)}, "distinct controls from"),
+                                       ({"network": "vgg"}, "one of lenet_300_100, conv2, shufflenet"), ({"subset_percent": 0}, "subset_percent"),
+                                       ({"rewind_iteration": 99}, "within the training budget")])
 def test_bad_config_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         _cfg(**bad)

@@ -31,9 +31,13 @@ def test_layer_rates_overrides_and_bn():
 
 
 @pytest.mark.parametrize("rate", [1.0, -0.1, 1.5, "0.2"])
-def test_impossible_rates_rejected(rate):
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        layer_rates(build_model("lenet_300_100"), rate)
+def test_impossible_layer_rates_rejected(rate):
+    # the hidden and output rates are a config's (IMPConfig checks them); a layer's own rate is checked here
+    model = build_model("shufflenet")
+    with pytest.raises(ValueError, match=r"fc.weight = .* is out of range; valid: a number in \[0, 1\)"):
+        layer_rates(model, 0.1, overrides={"fc.weight": rate})
+    with pytest.raises(ValueError, match=r"a number in \[0, 1\)"):
+        layer_rates(model, 0.1, prune_bn=True, bn_rate=rate)
 
 
 def test_numpy_rates_are_rates():

@@ -170,10 +170,10 @@ def test_lr_schedules(sched, expected):
 
 @pytest.mark.parametrize("bad,match", [({"lr_schedule": "cosine"}, "constant, step, exponential"),
                                        ({"criterion": "acc"}, "val_loss, val_acc"),
-                                       ({"iterations": 0}, "positive"), ({"lr": -1}, "lr must be"),
+                                       ({"iterations": 0}, "an integer >= 1"), ({"lr": -1}, "lr = -1 is out of range"),
                                        ({"patience": 0}, "patience"), ({"epochs": 0}, "epochs"),
                                        ({"epochs": float("nan")}, "epochs"),
-                                       ({"precision": "fp16"}, "unknown precision 'fp16'; valid: float32, tf32, bf16")])
+                                       ({"precision": "fp16"}, "precision = 'fp16' is out of range; valid: one of float32, tf32, bf16")])
 def test_bad_train_config_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
