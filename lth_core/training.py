@@ -226,9 +226,13 @@ class EarlyStopping:
     evaluations; `probe(test_acc)` writes its test accuracy on its curve point.
     `snapshot_at`: the iteration whose weights late rewinding keeps; patience never stops the
     training before it (else the run would silently rewind to nothing), and it must lie in the budget.
+    Under a step schedule (`per_epoch`, the training's iterations per epoch, places its drops) patience
+    never stops a training while a learning-rate drop is still ahead in its budget, and counts afresh
+    after each drop: a drop often brings the validation score down again, so evaluations before it say
+    little about what follows (`studies/stopping.py` replays the same rule on stored curves).
     """
 
-    def __init__(self, cfg: TrainConfig, snapshot_at: int | None = None):
+    def __init__(self, cfg: TrainConfig, snapshot_at: int | None = None, per_epoch: int | None = None):
         if snapshot_at is not None and not 0 <= snapshot_at <= cfg.iterations:
             raise ValueError(f"the rewind snapshot at iteration {snapshot_at} lies outside this training's budget "
                              f"of {cfg.iterations} iterations; choose a rewind iteration within it")
@@ -238,8 +242,15 @@ class EarlyStopping:
         self.best: tuple | None = None  # (iteration, val_loss, val_acc, state)
         self.best_point: dict | None = None  # the best checkpoint's curve point
         self.stale = 0
+        # the learning rate of the budget's last step (the evaluation at iteration it reports the rate its
+        # step `it` ran at); below the current rate, a drop is still ahead
+        self.final_lr = (cfg.lr_at_epoch((cfg.iterations - 1) // per_epoch)
+                         if cfg.lr_schedule == "step" and per_epoch else None)
 
     def record(self, it: int, val_loss: float, val_acc: float, train_loss: float, lr: float, state_fn) -> bool:
+        step_drop = self.final_lr is not None and bool(self.history) and lr < self.history[-1]["lr"]
+        if step_drop:
+            self.stale = 0
         self.history.append({"iteration": it, "val_loss": val_loss, "val_acc": val_acc,
                              "train_loss": train_loss, "lr": lr})
         score = val_loss if self.cfg.criterion == "val_loss" else -val_acc
@@ -248,7 +259,9 @@ class EarlyStopping:
             self.best_point = self.history[-1]
         else:
             self.stale += 1
-        return self.cfg.patience is not None and self.stale >= self.cfg.patience and it >= self.hold_until
+        drop_ahead = self.final_lr is not None and self.final_lr < lr
+        return (self.cfg.patience is not None and self.stale >= self.cfg.patience and it >= self.hold_until
+                and not drop_ahead)
 
     def probe_due(self) -> bool:
         return self.stale == TEST_PROBE_AFTER
@@ -325,7 +338,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
     bs = min(cfg.batch_size, len(train_idx))
     opt = make_optimizer(model, cfg)
     model.train()
-    stopping = EarlyStopping(cfg, snapshot_at)
+    stopping = EarlyStopping(cfg, snapshot_at, per_epoch)
     snapshot = state_copy(model) if snapshot_at == 0 else None
     t0, it, stop, order = time.perf_counter(), 0, False, None
     bar = tqdm(total=cfg.iterations, desc=desc, disable=not progress, leave=False, mininterval=1.0)

@@ -292,7 +292,7 @@ class _Run:
         self.gen = torch.Generator().manual_seed(member.seed)
         self.per_epoch = iterations_per_epoch(len(self.train_idx), self.cfg.batch_size)
         self.batch = min(self.cfg.batch_size, len(self.train_idx))
-        self.stopping = EarlyStopping(self.cfg, member.snapshot_at)
+        self.stopping = EarlyStopping(self.cfg, member.snapshot_at, self.per_epoch)
         self.snapshot = state_copy(member.model) if member.snapshot_at == 0 else None
         self.order, self.lr = None, self.cfg.lr
 

@@ -3,7 +3,8 @@
 A training that runs its whole budget stores its validation curve (`store.curves_frame`),
 so any patience rule can be replayed on it without training again:
 `replay(scores, p)` walks the curve as `training.EarlyStopping` does (a strictly better
-score resets the count; `p` evaluations without one stop training) and gives the
+score resets the count; `p` evaluations without one stop training; under a step schedule no
+stop while a learning-rate drop is ahead, and the count restarts at each drop) and gives the
 checkpoint the rule would have kept and the evaluation it would have stopped at.
 
 `patience_table(curves, rows, patiences)` does that for every full-budget training
@@ -35,15 +36,20 @@ MIN_ITERATIONS_SAVED = 0.10  # a rule saving less than this is not worth its ris
 KEYS = ["run", "round", "kind", "trained_on"]
 
 
-def replay(scores: list[float], patience: int | None) -> tuple[int, int]:
-    """(index of the kept checkpoint, index of the last evaluation run) for lower-is-better `scores`."""
+def replay(scores: list[float], patience: int | None, step_lrs: list[float] | None = None) -> tuple[int, int]:
+    """(index of the kept checkpoint, index of the last evaluation run) for lower-is-better `scores`.
+    `step_lrs`: the curve's learning rates, for a step schedule: as in training, the count restarts at a
+    drop and no stop comes while a drop is ahead (the curve's last rate is lower than the current one)."""
     best, stale = 0, 0
     for i in range(1, len(scores)):
+        if step_lrs is not None and step_lrs[i] < step_lrs[i - 1]:
+            stale = 0
         if scores[i] < scores[best]:
             best, stale = i, 0
         else:
             stale += 1
-            if patience is not None and stale >= patience:
+            drop_ahead = step_lrs is not None and step_lrs[-1] < step_lrs[i]
+            if patience is not None and stale >= patience and not drop_ahead:
                 return best, i
     return best, len(scores) - 1
 
@@ -72,13 +78,14 @@ def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENC
         its = curve["iteration"].tolist()
         scores = (curve["val_loss"] if criterion == "val_loss" else -curve["val_acc"]).tolist()
         probes = curve["test_acc"].tolist()
+        step_lrs = curve["lr"].tolist() if row.get("lr_schedule") == "step" else None
         full_best, _ = replay(scores, None)
         if its[full_best] != row["es_iteration"]:
             raise ValueError(f"{row['run']} round {row['round']} {row['kind']} on {row['trained_on']}: its curve's "
                              f"best evaluation ({its[full_best]}) is not its early-stopping iteration "
                              f"({row['es_iteration']}); was it trained with another criterion than {criterion!r}?")
         for p in patiences:
-            kept, stop = replay(scores, p)
+            kept, stop = replay(scores, p, step_lrs)
             same = kept == full_best
             test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
             out.append({**{k: row[k] for k in KEYS + list(keep or [])}, "subset_percent": row["subset_percent"], "patience": p,
@@ -120,7 +127,7 @@ def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
         state = store.load_state(cfg)
         if state is not None:
             curves.append(store.curves_frame(cfg))
-            rows.append(store.rows_frame(cfg, state.rows))
+            rows.append(store.rows_frame(cfg, state.rows).assign(lr_schedule=cfg.train.lr_schedule))
     if not rows:
         raise ValueError("none of these runs has a stored round: run them first (make reproduce)")
     return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)

@@ -4,9 +4,8 @@ import dataclasses
 import pytest
 
 from conftest import synthetic_dataset
-from lth_core.config import IMPConfig
+from lth_core.config import IMPConfig, TrainConfig
 from lth_core.runs.experiment import config_value, grid, run_experiment
-from lth_core.config import TrainConfig
 
 TINY = IMPConfig(rounds=0, train=TrainConfig(iterations=4, batch_size=50, eval_every=2), val_size=100)
 

@@ -16,6 +16,41 @@ def test_replay_stops_like_early_stopping():
     assert stopping.replay([1, 1, 1], 2) == (0, 2)  # equal is not better
 
 
+def test_under_a_step_schedule_no_stop_comes_before_the_last_drop_and_each_drop_restarts_the_count():
+    scores = [5, 4, 4.1, 4.2, 4.3, 4.4, 4.5, 4.6, 4.7, 4.8]  # never better after the second evaluation
+    lrs = [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01]
+    assert stopping.replay(scores, 2) == (1, 3)  # without the schedule: two evaluations after the best
+    # with it: 2 stale evaluations at index 3, but drops lie ahead; the count restarts at 4 and at 7, the last
+    # drop; two stale evaluations after it stop at 8
+    assert stopping.replay(scores, 2, lrs) == (1, 8)
+    assert stopping.replay(scores, 4, lrs) == (1, 9)  # the budget ends first
+
+
+def test_replay_equals_training_with_patience_under_a_step_schedule():
+    """A full-budget training's curve, replayed with patience p, stops where training with patience p stops."""
+    import dataclasses
+
+    from conftest import synthetic_dataset
+    from lth_core.config import TrainConfig
+    from lth_core.data import validation_split
+    from lth_core.models import build_model
+    from lth_core.pruning import attach_masks
+    from lth_core.training import train
+    data = synthetic_dataset()
+    rows, val = validation_split(len(data.train_y), 200, seed=0)  # 700 rows: 14 iterations per epoch
+    full = TrainConfig(iterations=140, batch_size=50, lr=2e-2, eval_every=4, lr_schedule="step", lr_gamma=0.3,
+                       lr_step_epochs=3)
+
+    def run(cfg):
+        return train(attach_masks(build_model("lenet_300_100", seed=0)), data, rows, val, cfg, seed=1, progress=False)
+    curve = run(full).history
+    for p in (1, 2, 3):
+        stopped = run(dataclasses.replace(full, patience=p))
+        kept, stop = stopping.replay([c["val_loss"] for c in curve], p, [c["lr"] for c in curve])
+        assert (stopped.es_iteration, stopped.iterations) == (curve[kept]["iteration"], curve[stop]["iteration"])
+        assert stopped.iterations > 126  # the last drop comes at iteration 126 (epoch 9)
+
+
 def _training(run, scores, probes=None, budget=None, test_acc=98.0, eval_every=100):
     its = [eval_every * (i + 1) for i in range(len(scores))]
     probes = probes or {}
