@@ -303,6 +303,16 @@ def finish(model: nn.Module, data: Dataset, stopping: EarlyStopping, iterations:
                        best_state=best_state, snapshot_state=snapshot)
 
 
+def train_step(model: nn.Module, opt: Adam, x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.Tensor:
+    """One step of `train()`: forward and loss under the precision's autocast, backward, Adam; the loss."""
+    with autocast(x.device, precision):  # the mask hooks still multiply the float32 weights
+        loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 @dataclass
 class TrainingJob:
     """One training, with the arguments `train()` takes (the model holds its initial state): the one
@@ -348,11 +358,7 @@ def train(model: nn.Module, data: Dataset, train_idx: torch.Tensor, val_idx: tor
             order = batch_order(train_idx, gen, device)
             opt.lr = cfg.lr_at_epoch(it // per_epoch)
         x, y = data.train_batch(order[step * bs:(step + 1) * bs])
-        with autocast(device, cfg.precision):  # the mask hooks still multiply the float32 weights
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = train_step(model, opt, x, y, cfg.precision)
         it += 1
         if it == snapshot_at:
             snapshot = state_copy(model)

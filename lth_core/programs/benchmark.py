@@ -17,7 +17,7 @@ Inside:
   each precision the device runs (`PRECISIONS`: float32 and bf16 on a CPU, also tf32 on
   CUDA), side by side, and each one's ratio to float32.
 - `main()`: `python -m lth_core.programs.benchmark [--networks ...] [--iterations N] [--device auto|cpu|cuda]
-  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-schedule]
+  [--warmup N] [--repeats N] [--threads N] [--ks K ...] [--fusion-repeats N] [--no-fusion] [--no-compile] [--no-schedule]
   [--no-precision]` prints the tables, writes the fusion table to `outputs/tables/benchmark.csv` (what
   `reproduce --estimate` projects from), the schedule table to `outputs/tables/benchmark_schedule.csv` and
   the precision table to `outputs/tables/benchmark_precision.csv`.
@@ -69,9 +69,9 @@ from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, p
 from lth_core.pruning import attach_masks, get_masks, layer_rates, prune_layerwise, set_masks
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
-from lth_core.runs.fused import fused_layers, train_fused, uses_cuda_graph
+from lth_core.runs.fused import compiles_step, fused_layers, train_fused, uses_cuda_graph
 
-from lth_core.training import TrainingJob, select_numerics, train
+from lth_core.training import TrainingJob, make_optimizer, select_numerics, train, train_step
 
 # timed iterations per network: about a second per measurement on a 2-core CPU (a Conv-2 step
 # alone takes seconds there), enough steps on a GPU for launch overheads to average out
@@ -90,8 +90,10 @@ FUSION_KS = {  # a CPU fuses at most fused.CPU_GROUP_SIZE members
     "cpu": {"lenet_300_100": (1, 2, 4, 8), "conv2": (1, 2, 4, 8), "shufflenet": (1, 2, 4, 8)},
     "cuda": {"lenet_300_100": (1, 2, 4, 8, 16, 32), "conv2": (1, 2, 4, 8, 16), "shufflenet": (1, 2, 4, 8, 16)},
 }
-# the fused step's forward passes timed side by side: (column, layers, channels_last)
-FUSED_PATHS = [("vmap", "vmap", False), ("stacked", "stacked", False), ("stacked channels-last", "stacked", True)]
+# the fused step's forward passes timed side by side: (column, layers, channels_last, compiled); the compiled
+# one takes the runner's layout (channels_last None)
+FUSED_PATHS = [("vmap", "vmap", False, False), ("stacked", "stacked", False, False),
+               ("stacked channels-last", "stacked", True, False), ("stacked compiled", "stacked", None, True)]
 # timed iterations of each fused measurement: K of these steps run per iteration
 FUSION_ITERATIONS = {
     "cpu": {"lenet_300_100": 50, "conv2": 2, "shufflenet": 3},
@@ -111,8 +113,8 @@ BENCHMARK_PRECISIONS = {"cpu": ("float32", "bf16"), "cuda": PRECISIONS}
 PRECISION_COLUMNS = ["network", "batch", "device", "threads", "iterations",
                      *(f"{p} ms/iter" for p in PRECISIONS), *(f"{p} / float32" for p in PRECISIONS[1:])]
 FUSION_COLUMNS = ["network", "device", "threads", "K", "iterations", "solo ms/model-step", "fused ms/model-step",
-                  "speedup", "fused path", *(f"{name} ms/model-step" for name, _, _ in FUSED_PATHS),
-                  "graphed ms/model-step", "graphed speedup"]
+                  "speedup", "fused path", *(f"{name} ms/model-step" for name, *_ in FUSED_PATHS),
+                  "graphed ms/model-step", "graphed speedup", "solo graphs on streams ms/model-step"]
 
 
 def synthetic_dataset(name: str, device: torch.device, batch_size: int, test_rows: int | None = None) -> Dataset:
@@ -337,11 +339,12 @@ def schedule_sentence(table: pd.DataFrame) -> str:
 
 def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
                             warmup: int, prototypes: list[nn.Module], cuda_graph: bool = False,
-                            layers: str = "stacked", channels_last: bool = False) -> float:
+                            layers: str = "stacked", channels_last: bool = False, compile_step: bool = False) -> float:
     """ms per model-step of K members trained together (see the module docstring); members are
     copies of `prototypes` (masked models, built once: pruning a 4.3M-weight network takes a second).
     `cuda_graph`: the step replayed as a CUDA graph (its recording, at the first step, cancels out
-    in the difference of the two calls); `layers`, `channels_last`: the step's forward pass."""
+    in the difference of the two calls); `layers`, `channels_last`, `compile_step`: the step's forward
+    pass (a compilation happens in both calls, and cancels out too)."""
     base = PAPER_TRAINING[network]
     val_idx = torch.arange(base.batch_size)  # one batch: the untimed end-of-call evaluations stay short
     train_idx = torch.arange(base.batch_size, len(data.train_y))
@@ -352,19 +355,57 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
                    for i in range(k)]
         start = _now(device)
         train_fused(members, data, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph,
-                    layers=layers, channels_last=channels_last)
+                    layers=layers, channels_last=channels_last, compile_step=compile_step)
         return _now(device) - start
 
     return 1000.0 * (seconds(warmup + iterations) - seconds(max(1, warmup))) / (k * iterations)
 
 
+def streams_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
+                              warmup: int, prototypes: list[nn.Module]) -> float:
+    """ms per model-step of K solo trainings on CUDA, each one's step (`training.train_step`, the step
+    `train()` takes) recorded as its own CUDA graph and the K graphs replayed on K streams at every
+    iteration: solo training by construction, its kernels overlapping across members."""
+    base = PAPER_TRAINING[network]
+    x, y = data.train_batch(torch.arange(base.batch_size))
+    members = []
+    for i in range(k):
+        model = copy.deepcopy(prototypes[i % len(prototypes)]).train()
+        opt, stream = make_optimizer(model, base), torch.cuda.Stream(device)
+        static_x, static_y = x.clone(), y.clone()
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):  # lazy cuBLAS/cuDNN set-up must happen before the recording
+            for _ in range(3):
+                train_step(model, opt, static_x, static_y, base.precision)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            train_step(model, opt, static_x, static_y, base.precision)
+        members.append((graph, stream, static_x, static_y))
+
+    def seconds(steps: int) -> float:
+        start = _now(device)
+        for _ in range(steps):
+            for graph, stream, static_x, static_y in members:
+                with torch.cuda.stream(stream):  # each step reads its batch, as train() fetches one
+                    static_x.copy_(x)
+                    static_y.copy_(y)
+                    graph.replay()
+        return _now(device) - start  # synchronises every stream
+
+    seconds(warmup)
+    return 1000.0 * seconds(iterations) / (k * iterations)
+
+
 def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, iterations: int | None = None,
                          device: str = "auto", warmup: int | None = None, repeats: int = 1,
-                         on_row=None, deadline: float | None = None) -> pd.DataFrame:
+                         on_row=None, deadline: float | None = None, compile_paths: bool = True) -> pd.DataFrame:
     """One row per (network, K): solo and each fused forward pass (`FUSED_PATHS`; channels-last only for
     the convolutional networks, NaN for LeNet) in ms per model-step, `fused` the runner's pass and
-    speedup = solo / fused; on CUDA also the runner's pass replayed as a CUDA graph (`graphed`; NaN on a
-    CPU, where there are no graphs). Per K, solo and every pass are measured in turn, `repeats` rounds
+    speedup = solo / fused; the stacked step compiled by torch.compile in the runner's layout (`stacked
+    compiled`; `compile_paths=False` skips it: compiling costs tens of seconds per network and K); on CUDA
+    also the runner's pass replayed as a CUDA graph (`graphed`) and K solo steps each recorded as its own
+    CUDA graph and replayed on K streams (`solo graphs on streams`), NaN on a CPU, where there are no graphs. Per K, solo and every pass are measured in turn, `repeats` rounds
     of them, so that a burst of load from other processes hits all alike; the fastest of each is kept.
 
     `on_row(table so far)` is called after every row, so a caller can save partial results. Past
@@ -378,29 +419,37 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
         solo_timer = LthCoreTimer(network, data, dev)
         group_sizes = ks if isinstance(ks, (list, tuple)) else (ks or FUSION_KS[dev.type])[network]
         prototypes = [masked_model(network, dev, seed=i) for i in range(min(4, max(group_sizes)))]
-        paths = [p for p in FUSED_PATHS if not (p[2] and network == "lenet_300_100")]  # no channels in LeNet
-        chosen = fused_layers(network, dev)
+        chosen = (*fused_layers(network, dev), compiles_step(network, dev))
+        paths = [(name, layers, chosen[1] if channels_last is None else channels_last, compiled)
+                 for name, layers, channels_last, compiled in FUSED_PATHS
+                 if not (channels_last and network == "lenet_300_100")  # no channels in LeNet
+                 and (compile_paths or not compiled)]
         graph = dev.type == "cuda"
         for k in group_sizes:
             if deadline is not None and time.time() > deadline:
                 return pd.DataFrame(rows, columns=FUSION_COLUMNS)
-            times = {name: float("inf") for name in ["solo", *(p[0] for p in paths), *(["graphed"] if graph else [])]}
+            extra = ["graphed", "solo graphs on streams"] if graph else []
+            times = {name: float("inf") for name in ["solo", *(p[0] for p in paths), *extra]}
             for _ in range(repeats):
                 times["solo"] = min(times["solo"], solo_timer.ms_per_iteration(n, n_warm))
-                for name, layers, channels_last in paths:
+                for name, layers, channels_last, compiled in paths:
                     times[name] = min(times[name], fused_ms_per_model_step(
-                        network, data, dev, k, n, n_warm, prototypes, layers=layers, channels_last=channels_last))
+                        network, data, dev, k, n, n_warm, prototypes, layers=layers, channels_last=channels_last,
+                        compile_step=compiled))
                 if graph:
                     times["graphed"] = min(times["graphed"], fused_ms_per_model_step(
                         network, data, dev, k, n, n_warm, prototypes, cuda_graph=True, layers=chosen[0],
-                        channels_last=chosen[1]))
-            fused_name = next(name for name, layers, channels_last in paths if (layers, channels_last) == chosen)
+                        channels_last=chosen[1], compile_step=chosen[2]))
+                    times["solo graphs on streams"] = min(times["solo graphs on streams"], streams_ms_per_model_step(
+                        network, data, dev, k, n, n_warm, prototypes))
+            fused_name = next(name for name, *path in paths if tuple(path) == chosen)
             solo, fused, graphed = times["solo"], times[fused_name], times.get("graphed", float("nan"))
             rows.append({"network": network, "device": str(dev), "threads": torch.get_num_threads(), "K": k,
                          "iterations": n, "solo ms/model-step": solo, "fused ms/model-step": fused,
                          "speedup": solo / fused, "fused path": fused_name,
-                         **{f"{name} ms/model-step": times.get(name, float("nan")) for name, _, _ in FUSED_PATHS},
-                         "graphed ms/model-step": graphed, "graphed speedup": solo / graphed})
+                         **{f"{name} ms/model-step": times.get(name, float("nan")) for name, *_ in FUSED_PATHS},
+                         "graphed ms/model-step": graphed, "graphed speedup": solo / graphed,
+                         "solo graphs on streams ms/model-step": times.get("solo graphs on streams", float("nan"))})
             if on_row is not None:
                 on_row(pd.DataFrame(rows, columns=FUSION_COLUMNS))
     return pd.DataFrame(rows, columns=FUSION_COLUMNS)
@@ -448,6 +497,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fusion-repeats", type=int, default=1,
                         help="rounds of side-by-side fusion measurements; the fastest of each is reported")
     parser.add_argument("--no-fusion", action="store_true", help="no fusion table")
+    parser.add_argument("--no-compile", action="store_true", help="no torch.compile column in the fusion table")
     parser.add_argument("--no-schedule", action="store_true", help="no whole-train() table")
     parser.add_argument("--no-precision", action="store_true", help="no table of the step in each precision")
     args = parser.parse_args(argv)
@@ -469,7 +519,8 @@ def main(argv=None) -> None:
         print(f"written to {save_table(precision, 'benchmark_precision')[0]}")
     if not args.no_fusion:
         fusion = run_fusion_benchmark(args.networks, args.ks, args.fusion_iterations, args.device,
-                                      repeats=args.fusion_repeats, on_row=lambda partial: save_table(partial, "benchmark"))
+                                      repeats=args.fusion_repeats, on_row=lambda partial: save_table(partial, "benchmark"),
+                                      compile_paths=not args.no_compile)
         print()
         print(fusion.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"written to {save_table(fusion, 'benchmark')[0]}")

@@ -14,11 +14,17 @@ In order, each within the time left, results written as they come to
    algorithm choices (lth_core's deterministic default; autotuned among deterministic algorithms;
    autotuned among all, which shows what determinism costs), and the CUDA kernels that take the
    time of a fused step (`torch.profiler`);
-4. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
+4. validation curves for the stopping rules of Conv-2 and ShuffleNet (`stopping_curves`): each
+   network's dense ticket-finding training and its next two pruned levels (one seed, Table 1's
+   settings on the full pool) trained without patience over a budget well past their early stops,
+   with the patience table the stopping-rule study makes of them and the curves themselves;
+5. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
    three seeds, tickets found on S1, trained on S1 and S2, re-init control), all runs in
    lockstep with their trainings fused, as many rounds as fit in the time left: per training
    its test accuracy and early-stopping iteration. A round that the benchmark's figures say
-   cannot end in time is not started, and the summary says so.
+   cannot end in time is not started, and the summary says so;
+6. the paper profile's projected hours per network and in total from this GPU's benchmark rows
+   (`paper_projection`, as `reproduce --estimate` projects them).
 
 The device machine has no copy of the datasets and takes at most 64 MiB of files along, so
 `pack_jpeg_folder` packs CIFAR-10's JPEG files byte for byte into one .npz (57 MB), which
@@ -39,7 +45,7 @@ import torch
 
 from lth_core import paths
 
-SECTIONS = ("tests", "benchmark", "precision", "kernels", "figure1")
+SECTIONS = ("tests", "benchmark", "precision", "kernels", "curves", "figure1")
 CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused_cuda.py"]
 
 
@@ -220,6 +226,55 @@ def figure1_conv2(deadline: float, benchmark_rows=(), seeds=(0, 1, 2), rounds: i
     return rows
 
 
+# network: (budget in iterations, rounds after the dense one). Conv-2 early-stops at 2,300-3,000 of its 30,000
+# iterations on an H100, so 10,000 show three times that; ShuffleNet's 9,000 are 20 epochs of the pool at batch
+# 100, two of its learning-rate drops (its step schedule drops x0.1 every 10 epochs)
+CURVE_BUDGETS = {"conv2": (10_000, 2), "shufflenet": (9_000, 2)}
+
+
+def stopping_curves(deadline: float, device: str = "cuda", budgets: dict = CURVE_BUDGETS, load_data=None,
+                    **overrides) -> dict:
+    """{network: its patience table, rows and curves}: `budgets`' trainings of each network at Table 1's
+    settings (`overrides` shrink them for a test), without patience, in lockstep until `deadline`; a network
+    whose dense round did not finish by then has no table."""
+    import pandas as pd
+    from lth_core.config import paper_config
+    from lth_core.data import load_dataset
+    from lth_core.runs import lockstep
+    from lth_core.studies.stopping import patience_table, stored
+    out = {}
+    for network, (budget, rounds) in budgets.items():
+        cfg = paper_config(network, iterations=budget, rounds=rounds, patience=None, **overrides)
+        failed = lockstep.run_lockstep([cfg], load_data or (lambda name: load_dataset(name, device=device)),
+                                       deadline=deadline, progress=False)
+        if failed:
+            raise RuntimeError(f"{network}: {failed}")
+        curves, rows = stored([cfg])
+        if rows.empty:  # not one round stored by the deadline
+            out[network] = {"skipped": "no round finished in the time left"}
+            continue
+        keep = ["round", "pct_remaining", "es_iteration", "budget", "iterations", "test_acc", "wall_seconds"]
+        out[network] = {"patience": patience_table(curves, rows).to_dict("records"),
+                        "rows": rows[keep].to_dict("records"),
+                        "curves": curves[["round", "iteration", "val_loss", "val_acc", "lr", "test_acc"]]
+                        .astype(float).where(pd.notna, None).to_dict("list")}
+    return out
+
+
+def paper_projection(benchmark_rows, out_dir: Path) -> dict:
+    """The paper profile's projected hours per notebook and network, and in total, from this GPU's benchmark rows
+    (`reproduce.estimate`: every training to its full budget; the measured stopping rules shorten it)."""
+    import pandas as pd
+    from lth_core.programs.reproduce import estimate
+    rows = [r for r in benchmark_rows if isinstance(r, dict)] if isinstance(benchmark_rows, list) else []
+    csv = out_dir / "gpu_check_benchmark.csv"
+    pd.DataFrame(rows, columns=None if rows else ["network", "device", "K"]).to_csv(csv, index=False)
+    table = estimate("paper", "cuda", benchmark_csv=csv)
+    return {"rows": table.to_dict("records"),
+            "hours_per_network": table.groupby("network")["hours"].sum(min_count=1).to_dict(),
+            "total_hours": None if table["hours"].isna().any() else float(table["hours"].sum())}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lth_core.programs.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=8.0, help="the whole check's time limit")
@@ -231,11 +286,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     start = time.time()
     deadline = start + 60 * args.minutes - 20  # leave time to write the summary
-    # the benchmark (three eager forward passes and a graphed one per network and K), the precision timings
-    # (seconds per network) and the cuDNN timings each get a share of the time, so that none can push the
-    # whole check past its limit
-    benchmark_deadline, kernels_deadline = start + 0.65 * 60 * args.minutes, start + 0.85 * 60 * args.minutes
-    precision_deadline = start + 0.7 * 60 * args.minutes
+    # the benchmark (the fused step's passes, graphed, compiled, and solo graphs on streams, per network and K),
+    # the precision timings (seconds per network), the cuDNN timings and the stopping-rule curves each get a
+    # share of the time, so that none can push the whole check past its limit
+    share = {"benchmark": 0.45, "precision": 0.5, "kernels": 0.6, "curves": 0.85}
+    benchmark_deadline, precision_deadline, kernels_deadline, curves_deadline = (
+        start + share[key] * 60 * args.minutes for key in ("benchmark", "precision", "kernels", "curves"))
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; torch sees none")
     report = Report(args.out or paths.outputs_dir() / "gpu_check.json")
@@ -247,11 +303,13 @@ def main(argv=None) -> None:
         report.section("precision", lambda: precision(max(3, args.repeats), precision_deadline))
     if "kernels" in args.only:
         report.section("kernels", lambda: kernels(deadline=kernels_deadline))
+    if {"curves", "figure1"} & set(args.only) and args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
+        os.environ["LTH_DATA_DIR"] = str(unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data")).parent)
+    if "curves" in args.only:
+        report.section("stopping_curves", lambda: stopping_curves(curves_deadline))
     if "figure1" in args.only:
-        if args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
-            root = unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data"))
-            os.environ["LTH_DATA_DIR"] = str(root.parent)
         report.section("figure1_conv2", lambda: figure1_conv2(deadline, report.data.get("benchmark", [])))
+    report.section("paper_projection", lambda: paper_projection(report.data.get("benchmark", []), report.path.parent))
     report.put("total_seconds", round(time.time() - start, 1))
 
 

@@ -9,7 +9,8 @@ Inside:
 - `FusedStack`: the stacked parameters, BN buffers, masks and Adam state of the members
   still training, one step of all of them, and compaction when some stop.
 - `group_size(network, device, batch_size)`: how many members to fuse at once.
-- `fused_layers(network, device)`, `uses_cuda_graph(network, device)`: the runner's step per network.
+- `fused_layers(network, device)`, `compiles_step(network, device)`, `uses_cuda_graph(network, device)`:
+  the runner's step per network.
 
 What each member keeps to itself: initial weights, mask, training rows, batch order (its
 own generator, one permutation of its own rows per epoch: the order `train()` draws),
@@ -81,6 +82,9 @@ FUSED_LAYERS = {
     "cpu": {"lenet_300_100": ("stacked", False), "conv2": ("stacked", True), "shufflenet": ("stacked", False)},
     "cuda": {"lenet_300_100": ("stacked", False), "conv2": ("stacked", True), "shufflenet": ("stacked", True)},
 }
+# (device type, network) whose stacked forward and loss the runner compiles with torch.compile: none until
+# `make benchmark` / gpu-check measure it faster than eager (their "stacked compiled" column)
+COMPILED_STEP: set[tuple[str, str]] = set()
 GRAPH_WARMUP_STEPS = 3  # eager steps before a capture (lazy cuBLAS/cuDNN set-up must not happen inside it)
 
 
@@ -112,13 +116,17 @@ class FusedStack:
     `channels_last`) or "vmap" (torch.func over the solo network). Evaluation (`evaluate`,
     `evaluate_states`) always runs the stacked layers, all given members in one pass per batch.
     `precision`: the members' `TrainConfig.precision`, whose autocast the step and evaluation run under.
+    `compile_step`: the stacked layers' forward pass and loss compiled by `torch.compile` (Adam is one
+    fused kernel already); it recompiles when members stop and the stack shrinks.
     """
 
     def __init__(self, models: list[nn.Module], lrs: list[float], weight_decays: list[float],
                  cuda_graph: bool = False, layers: str = "stacked", channels_last: bool = False,
-                 precision: str = "float32"):
+                 precision: str = "float32", compile_step: bool = False):
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
+        if compile_step and layers != "stacked":
+            raise ValueError("compile_step compiles the stacked layers' step: it needs layers='stacked'")
         first = models[0]
         self.template = _template(first).train()  # BN uses batch statistics and updates its buffers
         masked = {f"{n}.weight" for n, m in first.named_modules() if MASK_BUFFER in m._buffers}
@@ -142,7 +150,7 @@ class FusedStack:
                 return F.cross_entropy(functional_call(self.template, (params, buffers), (x,)), y)
             self._losses = vmap(loss)
         else:
-            self._losses = self._stacked_losses
+            self._losses = torch.compile(self._stacked_losses) if compile_step else self._stacked_losses
         if cuda_graph and self.steps.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the members on a CUDA device, not {self.steps.device}")
         self.cuda_graph = cuda_graph
@@ -336,6 +344,11 @@ def fused_layers(network: str, device) -> tuple[str, bool]:
     return FUSED_LAYERS.get(torch.device(device).type, {}).get(network, ("vmap", False))
 
 
+def compiles_step(network: str, device) -> bool:
+    """Whether the runner compiles `network`'s stacked step on `device` (`COMPILED_STEP`: where it measured faster)."""
+    return (torch.device(device).type, network) in COMPILED_STEP
+
+
 def uses_cuda_graph(network: str, device) -> bool:
     """Whether the runner replays `network`'s fused step as a CUDA graph on `device` (where it measured faster)."""
     return torch.device(device).type == "cuda" and network in CUDA_GRAPH_NETWORKS
@@ -343,12 +356,12 @@ def uses_cuda_graph(network: str, device) -> bool:
 
 def train_fused(members: list[TrainingJob], data: Dataset, progress: bool = True,
                 eval_batch: int = 1000, cuda_graph: bool = False, layers: str = "stacked",
-                channels_last: bool = False) -> list[TrainResult]:
+                channels_last: bool = False, compile_step: bool = False) -> list[TrainResult]:
     """Train every member as `train()` would alone, all at once; see the module docstring.
 
     `cuda_graph`: replay the step as a CUDA graph (CUDA only; `uses_cuda_graph` says where it pays).
-    `layers`, `channels_last`: the step's forward pass (`FusedStack`; `fused_layers` says which measured
-    faster)."""
+    `layers`, `channels_last`, `compile_step`: the step's forward pass (`FusedStack`; `fused_layers` and
+    `compiles_step` say which measured faster)."""
     check_members(members)
     device = data.device
     precision = members[0].cfg.precision
@@ -357,7 +370,8 @@ def train_fused(members: list[TrainingJob], data: Dataset, progress: bool = True
         m.model.train()
     runs = [_Run(m) for m in members]
     stack = FusedStack([m.model for m in members], [r.lr for r in runs], [m.cfg.weight_decay for m in members],
-                       cuda_graph=cuda_graph, layers=layers, channels_last=channels_last, precision=precision)
+                       cuda_graph=cuda_graph, layers=layers, channels_last=channels_last, precision=precision,
+                       compile_step=compile_step)
     results: list[TrainResult | None] = [None] * len(members)
     active = list(range(len(members)))  # member index of each stack slot
     t0, it = time.perf_counter(), 0

@@ -57,7 +57,7 @@ from lth_core.config import IMPConfig
 from lth_core.data import Dataset, load_dataset
 from lth_core.imp import IMPRunner, IMPState, RoundTraining, round_trainings
 from lth_core.runs import store
-from lth_core.runs.fused import fused_layers, group_size, train_fused, uses_cuda_graph
+from lth_core.runs.fused import compiles_step, fused_layers, group_size, train_fused, uses_cuda_graph
 from lth_core.runs.parallel import TrainingPool
 from lth_core.training import TrainResult, train_job
 
@@ -91,7 +91,8 @@ def _train_group(items: list[tuple[_Open, RoundTraining]], fuse: bool, bar) -> l
     network = items[0][0].cfg.network
     layers, channels_last = fused_layers(network, data.device)
     results = train_fused([rt.job for _, rt in items], data, progress=False,
-                          cuda_graph=uses_cuda_graph(network, data.device), layers=layers, channels_last=channels_last)
+                          cuda_graph=uses_cuda_graph(network, data.device), layers=layers, channels_last=channels_last,
+                          compile_step=compiles_step(network, data.device))
     bar.update(len(items))
     return results
 

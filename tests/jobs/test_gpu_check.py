@@ -52,3 +52,37 @@ def test_a_cudnn_choice_holds_while_training_selects_its_numerics_and_is_undone_
     assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
     training.select_numerics("cuda")
     assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+
+
+def test_stopping_curves_give_each_networks_patience_table_rows_and_curves(tmp_path, monkeypatch):
+    """The curves section (CPU-sized here): trainings without patience over the budget, then the
+    stopping-rule study's table of them; a network with no finished round by the deadline says so."""
+    import time
+
+    from conftest import synthetic_dataset
+    from lth_core.programs.gpu_check import stopping_curves
+    monkeypatch.setenv("LTH_RUNS_DIR", str(tmp_path / "runs"))
+    data = synthetic_dataset("cifar10", n_train=300, n_test=40)
+    out = stopping_curves(time.time() + 600, device="cpu", budgets={"conv2": (6, 1)}, load_data=lambda name: data,
+                          train_limit=60, val_size=40, test_limit=40, eval_every=2, batch_size=20)
+    conv2 = out["conv2"]
+    assert [r["round"] for r in conv2["rows"]] == [0, 1] and all(r["iterations"] == 6 for r in conv2["rows"])
+    assert {row["patience"] for row in conv2["patience"]} >= {10, 100} and conv2["patience"][0]["trainings"] == 2
+    assert len(conv2["curves"]["iteration"]) == 2 * 3 and set(conv2["curves"]["round"]) == {0.0, 1.0}
+    late = stopping_curves(time.time() - 1, device="cpu", budgets={"shufflenet": (4, 0)},
+                           load_data=lambda name: data, train_limit=60, val_size=40, test_limit=40, batch_size=20)
+    assert late == {"shufflenet": {"skipped": "no round finished in the time left"}}
+
+
+def test_the_paper_projection_is_what_reproduce_estimates_from_the_gpus_benchmark_rows(tmp_path):
+    import pandas as pd
+
+    from lth_core import paths
+    from lth_core.programs.gpu_check import paper_projection
+    from lth_core.programs.reproduce import estimate
+    measured = paths.REPO_ROOT / "benchmarks" / "h100-2026-11-27.csv"
+    out = paper_projection(pd.read_csv(measured).to_dict("records"), tmp_path)
+    expected = estimate("paper", "cuda", benchmark_csv=measured)
+    assert out["total_hours"] == pytest.approx(expected["hours"].sum())
+    assert set(out["hours_per_network"]) == {"lenet_300_100", "conv2", "shufflenet"}
+    assert paper_projection([], tmp_path)["total_hours"] is None  # no figures: no hours, not zero

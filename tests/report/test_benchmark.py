@@ -23,7 +23,8 @@ def test_lenet_table_has_positive_times_and_their_ratio():
 
 def test_fusion_table_has_solo_and_every_fused_path_per_group_size_and_their_speedup():
     from lth_core.runs.fused import fused_layers
-    table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=30, device="cpu", warmup=2)
+    table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=30, device="cpu", warmup=2,
+                                 compile_paths=False)
     assert list(table.columns) == FUSION_COLUMNS
     assert list(table["K"]) == [1, 2] and set(table["network"]) == {"lenet_300_100"}
     assert fused_layers("lenet_300_100", "cpu") == ("stacked", False)
@@ -36,6 +37,15 @@ def test_fusion_table_has_solo_and_every_fused_path_per_group_size_and_their_spe
         assert row["fused path"] == "stacked" and fused == row["stacked ms/model-step"]
         assert math.isnan(row["stacked channels-last ms/model-step"])  # LeNet has no channels
         assert math.isnan(row["graphed ms/model-step"])  # no CUDA graphs on a CPU
+        assert math.isnan(row["solo graphs on streams ms/model-step"])
+        assert math.isnan(row["stacked compiled ms/model-step"])  # compile_paths=False
+
+
+def test_fusion_table_times_the_compiled_stacked_step_beside_the_eager_one():
+    table = run_fusion_benchmark(["lenet_300_100"], ks=[2], iterations=5, device="cpu", warmup=1)
+    row = table.iloc[0]
+    assert row["stacked compiled ms/model-step"] > 0 and row["stacked ms/model-step"] > 0
+    assert row["fused path"] == "stacked"  # the runner compiles nothing until it measured faster
 
 
 def test_schedule_benchmark_times_whole_trainings_beside_the_step():
@@ -57,10 +67,10 @@ def test_fusion_benchmark_starts_no_row_past_its_deadline():
     import time
     from lth_core.programs.benchmark import run_fusion_benchmark
     assert run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=2, warmup=1, device="cpu",
-                                deadline=time.time() - 1).empty
+                                deadline=time.time() - 1, compile_paths=False).empty
     seen = []
     table = run_fusion_benchmark(["lenet_300_100"], ks=[1, 2], iterations=2, warmup=1, device="cpu",
-                                 on_row=lambda t: seen.append(len(t)), deadline=time.time() + 600)
+                                 on_row=lambda t: seen.append(len(t)), deadline=time.time() + 600, compile_paths=False)
     assert list(table["K"]) == [1, 2] and seen == [1, 2]
 
 

@@ -268,6 +268,26 @@ def test_an_unknown_forward_pass_is_refused():
         FusedStack([model], [1e-3], [0.0], layers="compiled")
 
 
+def test_a_compiled_step_trains_as_the_eager_one_and_needs_the_stacked_layers():
+    """torch.compile reorders and fuses the forward's float operations, so the compiled step agrees with the
+    eager one to float32 rounding: the same early stops, losses within 1e-4 relative."""
+    model = attach_masks(build_model("lenet_300_100", seed=0))
+    with pytest.raises(ValueError, match="compile_step compiles the stacked layers' step"):
+        FusedStack([model], [1e-3], [0.0], layers="vmap", compile_step=True)
+    data = synthetic_dataset()
+    cfg = TrainConfig(iterations=30, batch_size=50, eval_every=10)
+
+    def group(compile_step):
+        jobs = [TrainingJob(attach_masks(build_model("lenet_300_100", seed=k)), torch.arange(100, 900),
+                            torch.arange(100), cfg, seed=k) for k in range(2)]
+        return train_fused(jobs, data, progress=False, compile_step=compile_step)
+    for eager, compiled in zip(group(False), group(True)):
+        assert compiled.es_iteration == eager.es_iteration
+        assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-4)
+        for a, b in zip(eager.history, compiled.history):
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
 def test_group_size_on_cpu_is_the_fixed_cap():
     assert fused.group_size("conv2", "cpu", 200) == fused.CPU_GROUP_SIZE
 
