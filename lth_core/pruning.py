@@ -19,10 +19,9 @@ A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
   and L2 weight decay (0 * wd = 0) then keep them exactly zero.
   Why not `torch.nn.utils.parametrize` (the first version used it): computing
   `weight = original * mask` out of place allocates a masked copy of every
-  weight and a second product in backward at each step. `python -m
-  lth_core.programs.benchmark` measured LeNet-300-100 at about 1.22x a bare loop with
-  parametrizations against 1.09x with these hooks (mask costs alone). A plain
-  state_dict (`weight`, `weight_mask`, `bias`) is a side benefit.
+  weight and a second product in backward at each step, which measured slower
+  (docs/decisions.md). A plain state_dict (`weight`, `weight_mask`, `bias`) is a
+  side benefit.
 - `planned_remaining(sizes, rates, rounds)`: percent of weights remaining at each
   level of an IMP run, from the layer sizes alone (what `prune_layerwise` will do).
 - `random_masks_like` builds the random-pruning control: same per-layer count.
