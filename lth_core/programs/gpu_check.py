@@ -7,9 +7,9 @@ In order, each within the time left, results written as they come to
 1. the CUDA-only tests (same seed same numbers on CUDA, fused equal to solo on CUDA);
 2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size, the
    fused step under each forward pass side by side (vmap, the stacked layers, channels-last),
-   eager, and the runner's pass replayed as a CUDA graph (`report.benchmark.run_fusion_benchmark`);
+   eager, and the runner's pass replayed as a CUDA graph (`programs.benchmark.run_fusion_benchmark`);
    then `train()`'s step per network in float32, TF32 and bf16 side by side
-   (`report.benchmark.run_precision_benchmark`);
+   (`programs.benchmark.run_precision_benchmark`);
 3. where the convolutional networks' time goes: their solo and fused steps under three cuDNN
    algorithm choices (lth_core's deterministic default; autotuned among deterministic algorithms;
    autotuned among all, which shows what determinism costs), and the CUDA kernels that take the
