@@ -6,8 +6,9 @@ In order, each within the time left, results written as they come to
 `outputs/gpu_check.json` (so a run cut short still reports what it finished):
 1. the CUDA-only tests (same seed same numbers on CUDA, fused equal to solo on CUDA);
 2. the benchmark on the GPU: solo vs fused ms per model-step per network and group size, the
-   fused step under each forward pass side by side (vmap, the stacked layers, channels-last),
-   eager, and the runner's pass replayed as a CUDA graph (`programs.benchmark.run_fusion_benchmark`);
+   fused step under each forward pass side by side (vmap, the stacked layers, channels-last, the
+   stacked step compiled by torch.compile), the runner's pass replayed as a CUDA graph, and K solo
+   steps each replayed as its own CUDA graph on K streams (`programs.benchmark.run_fusion_benchmark`);
    then `train()`'s step per network in float32, TF32 and bf16 side by side
    (`programs.benchmark.run_precision_benchmark`);
 3. where the convolutional networks' time goes: their solo and fused steps under three cuDNN
