@@ -11,19 +11,18 @@ In order, each within the time left, results written as they come to
    steps each replayed as its own CUDA graph on K streams (`programs.benchmark.run_fusion_benchmark`);
    then `train()`'s step per network in float32, TF32 and bf16 side by side
    (`programs.benchmark.run_precision_benchmark`);
-3. where the convolutional networks' time goes: their solo and fused steps under three cuDNN
-   algorithm choices (lth_core's deterministic default; autotuned among deterministic algorithms;
-   autotuned among all, which shows what determinism costs), and the CUDA kernels that take the
-   time of a fused step (`torch.profiler`);
-4. validation curves for the stopping rules of Conv-2 and ShuffleNet (`stopping_curves`): each
+3. validation curves for the stopping rules of Conv-2 and ShuffleNet (`stopping_curves`): each
    network's dense ticket-finding training and its next two pruned levels (one seed, Table 1's
    settings on the full pool) trained without patience over a budget well past their early stops,
    with the patience table the stopping-rule study makes of them and the curves themselves;
-5. Figure 1's Conv-2 runs at the paper's settings (full data, the 30,000-iteration budget,
-   three seeds, tickets found on S1, trained on S1 and S2, re-init control), all runs in
-   lockstep with their trainings fused, as many rounds as fit in the time left: per training
-   its test accuracy and early-stopping iteration. A round that the benchmark's figures say
-   cannot end in time is not started, and the summary says so;
+4. Conv-2 in float32 against bf16 (`conv2_precision_agreement`): Figure 1's round 0 at Table 1's
+   settings (full data, three seeds, tickets found on S1 and trained on S2), fused, in both
+   precisions, early-stopping iterations and test accuracies side by side (the float32 arm is
+   Figure 1's Conv-2 round 0);
+5. where the convolutional networks' time goes, with what time is left: their solo and fused steps
+   under three cuDNN algorithm choices (lth_core's deterministic default; autotuned among
+   deterministic algorithms; autotuned among all, which shows what determinism costs), and the
+   CUDA kernels that take the time of a fused step (`torch.profiler`);
 6. the paper profile's projected hours per network and in total from this GPU's benchmark rows
    (`paper_projection`, as `reproduce --estimate` projects them).
 
@@ -46,7 +45,7 @@ import torch
 
 from lth_core import paths
 
-SECTIONS = ("tests", "benchmark", "precision", "kernels", "curves", "figure1")
+SECTIONS = ("tests", "benchmark", "precision", "curves", "agreement", "kernels")
 CUDA_TESTS = ["tests/core/test_training.py", "tests/runs/test_fused_cuda.py"]
 
 
@@ -189,42 +188,29 @@ def kernels(networks=("shufflenet", "conv2"), k: int = 8, steps: int = 5, deadli
     return out
 
 
-def first_round_seconds(benchmark_rows, configs) -> float | None:
-    """The first round's seconds for `configs` (Conv-2), from the benchmark's fused figure at the
-    round's group size and the full budget; None without a figure."""
-    import pandas as pd
-    from lth_core.imp import round_trainings
-    from lth_core.programs.benchmark import ms_per_model_step
-    trainings = sum(len(round_trainings(cfg, 0)) for cfg in configs)
-    rows = pd.DataFrame([r for r in benchmark_rows if isinstance(r, dict) and r.get("network") == "conv2"])
-    if rows.empty:
-        return None
-    ms, _ = ms_per_model_step(rows, "conv2", "cuda", trainings)
-    return ms / 1000 * trainings * configs[0].train.iterations
-
-
-def figure1_conv2(deadline: float, benchmark_rows=(), seeds=(0, 1, 2), rounds: int = 20) -> list[dict] | dict:
-    """Figure 1's Conv-2 runs at Table 1's settings, in lockstep, until `deadline`; rows of finished rounds."""
+def conv2_precision_agreement(deadline: float, root: Path, load_data=None, seeds=(0, 1, 2), patience: int = 30,
+                              **overrides) -> dict:
+    """Figure 1's Conv-2 round 0 at Table 1's settings (full data, tickets found on S1 and trained on S2,
+    `seeds`), trained fused in float32 and in bf16 (`studies.agreement`, into run stores under `root`), each
+    training stopped after `patience` evaluations without improvement (the same rule for both: its early
+    stop comes at 2,300-3,000 iterations of the 30,000); per training both early-stopping iterations and test
+    accuracies, and the summary. An arm not finished by `deadline` is left out (`overrides` shrink it all
+    for a test)."""
     from lth_core.data import load_dataset
-    from lth_core.runs import lockstep, store
     from lth_core.runs.experiment import grid
+    from lth_core.studies.agreement import COMPARISONS, compare, sentence, train_both
     from lth_core.studies.unseen import unseen_config
-    configs = grid(unseen_config("conv2", rounds=rounds), seeds=list(seeds))
-    need = first_round_seconds(benchmark_rows, configs)
-    if need is not None and time.time() + need > deadline:
-        return {"skipped": f"round 0 needs about {need:.0f} s (benchmark's fused Conv-2 figure, full budget), "
-                           f"{max(0.0, deadline - time.time()):.0f} s were left"}
-    failed = lockstep.run_lockstep(configs, lambda name: load_dataset(name, device="cuda"), deadline=deadline,
-                                   progress=True)
-    if failed:
-        raise RuntimeError(f"runs failed: {failed}")
-    keep = ["seed", "round", "kind", "trained_on", "pct_remaining", "test_acc", "es_iteration", "iterations",
-            "wall_seconds"]
-    rows = []
-    for cfg in configs:
-        state = store.load_state(cfg)
-        rows += [{k: r[k] for k in keep} for r in (state.rows if state else [])]
-    return rows
+    configs = grid(unseen_config("conv2", rounds=0, patience=patience, **overrides), seeds=list(seeds))
+    arms = COMPARISONS["precision"]
+    rows = train_both(configs, load_data or (lambda name: load_dataset(name, device="cuda")), root,
+                      progress=False, arms=arms, deadline=deadline)
+    keep = ["seed", "trained_on", "es_iteration", "iterations", "test_acc", "wall_seconds"]
+    if len(rows) < len(arms):
+        return {"finished": {name: r[keep].to_dict("records") for name, r in rows.items()},
+                "skipped": f"{', '.join(a for a in arms if a not in rows)}: not finished in the time left"}
+    per_training, summary = compare(*rows.values(), names=tuple(arms))
+    return {"trainings": per_training.to_dict("records"), "summary": summary.to_dict("records")[0],
+            "sentence": sentence(summary)}
 
 
 # network: (budget in iterations, rounds after the dense one). Conv-2 early-stops at 2,300-3,000 of its 30,000
@@ -290,26 +276,27 @@ def main(argv=None) -> None:
     # the benchmark (the fused step's passes, graphed, compiled, and solo graphs on streams, per network and K),
     # the precision timings (seconds per network), the cuDNN timings and the stopping-rule curves each get a
     # share of the time, so that none can push the whole check past its limit
-    share = {"benchmark": 0.45, "precision": 0.5, "kernels": 0.6, "curves": 0.85}
-    benchmark_deadline, precision_deadline, kernels_deadline, curves_deadline = (
-        start + share[key] * 60 * args.minutes for key in ("benchmark", "precision", "kernels", "curves"))
+    share = {"benchmark": 0.4, "precision": 0.45, "curves": 0.62, "agreement": 0.88}
+    benchmark_deadline, precision_deadline, curves_deadline, agreement_deadline = (
+        start + share[key] * 60 * args.minutes for key in ("benchmark", "precision", "curves", "agreement"))
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; torch sees none")
     report = Report(args.out or paths.outputs_dir() / "gpu_check.json")
     if "tests" in args.only:
-        report.section("tests", lambda: cuda_tests(timeout=150))
+        report.section("tests", lambda: cuda_tests(timeout=120))
     if "benchmark" in args.only:
         report.section("benchmark", lambda: benchmark(report, args.repeats, benchmark_deadline))
     if "precision" in args.only:
         report.section("precision", lambda: precision(max(3, args.repeats), precision_deadline))
-    if "kernels" in args.only:
-        report.section("kernels", lambda: kernels(deadline=kernels_deadline))
-    if {"curves", "figure1"} & set(args.only) and args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
+    if {"curves", "agreement"} & set(args.only) and args.data_pack.exists() and "LTH_DATA_DIR" not in os.environ:
         os.environ["LTH_DATA_DIR"] = str(unpack_jpeg_folder(args.data_pack, Path("/tmp/lth-gpu-data")).parent)
     if "curves" in args.only:
         report.section("stopping_curves", lambda: stopping_curves(curves_deadline))
-    if "figure1" in args.only:
-        report.section("figure1_conv2", lambda: figure1_conv2(deadline, report.data.get("benchmark", [])))
+    if "agreement" in args.only:
+        report.section("conv2_precision_agreement", lambda: conv2_precision_agreement(
+            agreement_deadline, report.path.parent / "gpu_check_agreement"))
+    if "kernels" in args.only:  # diagnostics last: what is left of the time
+        report.section("kernels", lambda: kernels(deadline=deadline))
     report.section("paper_projection", lambda: paper_projection(report.data.get("benchmark", []), report.path.parent))
     report.put("total_seconds", round(time.time() - start, 1))
 

@@ -54,17 +54,20 @@ def _in_arm(cfg: IMPConfig, arm: str) -> IMPConfig:
 
 
 def train_both(configs: list[IMPConfig], load_data, root: Path, progress: bool = True,
-               arms: dict[str, str] = COMPARISONS["fusion"]) -> dict[str, pd.DataFrame]:
+               arms: dict[str, str] = COMPARISONS["fusion"], deadline: float | None = None) -> dict[str, pd.DataFrame]:
     """{name: rows of every run} for each `arms` entry (name: arm), each arm trained into `root/<arm>`
-    (cached there like any run)."""
+    (cached there like any run). Past `deadline` (a `time.time()` value) no further round starts: an arm
+    whose runs did not finish by then, and the arms after it, are left out (their finished rounds stay)."""
     out = {}
     for name, arm in arms.items():
         fuse = ARMS[arm][0]
         runs = [_in_arm(c, arm) for c in configs]
         with _run_store(root / arm):
-            failed = lockstep.run_lockstep(runs, load_data, fuse=fuse, progress=progress)
+            failed = lockstep.run_lockstep(runs, load_data, fuse=fuse, progress=progress, deadline=deadline)
             if failed:
                 raise RuntimeError(f"{name}: runs failed: {failed}")
+            if not all(store.is_done(c) for c in runs):
+                break
             out[name] = pd.concat([store.finished_rows(c) for c in runs], ignore_index=True)
     return out
 

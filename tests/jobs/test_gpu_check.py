@@ -22,20 +22,22 @@ def test_an_empty_folder_is_refused(tmp_path):
         pack_jpeg_folder(tmp_path, tmp_path / "pack.npz")
 
 
-def test_figure1_is_not_started_when_the_benchmark_says_round_0_cannot_end_in_time():
+def test_conv2_precision_agreement_sets_float32_and_bf16_side_by_side_and_leaves_out_an_unfinished_arm(tmp_path):
+    """The agreement section (CPU-sized here): Figure 1's Conv-2 round 0 in both precisions, compared per
+    training; past its deadline an arm is left out, and what finished is kept."""
     import time
-    from lth_core.programs.gpu_check import figure1_conv2, first_round_seconds
-    from lth_core.runs.experiment import grid
-    from lth_core.studies.unseen import unseen_config
-    configs = grid(unseen_config("conv2", rounds=20), seeds=[0, 1, 2])
-    rows = [{"network": "conv2", "device": "cuda:0", "K": k, "fused ms/model-step": 2.0, "graphed ms/model-step": 1.0}
-            for k in (1, 4, 8)]
-    # round 0: a finding run and a retraining per seed, 6 trainings, so the K=4 figure, at 30,000 iterations
-    need = first_round_seconds(rows, configs)
-    assert need in (pytest.approx(6 * 30_000 * 2.0 / 1000), pytest.approx(6 * 30_000 * 1.0 / 1000))
-    assert first_round_seconds([{"network": "lenet_300_100", "K": 1}], configs) is None
-    out = figure1_conv2(time.time() + 60, rows)
-    assert "round 0 needs about" in out["skipped"]
+
+    from conftest import synthetic_dataset
+    from lth_core.programs.gpu_check import conv2_precision_agreement
+    data = synthetic_dataset("cifar10", n_train=300, n_test=40)
+    small = dict(iterations=4, eval_every=2, train_limit=60, val_size=40, test_limit=40, batch_size=20)
+    out = conv2_precision_agreement(time.time() + 600, tmp_path, load_data=lambda name: data, seeds=(0,), **small)
+    assert {(t["trained_on"], t["seed"]) for t in out["trainings"]} == {("half1", 0), ("half2", 0)}
+    assert {"es_iteration_float32", "es_iteration_bf16", "test_acc_float32", "test_acc_bf16"} <= set(out["trainings"][0])
+    assert out["summary"]["trainings"] == 2 and "2 trainings" in out["sentence"]
+    late = conv2_precision_agreement(time.time() - 1, tmp_path / "late", load_data=lambda name: data, seeds=(1,),
+                                     **small)
+    assert late == {"finished": {}, "skipped": "float32, bf16: not finished in the time left"}
 
 
 @pytest.mark.parametrize("choice", ["deterministic, autotuned", "any algorithm, autotuned"])
