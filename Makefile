@@ -9,7 +9,7 @@ PROFILE ?= quick
 DEVICE ?= auto
 EXECUTOR ?= local
 
-.PHONY: reproduce test nbval benchmark stopping-rule gpu-check lab clean-outputs
+.PHONY: reproduce test nbval benchmark stopping-rule gpu-check gpu-pack lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ stopping-rule: $(VENV)/.installed
 GPU_PYTHON ?=
 gpu-check: $(if $(GPU_PYTHON),,$(VENV)/.installed)
 	$(or $(GPU_PYTHON),$(PY)) -m lth_core.programs.gpu_check
+
+# Before lending a GPU machine the working tree: CIFAR-10's JPEG tree packed byte for byte into .gpu/ (57 MB,
+# ignored by git; carry it along), which gpu-check unpacks there. LTH_DATA_DIR names the folder holding CIFAR10-jpg.
+gpu-pack: $(VENV)/.installed
+	$(PY) -c "import os, pathlib; from lth_core.programs.gpu_check import pack_jpeg_folder; \
+	print(pack_jpeg_folder(pathlib.Path(os.environ['LTH_DATA_DIR']) / 'CIFAR10-jpg', pathlib.Path('.gpu/cifar10-jpg.npz')))"
 
 
 lab: $(VENV)/.installed
