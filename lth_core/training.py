@@ -248,8 +248,7 @@ class EarlyStopping:
                          if cfg.lr_schedule == "step" and per_epoch else None)
 
     def record(self, it: int, val_loss: float, val_acc: float, train_loss: float, lr: float, state_fn) -> bool:
-        step_drop = self.final_lr is not None and bool(self.history) and lr < self.history[-1]["lr"]
-        if step_drop:
+        if self.final_lr is not None and self.history and lr < self.history[-1]["lr"]:  # a step drop
             self.stale = 0
         self.history.append({"iteration": it, "val_loss": val_loss, "val_acc": val_acc,
                              "train_loss": train_loss, "lr": lr})

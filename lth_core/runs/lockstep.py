@@ -4,8 +4,7 @@ fused groups, Slurm jobs) advances them here, round by round.
 A round of one run is defined once: `_start_round` lists its trainings (`IMPRunner.round_jobs`),
 the trainings run, and `_finish_round` makes the next state (`IMPRunner.finish_round`) and stores
 it (`store.save_round`). `run_cached(cfg)` reads a finished run, else computes it this way;
-`solo_round(runner, state)` is one round in memory, its trainings one at a time, and
-`train_round(run, runner)` stores it for an open run.
+`solo_round(runner, state)` is one round in memory, its trainings one at a time.
 
 `run_lockstep(configs, load_data)` opens every unfinished run in the run store
 (`store.open_run`: locked, verified, resumed at its first unfinished round),
@@ -103,27 +102,17 @@ def _start_round(o: _Open) -> list[RoundTraining]:
 
 
 def _finish_round(o: _Open, jobs: list[RoundTraining], results: list[TrainResult]) -> bool:
-    """Store the round of `o` from its trainings' results; True when the run has finished."""
-    return _store_round(o.run, o.runner.finish_round(o.run.state, jobs, results))
-
-
-def _store_round(run: store.OpenRun, state: IMPState) -> bool:
-    """Store `state` as the next round of `run`, marking a finished run done; True when it has finished."""
-    store.save_round(run, state)
-    if run.finished:
-        store.finish_run(run)
-    return run.finished
+    """Store the round of `o` from its trainings' results, marking a finished run done; True when it has finished."""
+    store.save_round(o.run, o.runner.finish_round(o.run.state, jobs, results))
+    if o.run.finished:
+        store.finish_run(o.run)
+    return o.run.finished
 
 
 def solo_round(runner: IMPRunner, state: IMPState) -> IMPState:
     """The state after round `state.round`, its trainings one after another in this process (nothing stored)."""
     jobs = runner.round_jobs(state)
     return runner.finish_round(state, jobs, [train_job(rt.job, runner.data, progress=runner.progress) for rt in jobs])
-
-
-def train_round(run: store.OpenRun, runner: IMPRunner) -> None:
-    """Train and store the next round of the open `run` (`solo_round`); marks a finished run done."""
-    _store_round(run, solo_round(runner, run.state))
 
 
 def _run_pooled(opened: list[_Open], pool: TrainingPool, bar, failures: dict, deadline: float | None) -> None:
