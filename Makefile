@@ -9,7 +9,7 @@ PROFILE ?= quick
 DEVICE ?= auto
 EXECUTOR ?= local
 
-.PHONY: reproduce test nbval benchmark stopping-rule gpu-check gpu-pack lab clean-outputs
+.PHONY: reproduce test nbval benchmark stopping-rule curves gpu-check gpu-pack lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ benchmark: $(VENV)/.installed
 # What a patience of 10..150 evaluations would change, replayed on the profile's stored full-budget LeNet curves
 stopping-rule: $(VENV)/.installed
 	$(PY) -m lth_core.programs.stopping_rule --profile $(PROFILE)
+
+# A network's stopping rule and float32-against-bf16 agreement from full-budget curves it trains (or resumes):
+#   make curves [NETWORK=conv2] [CURVE_ITERATIONS=5000] [CURVE_ROUNDS=2]   (lth_core/programs/curves.py)
+NETWORK ?= conv2
+CURVE_ITERATIONS ?= 5000
+CURVE_ROUNDS ?= 2
+curves: $(VENV)/.installed
+	$(PY) -m lth_core.programs.curves --network $(NETWORK) --iterations $(CURVE_ITERATIONS) --rounds $(CURVE_ROUNDS) \
+		--device $(DEVICE)
 
 # On a machine with a CUDA GPU, at most 8 minutes: CUDA tests, benchmark, Figure 1's Conv-2 at paper settings
 # (see lth_core/programs/gpu_check.py); GPU_PYTHON=python3 uses an interpreter that already has torch instead of .venv.

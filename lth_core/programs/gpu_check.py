@@ -225,13 +225,12 @@ def stopping_curves(deadline: float, device: str = "cuda", budgets: dict = CURVE
     settings (`overrides` shrink them for a test), without patience, in lockstep until `deadline`; a network
     whose dense round did not finish by then has no table."""
     import pandas as pd
-    from lth_core.config import paper_config
     from lth_core.data import load_dataset
     from lth_core.runs import lockstep
-    from lth_core.studies.stopping import patience_table, stored
+    from lth_core.studies.stopping import curve_configs, patience_table, stored
     out = {}
     for network, (budget, rounds) in budgets.items():
-        cfg = paper_config(network, iterations=budget, rounds=rounds, patience=None, **overrides)
+        [cfg] = curve_configs(network, budget, rounds, **overrides)
         failed = lockstep.run_lockstep([cfg], load_data or (lambda name: load_dataset(name, device=device)),
                                        deadline=deadline, progress=False)
         if failed:

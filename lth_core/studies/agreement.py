@@ -13,6 +13,10 @@ Inside:
   early-stopping iterations and test accuracies, and a one-row summary: the share of trainings
   whose early-stopping iteration is equal, the mean test accuracy of each side, their difference
   and the largest difference of one training, in points.
+- `compare_replayed(curves, rows, patience)`: `compare` of float32 against bf16 runs trained without
+  patience (`stopping.curve_configs`), each training's curve replayed at `patience`: the early stops
+  and test accuracies trainings with that patience would have had, from one set of trainings for
+  every patience (`lth_core/programs/curves.py`).
 
 A fused member equals its solo training exactly in float64 (tests/runs/test_fused.py); in
 float32 the stacked kernels round differently, and training amplifies that, so a few early
@@ -28,6 +32,7 @@ import pandas as pd
 
 from lth_core.config import IMPConfig
 from lth_core.runs import lockstep, store
+from lth_core.studies.stopping import replay_trainings
 
 KEYS = ["network", "seed", "round", "kind", "trained_on"]
 ARMS = {"fused": (True, "float32"), "solo": (False, "float32"), "bf16": (True, "bf16")}  # name: (fuse, precision)
@@ -90,6 +95,20 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("fused",
         "mean_difference_points": both["test_acc_difference"].mean(),
         "largest_difference_points": both["test_acc_difference"].abs().max()}])
     return both, summary
+
+
+def compare_replayed(curves: pd.DataFrame, rows: pd.DataFrame, patience: int,
+                     names: tuple[str, str] = ("float32", "bf16")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`compare` of the full-budget trainings of `rows` (`stopping.stored`, one run per precision) in the
+    precisions `names`, each at the checkpoint and test accuracy `patience` would have kept (NaN accuracy
+    where that checkpoint's test accuracy was never probed)."""
+    r = replay_trainings(curves, rows, [patience], keep=["network", "seed", "precision"])
+    r = r.assign(es_iteration=r["rule_es_iteration"], test_acc=r["rule_test_acc"])
+    arms = [r[r["precision"] == name] for name in names]
+    for name, arm in zip(names, arms):
+        if arm.empty:
+            raise ValueError(f"no full-budget {name} training in these rows: train both precisions first")
+    return compare(*arms, names=names)
 
 
 def sentence(summary: pd.DataFrame) -> str:

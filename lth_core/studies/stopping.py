@@ -21,12 +21,17 @@ checkpoint the rule would have kept and the evaluation it would have stopped at.
 98% of early-stopping iterations exactly and saves at least 10% of iterations, else None
 (train the full budget).
 
-`lth_core/programs/stopping_rule.py` (`make stopping-rule`) runs it on a profile's stored runs.
+`curve_configs(network, iterations, rounds, precisions)` names the runs such curves come from when no profile
+has them: Table 1's network on the full pool, no patience, one run per precision.
+
+`lth_core/programs/stopping_rule.py` (`make stopping-rule`) runs it on a profile's stored runs;
+`lth_core/programs/curves.py` (`make curves`) trains `curve_configs` and reads them.
 """
 import math
 
 import pandas as pd
 
+from lth_core.config import IMPConfig, paper_config
 from lth_core.runs import store
 from lth_core.training import TEST_PROBE_AFTER
 
@@ -120,6 +125,16 @@ def choose_patience(table: pd.DataFrame, min_es_reproduced: float = MIN_ES_REPRO
     return None if ok.empty else int(ok["patience"].min())
 
 
+def curve_configs(network: str, iterations: int, rounds: int, precisions=("float32",), **overrides
+                  ) -> list[IMPConfig]:
+    """One run per precision of Table 1's `network` on the full pool (less the validation set), trained without
+    patience over `iterations` (set it well past the early stops), the dense level and `rounds` pruned ones;
+    `overrides` shrink them for a test. Pruning ranks the early-stopping checkpoint, so every level's mask is the
+    one a training with any patience that keeps that checkpoint would give."""
+    return [paper_config(network, iterations=iterations, rounds=rounds, patience=None, precision=p, **overrides)
+            for p in precisions]
+
+
 def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, rows) of every stored round of `configs`' runs, finished or not."""
     curves, rows = [], []
@@ -127,7 +142,8 @@ def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
         state = store.load_state(cfg)
         if state is not None:
             curves.append(store.curves_frame(cfg))
-            rows.append(store.rows_frame(cfg, state.rows).assign(lr_schedule=cfg.train.lr_schedule))
+            rows.append(store.rows_frame(cfg, state.rows).assign(lr_schedule=cfg.train.lr_schedule,
+                                                                 precision=cfg.train.precision))
     if not rows:
         raise ValueError("none of these runs has a stored round: run them first (make reproduce)")
     return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)

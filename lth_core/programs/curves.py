@@ -1,0 +1,110 @@
+"""`make curves`: a network's stopping rule and its float32-against-bf16 agreement, from one set of trainings.
+
+    python -m lth_core.programs.curves [--network conv2] [--iterations 5000] [--rounds 2]
+        [--precisions bf16 float32] [--minutes M] [--device cpu]
+
+Trains `stopping.curve_configs`: Table 1's network on the full pool, the dense level and `--rounds`
+pruned ones, one run per precision, without patience over `--iterations` (well past the early
+stops), into the run store (cached and resumed there like any run: a second call trains only what
+is missing). With `--minutes`, no round starts after that time; what finished stays stored.
+
+Then, from every stored round of those runs:
+- `outputs/tables/curves_<network>_stopping_rule.csv`: the stopping-rule study per precision and
+  for all trainings (`stopping.patience_table`), and the patience `choose_patience` picks;
+- `outputs/tables/curves_<network>_agreement.csv` / `_agreement_summary.csv`: float32 against bf16
+  at every patience, each training's curve replayed (`agreement.compare_replayed`): early-stopping
+  iterations and test accuracies side by side; one summary row per patience;
+- `outputs/figures/curves_<network>.png/.pdf`: validation loss against iterations, one panel per
+  level, both precisions, each early stop marked.
+"""
+import argparse
+import time
+
+import pandas as pd
+
+from lth_core.data import load_dataset
+from lth_core.report.plots import save_figure
+from lth_core.report.tables import save_table
+from lth_core.runs import lockstep
+from lth_core.runs.executors import resolve_device
+from lth_core.studies.agreement import compare_replayed
+from lth_core.studies.stopping import PATIENCES, choose_patience, curve_configs, patience_table, stored
+
+
+def train(configs, device: str, deadline: float | None) -> None:
+    failed = lockstep.run_lockstep(configs, lambda name: load_dataset(name, device=device), deadline=deadline)
+    if failed:
+        raise SystemExit("; ".join(f"{name}: {err}" for name, err in failed.items()))
+
+
+def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
+    """The stopping-rule table (per precision and overall) and, where both precisions have full-budget
+    trainings of the same levels, the agreement at every patience; saved as tables, returned."""
+    table = pd.concat([patience_table(curves, rows).assign(precision="all"),
+                       patience_table(curves, rows, by=["precision"])], ignore_index=True)
+    table = table[["precision"] + [c for c in table.columns if c != "precision"]]
+    save_table(table, f"curves_{network}_stopping_rule")
+    out = {"stopping_rule": table, "patience": choose_patience(table[table["precision"] == "all"])}
+    levels = rows.groupby("precision")["round"].apply(set)
+    if {"float32", "bf16"} <= set(levels.index):
+        shared = levels["float32"] & levels["bf16"]
+        both = rows[rows["round"].isin(shared)]
+        per_training, summary = [], []
+        for p in PATIENCES:
+            t, s = compare_replayed(curves, both, p)
+            per_training.append(t.assign(patience=p))
+            summary.append(s.assign(patience=p))
+        out["agreement"] = pd.concat(per_training, ignore_index=True)
+        out["agreement_summary"] = pd.concat(summary, ignore_index=True)
+        save_table(out["agreement"], f"curves_{network}_agreement")
+        save_table(out["agreement_summary"], f"curves_{network}_agreement_summary")
+    return out
+
+
+def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, network: str):
+    """Validation loss against iterations, one panel per level, one line per precision, early stops marked."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    rounds = sorted(rows["round"].unique())
+    palette = dict(zip(sorted(rows["precision"].unique()), sns.color_palette(n_colors=rows["precision"].nunique())))
+    c_all = curves.merge(rows[["run", "precision"]].drop_duplicates(), on="run")
+    fig, axes = plt.subplots(1, len(rounds), figsize=(4.2 * len(rounds), 3.4), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], rounds):
+        sns.lineplot(data=c_all[c_all["round"] == r], x="iteration", y="val_loss", hue="precision", palette=palette,
+                     ax=ax, legend=ax is axes[0][0])
+        for _, row in rows[rows["round"] == r].iterrows():  # the early stop: the best validation loss
+            ax.axvline(row["es_iteration"], ls=":", lw=1.2, color=palette[row["precision"]])
+        pct = rows.loc[rows["round"] == r, "pct_remaining"].iloc[0]
+        ax.set_title(f"{pct:.1f}% of weights remaining")
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("validation loss")
+    fig.tight_layout()
+    return save_figure(fig, f"curves_{network}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lth_core.programs.curves", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--network", default="conv2")
+    ap.add_argument("--iterations", type=int, default=5000, help="each training's budget, well past its early stop")
+    ap.add_argument("--rounds", type=int, default=2, help="pruned levels after the dense one")
+    ap.add_argument("--precisions", nargs="+", default=["bf16", "float32"], help="trained in this order")
+    ap.add_argument("--minutes", type=float, default=None, help="start no round after this many minutes")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    configs = curve_configs(args.network, args.iterations, args.rounds, args.precisions)
+    deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+    train(configs, resolve_device(args.device), deadline)
+    curves, rows = stored(configs)
+    out = study(curves, rows, args.network)
+    print(out["stopping_rule"].to_markdown(index=False, floatfmt=".3g"))
+    print(f"\npatience chosen from all {len(rows)} stored trainings: "
+          f"{out['patience'] if out['patience'] is not None else 'none (train the full budget)'}")
+    if "agreement_summary" in out:
+        print("\nfloat32 against bf16, each curve replayed at each patience:")
+        print(out["agreement_summary"].to_markdown(index=False, floatfmt=".3g"))
+    print(f"figure: {curves_figure(curves, rows, args.network)[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
