@@ -18,6 +18,7 @@ Then, from every stored round of those runs:
   level, both precisions, each early stop marked.
 """
 import argparse
+import functools
 import time
 
 import pandas as pd
@@ -32,9 +33,12 @@ from lth_core.studies.stopping import PATIENCES, choose_patience, curve_configs,
 
 
 def train(configs, device: str, deadline: float | None) -> None:
-    failed = lockstep.run_lockstep(configs, lambda name: load_dataset(name, device=device), deadline=deadline)
-    if failed:
-        raise SystemExit("; ".join(f"{name}: {err}" for name, err in failed.items()))
+    """Each run to its end in turn (not in lockstep), so the first precision's curves come first."""
+    load = functools.cache(lambda name: load_dataset(name, device=device))
+    for cfg in configs:
+        failed = lockstep.run_lockstep([cfg], load, deadline=deadline)
+        if failed:
+            raise SystemExit("; ".join(f"{name}: {err}" for name, err in failed.items()))
 
 
 def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
