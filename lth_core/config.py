@@ -33,7 +33,6 @@ BUDGET_PROTOCOLS = ("iterations", "epochs")  # a budget of `iterations`, or of `
 PRECISIONS = ("float32", "tf32", "bf16")  # the compute precision of training and evaluation (module docstring)
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
-TEST_SIZE = {"mnist": 10_000, "cifar10": 10_000}  # official test-set rows
 
 
 def _make_plain(config) -> None:
@@ -179,7 +178,7 @@ class IMPConfig:
     def _relations(self) -> dict[str, checks.Rule]:
         """The rules of the fields whose range depends on other fields (the dataset, the budget); they read
         those fields, so they run once RULES has passed them."""
-        n_train, n_test = data_mod.TRAIN_SIZE[self.dataset], TEST_SIZE[self.dataset]
+        n_train, n_test = data_mod.TRAIN_SIZE[self.dataset], data_mod.TEST_SIZE[self.dataset]
         return {
             # 0 would fail only at the first evaluation; the training pool is what val_size leaves
             "val_size": checks.explained(checks.integer(1, n_train - 1),

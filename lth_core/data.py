@@ -25,6 +25,7 @@ from lth_core.data_sources import TENSOR_KEYS, DataError
 DATASETS = ("mnist", "cifar10")
 MEAN_STD = {"mnist": ((0.1307,), (0.3081,)), "cifar10": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000}  # official training-set rows
+TEST_SIZE = {"mnist": 10_000, "cifar10": 10_000}  # official test-set rows
 
 
 @dataclass(frozen=True, eq=False, repr=False)

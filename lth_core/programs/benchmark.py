@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_core.data import TRAIN_SIZE, Dataset
+from lth_core.data import TEST_SIZE, TRAIN_SIZE, Dataset
 from lth_core.data_sources import IMAGE_SHAPE, NUM_CLASSES
 from lth_core.config import PAPER_PRUNE_RATE, PAPER_TRAINING, PRECISIONS
 from lth_core.models import DATASET_OF, MODELS, build_model, check_model_name, prunable_weights
@@ -105,7 +105,7 @@ SCHEDULE_ITERATIONS = {
     "cpu": {"lenet_300_100": 1000, "conv2": 100, "shufflenet": 100},
     "cuda": {"lenet_300_100": 2000, "conv2": 1000, "shufflenet": 1000},
 }
-PAPER_EVAL_EVERY, PAPER_VAL_ROWS, TEST_ROWS = 100, 5000, 10_000
+PAPER_EVAL_EVERY, PAPER_VAL_ROWS = 100, 5000
 SCHEDULE_COLUMNS = ["network", "device", "threads", "iterations", "eval_every", "val_rows", "train() ms/iter",
                     "step ms/iter", "overhead", "s per 30K training"]
 # precisions timed per device type (tf32 is a CUDA tensor-core format)
@@ -302,7 +302,7 @@ def run_schedule_benchmark(networks=tuple(MODELS), iterations: int | None = None
     for network in map(check_model_name, networks):
         n = SCHEDULE_ITERATIONS[dev.type][network] if iterations is None else iterations
         base = PAPER_TRAINING[network]
-        data = synthetic_dataset(DATASET_OF[network], dev, base.batch_size, TEST_ROWS)
+        data = synthetic_dataset(DATASET_OF[network], dev, base.batch_size, TEST_SIZE[DATASET_OF[network]])
         select_numerics(dev)
         step = (step_ms or {}).get(network)
         if step is None:
