@@ -479,6 +479,11 @@ def findings_markdown(found: pd.DataFrame) -> str:
     return "\n\n".join(_sentence(f) for _, f in found.iterrows())
 
 
+def _listed(names: list[str], word: str) -> str:
+    """'a', 'a and b', 'a, b and c' (`word`: and / or)."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {word} {names[-1]}"
+
+
 def controls_markdown(found: pd.DataFrame) -> str:
     """What the ticket against its controls means for Figure 1's claim, one paragraph per network and setting
     with controls, then which settings make the claim one about winning tickets."""
@@ -507,10 +512,17 @@ def controls_markdown(found: pd.DataFrame) -> str:
             beaten.append(name)
             paragraphs.append(head + "The ticket beats every control run, so here what trains on unseen S2 is a "
                               "winning ticket: its initialisation and mask matter, as Figure 1's claim assumes.")
-    if beaten or not_beaten:
-        paragraphs.append("Across settings, the ticket beats every control run with " + (" and ".join(beaten) or "none")
-                          + ", and not with " + (" or ".join(not_beaten) or "none")
-                          + ". Figure 1's claim is a statement about winning tickets only where it does.")
+    if beaten and not_beaten:
+        paragraphs.append(f"Across settings, the ticket beats every control run with {_listed(beaten, 'and')}, and not "
+                          f"with {_listed(not_beaten, 'or')}. Figure 1's claim is a statement about winning tickets "
+                          "only where it does.")
+    elif beaten:
+        paragraphs.append(f"The ticket beats every control run in every setting ({_listed(beaten, 'and')}): Figure "
+                          "1's claim is a statement about winning tickets in each.")
+    elif not_beaten:
+        paragraphs.append(f"In no setting does the ticket beat every control run ({_listed(not_beaten, 'and')}): at "
+                          "these settings Figure 1's claim is not evidence of *winning* tickets, only of sparse "
+                          "networks that train on unseen data.")
     return "\n\n".join(paragraphs) or "No control was run: the ticket is not compared with one."
 
 
