@@ -42,6 +42,7 @@ from lth_core.imp import make_splits
 from lth_core.models import (DATASET_LABEL, DATASET_OF, FIGURE_STEM, NETWORK_LABEL, build_model, count_prunable,
                              network_title, output_layer_name, prunable_weights)
 from lth_core.pruning import layer_rates
+from lth_core.training import budget_bound
 from lth_core.report import plots
 from lth_core.report.claims import claim, claims_frame, learned, not_learned
 from lth_core.report.intervals import mean_interval
@@ -608,12 +609,22 @@ def _full_scale(cfg: IMPConfig) -> bool:
     return setting is not None and is_paper_scale(cfg, setting)
 
 
-def scale_note(configs: list[IMPConfig]) -> str:
-    """Whether this run has the full scale of its settings, per network, for the notebook's caveats."""
+def scale_note(configs: list[IMPConfig], rows: pd.DataFrame | None = None) -> str:
+    """The notebook's caveats on scale: whether this run has the full scale of its settings, per network, and
+    (from `rows`, labelled with their setting) where the budget rather than early stopping ended trainings."""
     small = [NETWORK_LABEL[n] for n in dict.fromkeys(c.network for c in configs)
              if not all(_full_scale(c) for c in configs if c.network == n)]
-    if not small:
-        return "This run uses Table 1's budgets (each setting's full budget) on the full data sets."
-    return (f"This run is scaled down for {', '.join(small)} (budgets or data smaller than its settings'; see the "
-            "settings table above): its numbers show the method and the shape of the curves, not the paper's "
-            "values.")
+    notes = ["This run uses Table 1's budgets (each setting's full budget) on the full data sets." if not small else
+             f"This run is scaled down for {', '.join(small)} (budgets or data smaller than its settings'; see the "
+             "settings table above): its numbers show the method and the shape of the curves, not the paper's "
+             "values."]
+    for network, setting in groups(rows) if rows is not None else []:
+        mine = group_rows(rows, network, setting)
+        bound = budget_bound(mine["es_iteration"], mine["budget"])
+        if bound.any():
+            notes.append(f"Under {SETTING_LABEL[setting]}, {int(bound.sum())} of {len(mine)} trainings of "
+                         f"{NETWORK_LABEL[network]} early-stopped in the last tenth of their budget "
+                         f"({mine['budget'].max():,.0f} iterations): there the budget, not early stopping, ended "
+                         "training (for the ticket and its controls alike), and a longer one may raise their "
+                         "accuracies.")
+    return " ".join(notes)

@@ -227,3 +227,14 @@ def test_the_controls_profile_fits_about_two_hours_at_the_measured_lenet_cost():
     assert min(imp.planned_remaining_pct(unseen.configs_from_parameters(P)[0])) < 20
     with pytest.raises(ValueError, match="unknown notebooks"):
         reproduce.estimate("controls", "cpu", only=["99_nothing"])
+
+
+def test_the_scale_note_counts_the_trainings_the_budget_ended_per_setting():
+    from lth_core.config import paper_config
+    rows = _three_settings()
+    assert "last tenth" not in unseen.scale_note([paper_config("lenet_300_100")], rows)  # every stop at 1,000 of 3,000
+    capped = rows.assign(es_iteration=rows["es_iteration"].where(rows["setting"] != "table1", 3000.0))
+    note = unseen.scale_note([paper_config("lenet_300_100")], capped)
+    n = int((rows["setting"] == "table1").sum())
+    assert note.count("early-stopped in the last tenth") == 1
+    assert f"Under Table 1's settings (the authors' code), {n} of {n} trainings of LeNet-300-100" in note
