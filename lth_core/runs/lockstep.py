@@ -254,7 +254,9 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
             try:
                 if cfg.dataset not in datasets:
                     datasets[cfg.dataset] = load_data(cfg.dataset)
-                runner = IMPRunner(cfg, datasets[cfg.dataset], progress=False)
+                # a solo training in this process shows its iterations under the trainings bar (a Conv-2
+                # training on a CPU takes minutes); pooled and fused trainings show only the trainings bar
+                runner = IMPRunner(cfg, datasets[cfg.dataset], progress=progress)
                 run = store.open_run(cfg, runner, wait=wait, allow_numerics_change=allow_numerics_change,
                                      repair=repair)
             except Exception as e:
