@@ -81,15 +81,16 @@ def remaining_trainings(run: store.OpenRun) -> int:
 
 def _train_group(items: list[tuple[_Open, RoundTraining]], fuse: bool, bar) -> list[TrainResult]:
     data = items[0][0].runner.data  # equal group keys: equal test rows, so any member's view serves
+    progress = items[0][0].runner.progress  # the group's iterations, under the trainings bar
     if not fuse:
         out = []
         for _, rt in items:
-            out.append(train_job(rt.job, data))
+            out.append(train_job(rt.job, data, progress=progress))
             bar.update()
         return out
     network = items[0][0].cfg.network
     layers, channels_last = fused_layers(network, data.device)
-    results = train_fused([rt.job for _, rt in items], data, progress=False,
+    results = train_fused([rt.job for _, rt in items], data, progress=progress,
                           cuda_graph=uses_cuda_graph(network, data.device), layers=layers, channels_last=channels_last,
                           compile_step=compiles_step(network, data.device))
     bar.update(len(items))
@@ -254,8 +255,8 @@ def run_lockstep(configs: list[IMPConfig], load_data, *, fuse: bool = True, max_
             try:
                 if cfg.dataset not in datasets:
                     datasets[cfg.dataset] = load_data(cfg.dataset)
-                # a solo training in this process shows its iterations under the trainings bar (a Conv-2
-                # training on a CPU takes minutes); pooled and fused trainings show only the trainings bar
+                # trainings in this process show their iterations under the trainings bar (a Conv-2 training
+                # on a CPU takes minutes); pooled trainings show only the trainings bar
                 runner = IMPRunner(cfg, datasets[cfg.dataset], progress=progress)
                 run = store.open_run(cfg, runner, wait=wait, allow_numerics_change=allow_numerics_change,
                                      repair=repair)

@@ -30,3 +30,18 @@ def test_progress_counts_the_stored_trainings_and_names_the_run_in_progress():
     assert progress.bar.n == 3 + 5 and progress.done()[1] == f"{store.run_name(CFG)} round 2/2"
     lockstep.run_cached(CFG, data, progress=False)
     assert progress.done() == (10, "")  # every run finished: nothing in progress
+
+
+def test_trainings_in_the_lockstep_process_show_their_iterations_only_when_progress_is_asked(tmp_path, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.setenv("LTH_RUNS_DIR", str(tmp_path))
+    data = synthetic_dataset()
+    quiet = dataclasses.replace(CFG, rounds=0)
+    for fuse in (True, False):
+        cfg = dataclasses.replace(quiet, seed=int(fuse))
+        assert not lockstep.run_lockstep([cfg], lambda name: data, fuse=fuse, progress=False)
+        assert "it/s" not in capsys.readouterr().err
+        shown = dataclasses.replace(cfg, seed=2 + int(fuse))
+        assert not lockstep.run_lockstep([shown], lambda name: data, fuse=fuse, progress=True)
+        err = capsys.readouterr().err
+        assert "trainings" in err and "/20 [" in err  # the 20-iteration bar under the trainings bar
