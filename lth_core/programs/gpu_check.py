@@ -214,8 +214,9 @@ def conv2_precision_agreement(deadline: float, root: Path, load_data=None, seeds
 
 
 # network: (budget in iterations, rounds after the dense one). Conv-2 early-stops at 2,300-3,000 of its 30,000
-# iterations on an H100, so 10,000 show three times that; ShuffleNet's 9,000 are 20 epochs of the pool at batch
-# 100, two of its learning-rate drops (its step schedule drops x0.1 every 10 epochs)
+# iterations on Figure 1's halves (an H100) and at 4,500 on the full pool (bf16, a CPU), so 10,000 show twice
+# that; ShuffleNet's 9,000 are 20 epochs of the pool at batch 100, two of its learning-rate drops (its step
+# schedule drops x0.1 every 10 epochs)
 CURVE_BUDGETS = {"conv2": (10_000, 2), "shufflenet": (9_000, 2)}
 
 
