@@ -1,18 +1,20 @@
 """`make curves`: a network's stopping rule and its float32-against-bf16 agreement, from one set of trainings.
 
     python -m lth_core.programs.curves [--network conv2] [--iterations 5000] [--rounds 2]
-        [--precisions bf16 float32] [--minutes M] [--device cpu]
+        [--precisions bf16 float32] [--patience float32=10] [--minutes M] [--device cpu]
 
 Trains `stopping.curve_configs`: Table 1's network on the full pool, the dense level and `--rounds`
 pruned ones, one run per precision, without patience over `--iterations` (well past the early
 stops), into the run store (cached and resumed there like any run: a second call trains only what
-is missing). With `--minutes`, no round starts after that time; what finished stays stored.
+is missing). With `--minutes`, no round starts after that time; what finished stays stored. `--patience`
+trains a precision with a patience instead (a comparison arm once the other's curves have chosen the rule:
+Conv-2 in float32 on a CPU would spend half its time past the early stop).
 
 Then, from every stored round of those runs:
 - `outputs/tables/curves_<network>_stopping_rule.csv`: the stopping-rule study per precision and
   for all trainings (`stopping.patience_table`), and the patience `choose_patience` picks;
 - `outputs/tables/curves_<network>_agreement.csv` / `_agreement_summary.csv`: float32 against bf16
-  at every patience, each training's curve replayed (`agreement.compare_replayed`): early-stopping
+  at every patience (up to the one a precision was trained with), each training's curve replayed (`agreement.compare_replayed`): early-stopping
   iterations and test accuracies side by side; one summary row per patience;
 - `outputs/figures/curves_<network>.png/.pdf`: validation loss against iterations, one panel per
   level, both precisions, each early stop marked.
@@ -42,8 +44,9 @@ def train(configs, device: str, deadline: float | None) -> None:
 
 
 def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
-    """The stopping-rule table (per precision and overall) and, where both precisions have full-budget
-    trainings of the same levels, the agreement at every patience; saved as tables, returned."""
+    """The stopping-rule table (per precision and overall, from the full-budget trainings) and, where both
+    precisions have trainings of the same levels, the agreement at every patience up to the smallest one an arm
+    was trained with; saved as tables, returned."""
     table = pd.concat([patience_table(curves, rows).assign(precision="all"),
                        patience_table(curves, rows, by=["precision"])], ignore_index=True)
     table = table[["precision"] + [c for c in table.columns if c != "precision"]]
@@ -53,11 +56,15 @@ def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
     if {"float32", "bf16"} <= set(levels.index):
         shared = levels["float32"] & levels["bf16"]
         both = rows[rows["round"].isin(shared)]
+        # a precision trained with a patience replays up to it only
+        cap = both["patience"].min()
         per_training, summary = [], []
-        for p in PATIENCES:
+        for p in [p for p in PATIENCES if pd.isna(cap) or p <= cap]:
             t, s = compare_replayed(curves, both, p)
             per_training.append(t.assign(patience=p))
             summary.append(s.assign(patience=p))
+        if not summary:  # an arm trained with a patience below every studied one
+            return out
         out["agreement"] = pd.concat(per_training, ignore_index=True)
         out["agreement_summary"] = pd.concat(summary, ignore_index=True)
         save_table(out["agreement"], f"curves_{network}_agreement")
@@ -86,6 +93,17 @@ def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, network: str):
     return save_figure(fig, f"curves_{network}")
 
 
+def _patience(entries: list[str], ap: argparse.ArgumentParser) -> dict[str, int]:
+    """{precision: patience} from `--patience` entries PRECISION=P (a bad entry stops with one line)."""
+    out = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        if not value.isdigit() or int(value) < 1:
+            ap.error(f"--patience {entry!r}: write PRECISION=P with P a whole number of evaluations, e.g. float32=10")
+        out[name] = int(value)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lth_core.programs.curves", description=__doc__.split("\n\n")[0])
     ap.add_argument("--network", default="conv2")
@@ -93,15 +111,23 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="pruned levels after the dense one")
     ap.add_argument("--precisions", nargs="+", default=["bf16", "float32"], help="trained in this order")
     ap.add_argument("--minutes", type=float, default=None, help="start no round after this many minutes")
+    ap.add_argument("--patience", nargs="+", default=[], metavar="PRECISION=P",
+                    help="train that precision with patience P (e.g. float32=10: a comparison arm once the rule "
+                         "is known); the agreement is then judged at patiences up to P")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    configs = curve_configs(args.network, args.iterations, args.rounds, args.precisions)
+    try:
+        configs = curve_configs(args.network, args.iterations, args.rounds, args.precisions,
+                                _patience(args.patience, ap))
+    except ValueError as e:
+        ap.error(str(e))
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     train(configs, resolve_device(args.device), deadline)
     curves, rows = stored(configs)
     out = study(curves, rows, args.network)
     print(out["stopping_rule"].to_markdown(index=False, floatfmt=".3g"))
-    print(f"\npatience chosen from all {len(rows)} stored trainings: "
+    full = int(out["stopping_rule"].loc[out["stopping_rule"]["precision"] == "all", "trainings"].max())
+    print(f"\npatience chosen from all {full} stored full-budget trainings: "
           f"{out['patience'] if out['patience'] is not None else 'none (train the full budget)'}")
     if "agreement_summary" in out:
         print("\nfloat32 against bf16, each curve replayed at each patience:")

@@ -14,7 +14,7 @@ Inside:
   whose early-stopping iteration is equal, the mean test accuracy of each side, their difference
   and the largest difference of one training, in points.
 - `compare_replayed(curves, rows, patience)`: `compare` of float32 against bf16 runs trained without
-  patience (`stopping.curve_configs`), each training's curve replayed at `patience`: the early stops
+  patience or with at least `patience` (`stopping.curve_configs`), each training's curve replayed at `patience`: the early stops
   and test accuracies trainings with that patience would have had, from one set of trainings for
   every patience (`lth_core/programs/curves.py`).
 
@@ -99,15 +99,17 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("fused",
 
 def compare_replayed(curves: pd.DataFrame, rows: pd.DataFrame, patience: int,
                      names: tuple[str, str] = ("float32", "bf16")) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`compare` of the full-budget trainings of `rows` (`stopping.stored`, one run per precision) in the
-    precisions `names`, each at the checkpoint and test accuracy `patience` would have kept (NaN accuracy
-    where that checkpoint's test accuracy was never probed)."""
-    r = replay_trainings(curves, rows, [patience], keep=["network", "seed", "precision"])
+    """`compare` of the trainings of `rows` (`stopping.stored`, one run per precision) in the precisions
+    `names` that can be replayed at `patience` (trained without patience, or with at least `patience`), each
+    at the checkpoint and test accuracy `patience` would have kept (NaN accuracy where that checkpoint's test
+    accuracy was never probed)."""
+    r = replay_trainings(curves, rows, [patience], keep=["network", "seed", "precision"], stopped_curves=True)
     r = r.assign(es_iteration=r["rule_es_iteration"], test_acc=r["rule_test_acc"])
     arms = [r[r["precision"] == name] for name in names]
     for name, arm in zip(names, arms):
         if arm.empty:
-            raise ValueError(f"no full-budget {name} training in these rows: train both precisions first")
+            raise ValueError(f"no {name} training in these rows can be replayed at patience {patience}: "
+                             "train both precisions first, without patience or with at least this one")
     return compare(*arms, names=names)
 
 

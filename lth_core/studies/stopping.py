@@ -22,7 +22,9 @@ checkpoint the rule would have kept and the evaluation it would have stopped at.
 (train the full budget).
 
 `curve_configs(network, iterations, rounds, precisions)` names the runs such curves come from when no profile
-has them: Table 1's network on the full pool, no patience, one run per precision.
+has them: Table 1's network on the full pool, no patience, one run per precision. A precision may be given a
+patience there: its curves stop, and only a comparison of precisions (`agreement.compare_replayed`) replays
+them, at patiences up to their own.
 
 `lth_core/programs/stopping_rule.py` (`make stopping-rule`) runs it on a profile's stored runs;
 `lth_core/programs/curves.py` (`make curves`) trains `curve_configs` and reads them.
@@ -59,44 +61,55 @@ def replay(scores: list[float], patience: int | None, step_lrs: list[float] | No
     return best, len(scores) - 1
 
 
-def _full_budget(curves: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows whose curve reaches their budget, with their curves' length checked."""
+def _replayable(curves: pd.DataFrame, rows: pd.DataFrame, patience: int | None = None) -> pd.DataFrame:
+    """The rows whose curve reaches their budget, and, given a `patience`, those trained with at least that
+    patience (column `patience`, `stored`'s): up to its stop such a curve is the one a longer training draws,
+    so replaying `patience` on it gives what that patience gives."""
     last = curves.groupby(KEYS, as_index=False)["iteration"].max().rename(columns={"iteration": "last_iteration"})
     rows = rows.merge(last, on=KEYS, how="inner")
-    return rows[rows["last_iteration"] >= rows["budget"]]
+    ok = rows["last_iteration"] >= rows["budget"]
+    if patience is not None and "patience" in rows:
+        ok |= rows["patience"].fillna(0) >= patience
+    return rows[ok]
 
 
 def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES,
-                     criterion: str = "val_loss", keep: list[str] | None = None) -> pd.DataFrame:
+                     criterion: str = "val_loss", keep: list[str] | None = None,
+                     stopped_curves: bool = False) -> pd.DataFrame:
     """One row per (full-budget training, patience): the rule's checkpoint, stop and test accuracy, with the
-    rows' columns `keep`."""
+    rows' columns `keep`. `stopped_curves`: also, at each patience, the trainings that stopped with at least
+    that patience (`_replayable`); their `es_iteration` is their own, not the full budget's, so the stopping
+    rule's study leaves them out and a comparison of two ways of training may take them."""
     if criterion not in ("val_loss", "val_acc"):
         raise ValueError(f"unknown criterion {criterion!r}; valid: val_loss, val_acc")
-    full = _full_budget(curves, rows)
-    if full.empty:
+    if _replayable(curves, rows, min(patiences) if stopped_curves else None).empty:
         raise ValueError("no full-budget training in these rows: the study needs runs trained without patience "
                          "(their curves reach their budget)")
     groups = dict(tuple(curves.sort_values("iteration").groupby(KEYS)))
     out = []
-    for _, row in full.iterrows():
-        curve = groups[tuple(row[k] for k in KEYS)]
-        its = curve["iteration"].tolist()
-        scores = (curve["val_loss"] if criterion == "val_loss" else -curve["val_acc"]).tolist()
-        probes = curve["test_acc"].tolist()
-        step_lrs = curve["lr"].tolist() if row.get("lr_schedule") == "step" else None
-        full_best, _ = replay(scores, None)
-        if its[full_best] != row["es_iteration"]:
-            raise ValueError(f"{row['run']} round {row['round']} {row['kind']} on {row['trained_on']}: its curve's "
-                             f"best evaluation ({its[full_best]}) is not its early-stopping iteration "
-                             f"({row['es_iteration']}); was it trained with another criterion than {criterion!r}?")
-        for p in patiences:
-            kept, stop = replay(scores, p, step_lrs)
-            same = kept == full_best
-            test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
-            out.append({**{k: row[k] for k in KEYS + list(keep or [])}, "subset_percent": row["subset_percent"], "patience": p,
-                        "budget": row["budget"], "es_iteration": row["es_iteration"], "rule_es_iteration": its[kept],
-                        "rule_iterations": its[stop], "test_acc": row["test_acc"], "rule_test_acc": test_acc})
+    for p in patiences:
+        for _, row in _replayable(curves, rows, p if stopped_curves else None).iterrows():
+            out.append(_replay_row(row, groups[tuple(row[k] for k in KEYS)], p, criterion, keep))
     return pd.DataFrame(out)
+
+
+def _replay_row(row: pd.Series, curve: pd.DataFrame, p: int, criterion: str, keep: list[str] | None) -> dict:
+    """One training's curve replayed at patience `p` (`replay_trainings`' row)."""
+    its = curve["iteration"].tolist()
+    scores = (curve["val_loss"] if criterion == "val_loss" else -curve["val_acc"]).tolist()
+    probes = curve["test_acc"].tolist()
+    step_lrs = curve["lr"].tolist() if row.get("lr_schedule") == "step" else None
+    full_best, _ = replay(scores, None)
+    if its[full_best] != row["es_iteration"]:
+        raise ValueError(f"{row['run']} round {row['round']} {row['kind']} on {row['trained_on']}: its curve's "
+                         f"best evaluation ({its[full_best]}) is not its early-stopping iteration "
+                         f"({row['es_iteration']}); was it trained with another criterion than {criterion!r}?")
+    kept, stop = replay(scores, p, step_lrs)
+    same = kept == full_best
+    test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
+    return {**{k: row[k] for k in KEYS + list(keep or [])}, "subset_percent": row["subset_percent"], "patience": p,
+            "budget": row["budget"], "es_iteration": row["es_iteration"], "rule_es_iteration": its[kept],
+            "rule_iterations": its[stop], "test_acc": row["test_acc"], "rule_test_acc": test_acc}
 
 
 def patience_table(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES, by: list[str] | None = None,
@@ -125,14 +138,19 @@ def choose_patience(table: pd.DataFrame, min_es_reproduced: float = MIN_ES_REPRO
     return None if ok.empty else int(ok["patience"].min())
 
 
-def curve_configs(network: str, iterations: int, rounds: int, precisions=("float32",), **overrides
-                  ) -> list[IMPConfig]:
+def curve_configs(network: str, iterations: int, rounds: int, precisions=("float32",),
+                  patience: dict[str, int] | None = None, **overrides) -> list[IMPConfig]:
     """One run per precision of Table 1's `network` on the full pool (less the validation set), trained without
     patience over `iterations` (set it well past the early stops), the dense level and `rounds` pruned ones;
     `overrides` shrink them for a test. Pruning ranks the early-stopping checkpoint, so every level's mask is the
-    one a training with any patience that keeps that checkpoint would give."""
-    return [paper_config(network, iterations=iterations, rounds=rounds, patience=None, precision=p, **overrides)
-            for p in precisions]
+    one a training with any patience that keeps that checkpoint would give.
+    `patience`: {precision: patience} for precisions that need not draw whole curves (a comparison arm, once
+    the rule is known: it costs the iterations past the early stop); the others train without."""
+    unknown = set(patience or {}) - set(precisions)
+    if unknown:
+        raise ValueError(f"patience given for {sorted(unknown)}, which are not among the precisions {list(precisions)}")
+    return [paper_config(network, iterations=iterations, rounds=rounds, patience=(patience or {}).get(p),
+                         precision=p, **overrides) for p in precisions]
 
 
 def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,8 +160,9 @@ def stored(configs) -> tuple[pd.DataFrame, pd.DataFrame]:
         state = store.load_state(cfg)
         if state is not None:
             curves.append(store.curves_frame(cfg))
+            patience = math.nan if cfg.train.patience is None else cfg.train.patience  # NaN: trained without
             rows.append(store.rows_frame(cfg, state.rows).assign(lr_schedule=cfg.train.lr_schedule,
-                                                                 precision=cfg.train.precision))
+                                                                 precision=cfg.train.precision, patience=patience))
     if not rows:
         raise ValueError("none of these runs has a stored round: run them first (make reproduce)")
     return pd.concat(curves, ignore_index=True), pd.concat(rows, ignore_index=True)

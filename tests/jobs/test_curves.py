@@ -69,7 +69,7 @@ def test_the_program_writes_the_rule_the_agreement_per_patience_and_the_figure(d
     summary = pd.read_csv(outputs / "tables" / "curves_lenet_300_100_agreement_summary.csv")
     assert list(summary["patience"]) == [10, 20, 30, 50, 70, 100, 150] and summary["trainings"].eq(2).all()
     assert (outputs / "figures" / "curves_lenet_300_100.png").exists()
-    assert "patience chosen from all 4 stored trainings" in capsys.readouterr().out
+    assert "patience chosen from all 4 stored full-budget trainings" in capsys.readouterr().out
 
 
 def test_with_one_precision_stored_there_is_a_rule_but_no_agreement(data, outputs):
@@ -78,3 +78,30 @@ def test_with_one_precision_stored_there_is_a_rule_but_no_agreement(data, output
     _train(configs, data)
     out = study(*stored(configs), "lenet_300_100")
     assert "agreement" not in out and set(out["stopping_rule"]["precision"]) == {"all", "bf16"}
+
+
+def test_an_arm_trained_with_a_patience_is_compared_up_to_it_and_left_out_of_the_rule(data, outputs):
+    from lth_core.programs.curves import study
+    configs = curve_configs("lenet_300_100", 40, 0, ("bf16", "float32"), patience={"float32": 3}, **SHRINK)
+    assert [c.train.patience for c in configs] == [None, 3]
+    _train(configs, data)
+    curves, rows = stored(configs)
+    stopped = rows[rows["precision"] == "float32"].iloc[0]
+    assert curves[curves["run"] == stopped["run"]]["iteration"].max() < 40  # it did stop before its budget
+    per_training, _ = compare_replayed(curves, rows, patience=3)
+    # replayed at its own patience, a stopped training gives its own early stop and accuracy
+    assert per_training["es_iteration_float32"].iloc[0] == stopped["es_iteration"]
+    assert per_training["test_acc_float32"].iloc[0] == pytest.approx(stopped["test_acc"])
+    with pytest.raises(ValueError, match="no float32 training in these rows can be replayed at patience 10"):
+        compare_replayed(curves, rows, patience=10)
+    out = study(curves, rows, "lenet_300_100")
+    assert set(out["stopping_rule"]["precision"]) == {"all", "bf16"}  # the rule reads whole curves only
+    assert "agreement" not in out  # PATIENCES start at 10, past this arm's 3
+
+
+def test_a_bad_patience_entry_stops_with_one_line(outputs, capsys):
+    from lth_core.programs import curves
+    for entry, message in [("float32=ten", "write PRECISION=P"), ("float16=10", "not among the precisions")]:
+        with pytest.raises(SystemExit) as stop:
+            curves.main(["--precisions", "bf16", "float32", "--patience", entry])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
