@@ -19,13 +19,13 @@ declared by another notebook are accepted, so one profile file
 (`notebooks/params/<profile>.yaml`) can serve every notebook. Values are then
 range-checked, each error naming the parameter, its value and the valid range, before any
 data loads (`params/profiles.py` checks a profile file the same way). A parameter that sets a
-config field (`lenet_iterations`, `precision`; `field_of`) is checked by that field's rule in
+config field (`lenet_iterations`, `controls`; `field_of`) is checked by that field's rule in
 `config.py`, in the library's words; the rules between fields (val_size against the dataset,
 rewind_iteration against the budget) by building each network's config from the parameters.
 `RANGES` holds the rules of the names that exist in notebooks alone: tolerance, seeds, the device
-(a GPU when cuda is asked for), the precision on it (no tf32 on a CPU), the executor, the study
-lists. `network_overrides(P, network)` turns a network's prefixed parameters that name a config
-field (`lenet_iterations`, ...) into config overrides.
+(a GPU when cuda is asked for), each network's precision on it (`conv2_precision`: no tf32 on a
+CPU), the executor, the study lists. `network_overrides(P, network)` turns a network's prefixed
+parameters that name a config field (`lenet_iterations`, `conv2_precision`, ...) into config overrides.
 """
 import ast
 import dataclasses
@@ -122,13 +122,12 @@ def check_value(notebook: str, name: str, value, spec) -> None:
 NETWORK_OF_PREFIX = {"lenet": "lenet_300_100", "conv2": "conv2", "shufflenet": "shufflenet"}
 PREFIX_OF_NETWORK = {network: prefix for prefix, network in NETWORK_OF_PREFIX.items()}
 # the config fields a parameter can set (IMPConfig's and TrainConfig's names are disjoint, as paper_config's
-# overrides need): `<prefix>_<field>` (lenet_iterations) or `<field>` (precision) is checked by that field's rule
+# overrides need): `<prefix>_<field>` (lenet_iterations) or `<field>` (controls) is checked by that field's rule
 CONFIG_FIELDS = tuple(f.name for cls in (IMPConfig, TrainConfig) for f in dataclasses.fields(cls))
 FIELD_RULES = {**IMPConfig.RULES, **TrainConfig.RULES}  # the rules of one field alone, by field name
 # parameters (`faster_criterion`, or `<prefix>_constant_lr`, ...) that set a config field under another
 # name: checked by that field's rule; the study passes them itself, they are no overrides
 RENAMED_FIELDS = {"faster_criterion": "criterion", "constant_lr": "lr", "budget_epochs": "epochs"}
-SHARED_OVERRIDES = ("precision",)  # unprefixed parameters every network's config takes (network_overrides)
 
 # the subset sizes of a faster-tickets run (also faster_tickets.check_subset_percents): each a subset_percent
 SUBSET_PERCENTS = checks.explained(
@@ -182,7 +181,7 @@ def _value_rule(rule: checks.Rule):
 # the studies pass themselves and before the overrides are checked by building the configs.
 RANGES = {
     "device": _device,
-    "precision": _precision_on_device,
+    **{f"{prefix}_precision": _precision_on_device for prefix in NETWORK_OF_PREFIX},
     "executor": _value_rule(checks.one_of(EXECUTORS)),
     "executor_options": _executor_options,
     # a repeated seed would repeat every row of the results and narrow the confidence bands
@@ -229,7 +228,7 @@ def _refuse_if(notebook: str, name: str, value, valid: str | None) -> None:
 def _is_override(name: str) -> bool:
     """Whether parameter `name` reaches the config through `network_overrides`."""
     prefix, _, field = name.partition("_")
-    return name in SHARED_OVERRIDES or (prefix in NETWORK_OF_PREFIX and field in CONFIG_FIELDS)
+    return prefix in NETWORK_OF_PREFIX and field in CONFIG_FIELDS
 
 
 def _check_overrides(notebook: str, values: dict, declared: dict) -> None:
@@ -243,8 +242,8 @@ def _check_overrides(notebook: str, values: dict, declared: dict) -> None:
         try:
             paper_config(network, **network_overrides(values, network))
         except checks.ConfigError as err:
-            name = next((n for n in (f"{prefix}_{err.field}", err.field) if n in declared), None)
-            if name is None:  # a value of Table 1's own, not of a parameter
+            name = f"{prefix}_{err.field}"
+            if name not in declared:  # a value of Table 1's own, not of a parameter
                 raise ParameterError(f"{notebook}: {err}") from None
             _refuse_if(notebook, name, values[name], err.valid)
 
@@ -291,9 +290,7 @@ def _assigned_names(source: str) -> list[str]:
 
 def network_overrides(params: dict, network: str) -> dict:
     """`network`'s paper_config overrides from notebook parameters: every `<prefix>_<field>` parameter
-    (lenet_iterations, ...) whose field is a TrainConfig or IMPConfig field, and the shared ones
-    (`precision`). A new network parameter so takes two places: its config field (with its rule) and the
-    notebook's parameters cell."""
+    (lenet_iterations, conv2_precision, ...) whose field is a TrainConfig or IMPConfig field. A new network
+    parameter so takes two places: its config field (with its rule) and the notebook's parameters cell."""
     prefix = PREFIX_OF_NETWORK[network]
-    out = {field: params[f"{prefix}_{field}"] for field in CONFIG_FIELDS if f"{prefix}_{field}" in params}
-    return {**out, **{name: params[name] for name in SHARED_OVERRIDES if name in params}}
+    return {field: params[f"{prefix}_{field}"] for field in CONFIG_FIELDS if f"{prefix}_{field}" in params}

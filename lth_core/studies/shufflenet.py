@@ -102,7 +102,7 @@ def arms_from_parameters(P: dict) -> dict[str, list[IMPConfig]]:
         prune_rate=P["shufflenet_prune_rate"], reinit_control=P["shufflenet_reinit_control"],
         bn_pruned=P["shufflenet_bn_pruned_arm"],
         constant_lr=P["shufflenet_constant_lr"] if P["shufflenet_compare_lr"] else None,
-        rewind_iteration=P["shufflenet_rewind_iteration"], precision=P["precision"])
+        rewind_iteration=P["shufflenet_rewind_iteration"], precision=P["shufflenet_precision"])
 
 
 def configs_from_parameters(P: dict) -> list[IMPConfig]:

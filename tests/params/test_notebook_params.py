@@ -192,8 +192,10 @@ U, F, S = "01_trainability_unseen", "02_faster_tickets", "03_shufflenet"
     (U, {"unseen_networks": []}, "a non-empty list of distinct networks"),
     (U, {"unseen_networks": ["shufflenet"]}, "distinct networks from"),
     (U, {"device": "tpu"}, "one of auto, cpu, cuda or cuda:N"),
-    (F, {"precision": "fp16"}, "one of float32, tf32, bf16"),
-    (S, {"device": "cpu", "precision": "tf32"}, r"float32 or bf16 on device cpu \(tf32 is a CUDA tensor-core format\)"),
+    (F, {"conv2_precision": "fp16"}, "one of float32, tf32, bf16"),
+    (S, {"shufflenet_precision": "fp16"}, "one of float32, tf32, bf16"),
+    (S, {"device": "cpu", "shufflenet_precision": "tf32"}, r"float32 or bf16 on device cpu \(tf32 is a CUDA tensor-core format\)"),
+    (U, {"device": "cpu", "conv2_precision": "tf32"}, r"float32 or bf16 on device cpu \(tf32 is a CUDA tensor-core format\)"),
     (F, {"executor": "cluster"}, "one of local, processes, slurm"),
     (S, {"executor_options": {"wrkers": 2}}, "unknown executor options"),
     (S, {"executor_options": {"fuse": "false"}}, "fuse='false': must be true, false or None"),
@@ -209,14 +211,30 @@ def test_out_of_range_values_name_the_parameter_value_and_range(notebook, over, 
         check_parameters(notebook, {**_defaults(notebook), **over})
 
 
+PRECISIONS_OF = {U: ("lenet_precision", "conv2_precision"), F: ("lenet_precision", "conv2_precision"),
+                 S: ("shufflenet_precision",)}
+
+
 @pytest.mark.parametrize("notebook", [U, F, S])
-def test_the_precision_parameter_reaches_every_run_of_the_notebook(notebook):
+def test_the_precision_parameters_reach_every_run_of_the_notebook(notebook):
     from lth_core.studies.catalog import STUDIES
-    values = check_parameters(notebook, {**_defaults(notebook), "precision": "bf16"})
+    values = check_parameters(notebook, {**_defaults(notebook), **{n: "bf16" for n in PRECISIONS_OF[notebook]}})
     configs = STUDIES[notebook].configs_from_parameters(values)
     assert configs and {c.train.precision for c in configs} == {"bf16"}
     default = STUDIES[notebook].configs_from_parameters(_defaults(notebook))
     assert {c.train.precision for c in default} == {"float32"}
+
+
+@pytest.mark.parametrize("notebook", [U, F])
+def test_each_network_trains_in_its_own_precision(notebook):
+    from lth_core.studies.catalog import STUDIES
+    values = check_parameters(notebook, {**_defaults(notebook), "conv2_precision": "bf16"})
+    configs = STUDIES[notebook].configs_from_parameters(values)
+    by_network = {n: {c.train.precision for c in configs if c.network == n} for n in ("conv2", "lenet_300_100")}
+    assert by_network == {"conv2": {"bf16"}, "lenet_300_100": {"float32"}}
+    with pytest.raises(ParameterError, match=rf"{notebook}: parameter 'lenet_precision' = 'tf32' is out of range; "
+                                             r"valid: float32 or bf16 on device cpu"):
+        check_parameters(notebook, {**_defaults(notebook), "device": "cpu", "lenet_precision": "tf32"})
 
 
 def test_cuda_without_a_gpu_is_out_of_range(monkeypatch):
