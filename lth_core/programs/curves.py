@@ -31,7 +31,7 @@ from lth_core.report.tables import save_table
 from lth_core.runs import lockstep
 from lth_core.runs.executors import resolve_device
 from lth_core.studies.agreement import compare_replayed
-from lth_core.studies.stopping import PATIENCES, choose_patience, curve_configs, patience_table, stored
+from lth_core.studies.stopping import PATIENCES, choose_patience, curve_configs, patience_table, replayable, stored
 
 
 def train(configs, device: str, deadline: float | None) -> None:
@@ -44,14 +44,16 @@ def train(configs, device: str, deadline: float | None) -> None:
 
 
 def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
-    """The stopping-rule table (per precision and overall, from the full-budget trainings) and, where both
-    precisions have trainings of the same levels, the agreement at every patience up to the smallest one an arm
-    was trained with; saved as tables, returned."""
-    table = pd.concat([patience_table(curves, rows).assign(precision="all"),
-                       patience_table(curves, rows, by=["precision"])], ignore_index=True)
-    table = table[["precision"] + [c for c in table.columns if c != "precision"]]
-    save_table(table, f"curves_{network}_stopping_rule")
-    out = {"stopping_rule": table, "patience": choose_patience(table[table["precision"] == "all"])}
+    """The stopping-rule table (per precision and overall, from the full-budget trainings, when there are any)
+    and, where both precisions have trainings of the same levels, the agreement at every patience up to the
+    smallest one an arm was trained with; saved as tables, returned."""
+    out = {}
+    if not replayable(curves, rows).empty:  # every arm may have been trained with a patience
+        table = pd.concat([patience_table(curves, rows).assign(precision="all"),
+                           patience_table(curves, rows, by=["precision"])], ignore_index=True)
+        table = table[["precision"] + [c for c in table.columns if c != "precision"]]
+        save_table(table, f"curves_{network}_stopping_rule")
+        out = {"stopping_rule": table, "patience": choose_patience(table[table["precision"] == "all"])}
     levels = rows.groupby("precision")["round"].apply(set)
     if {"float32", "bf16"} <= set(levels.index):
         shared = levels["float32"] & levels["bf16"]
@@ -125,10 +127,13 @@ def main(argv=None) -> int:
     train(configs, resolve_device(args.device), deadline)
     curves, rows = stored(configs)
     out = study(curves, rows, args.network)
-    print(out["stopping_rule"].to_markdown(index=False, floatfmt=".3g"))
-    full = int(out["stopping_rule"].loc[out["stopping_rule"]["precision"] == "all", "trainings"].max())
-    print(f"\npatience chosen from all {full} stored full-budget trainings: "
-          f"{out['patience'] if out['patience'] is not None else 'none (train the full budget)'}")
+    if "stopping_rule" in out:
+        print(out["stopping_rule"].to_markdown(index=False, floatfmt=".3g"))
+        full = int(out["stopping_rule"].loc[out["stopping_rule"]["precision"] == "all", "trainings"].max())
+        print(f"\npatience chosen from all {full} stored full-budget trainings: "
+              f"{out['patience'] if out['patience'] is not None else 'none (train the full budget)'}")
+    else:
+        print("no stopping rule: every stored training was stopped by its patience (the rule reads whole curves)")
     if "agreement_summary" in out:
         print("\nfloat32 against bf16, each curve replayed at each patience:")
         print(out["agreement_summary"].to_markdown(index=False, floatfmt=".3g"))

@@ -61,7 +61,7 @@ def replay(scores: list[float], patience: int | None, step_lrs: list[float] | No
     return best, len(scores) - 1
 
 
-def _replayable(curves: pd.DataFrame, rows: pd.DataFrame, patience: int | None = None) -> pd.DataFrame:
+def replayable(curves: pd.DataFrame, rows: pd.DataFrame, patience: int | None = None) -> pd.DataFrame:
     """The rows whose curve reaches their budget, and, given a `patience`, those trained with at least that
     patience (column `patience`, `stored`'s): up to its stop such a curve is the one a longer training draws,
     so replaying `patience` on it gives what that patience gives."""
@@ -78,17 +78,17 @@ def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENC
                      stopped_curves: bool = False) -> pd.DataFrame:
     """One row per (full-budget training, patience): the rule's checkpoint, stop and test accuracy, with the
     rows' columns `keep`. `stopped_curves`: also, at each patience, the trainings that stopped with at least
-    that patience (`_replayable`); their `es_iteration` is their own, not the full budget's, so the stopping
+    that patience (`replayable`); their `es_iteration` is their own, not the full budget's, so the stopping
     rule's study leaves them out and a comparison of two ways of training may take them."""
     if criterion not in ("val_loss", "val_acc"):
         raise ValueError(f"unknown criterion {criterion!r}; valid: val_loss, val_acc")
-    if _replayable(curves, rows, min(patiences) if stopped_curves else None).empty:
+    if replayable(curves, rows, min(patiences) if stopped_curves else None).empty:
         raise ValueError("no full-budget training in these rows: the study needs runs trained without patience "
                          "(their curves reach their budget)")
     groups = dict(tuple(curves.sort_values("iteration").groupby(KEYS)))
     out = []
     for p in patiences:
-        for _, row in _replayable(curves, rows, p if stopped_curves else None).iterrows():
+        for _, row in replayable(curves, rows, p if stopped_curves else None).iterrows():
             out.append(_replay_row(row, groups[tuple(row[k] for k in KEYS)], p, criterion, keep))
     return pd.DataFrame(out)
 

@@ -105,3 +105,14 @@ def test_a_bad_patience_entry_stops_with_one_line(outputs, capsys):
         with pytest.raises(SystemExit) as stop:
             curves.main(["--precisions", "bf16", "float32", "--patience", entry])
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_both_arms_trained_with_a_patience_give_the_agreement_and_no_rule(data, outputs):
+    from lth_core.programs.curves import study
+    configs = curve_configs("lenet_300_100", 400, 0, ("bf16", "float32"), patience={"bf16": 10, "float32": 10},
+                            **SHRINK)
+    _train(configs, data)
+    curves, rows = stored(configs)
+    assert (rows["es_iteration"] < 390).all()  # both stopped by their patience, before the budget
+    out = study(curves, rows, "lenet_300_100")
+    assert "stopping_rule" not in out and list(out["agreement_summary"]["patience"]) == [10]
