@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from lth_core import paths
 from lth_core.runs import lockstep, store
-from lth_core.runs.parallel import TrainingPool
+from lth_core.runs.parallel import TrainingPool, exit_with_parent
 from lth_core.data import load_dataset
 from lth_core.config import IMPConfig
 
@@ -267,6 +267,7 @@ def _init_worker(threads: int, gpu_ids) -> None:
     if gpu_ids is not None:  # before this process initialises CUDA, so "cuda" (cuda:0) is its own GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
     torch.set_num_threads(threads)
+    exit_with_parent()
 
 
 def _work(cfg_dict: dict, device: str, loader, fuse: bool) -> None:

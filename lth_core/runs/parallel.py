@@ -11,10 +11,15 @@ A job travels as its model's state (weights and mask buffers), rows, settings an
 seed; the worker rebuilds the model and calls `training.train_job` exactly as in process,
 so a training gives the same numbers in a worker as in this process at the same
 thread count (tested). A custom `loader` (dataset name -> Dataset) must be a
-module-level function, for the workers import it by name.
+module-level function, for the workers import it by name. A worker ends within a
+second of the process that started it (`exit_with_parent`), so a killed job leaves
+no training running on its cores.
 """
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 
 import torch
 
@@ -32,6 +37,20 @@ def _init(threads: int, loader) -> None:
     global _LOADER
     torch.set_num_threads(threads)
     _LOADER = loader
+    exit_with_parent()
+
+
+def exit_with_parent(every: float = 1.0) -> None:
+    """From now on, end this worker process within `every` seconds of the process that started it (killed,
+    say): else it would train its current job to the end (a Conv-2 training on a full pool takes half an
+    hour) on cores a rerun needs. Its unfinished training is lost either way; finished rounds are stored."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _train_payload(p: dict) -> TrainResult:
