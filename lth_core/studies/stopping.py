@@ -82,19 +82,22 @@ def replay_trainings(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENC
     rule's study leaves them out and a comparison of two ways of training may take them."""
     if criterion not in ("val_loss", "val_acc"):
         raise ValueError(f"unknown criterion {criterion!r}; valid: val_loss, val_acc")
-    if replayable(curves, rows, min(patiences) if stopped_curves else None).empty:
+    eligible = replayable(curves, rows, min(patiences) if stopped_curves else None)
+    if eligible.empty:
         raise ValueError("no full-budget training in these rows: the study needs runs trained without patience "
                          "(their curves reach their budget)")
     groups = dict(tuple(curves.sort_values("iteration").groupby(KEYS)))
     out = []
-    for p in patiences:
-        for _, row in replayable(curves, rows, p if stopped_curves else None).iterrows():
-            out.append(_replay_row(row, groups[tuple(row[k] for k in KEYS)], p, criterion, keep))
+    for _, row in eligible.iterrows():
+        whole = row["last_iteration"] >= row["budget"]
+        mine = [p for p in patiences if whole or row.get("patience", 0) >= p]  # a stopped curve: up to its own
+        out += _replay_row(row, groups[tuple(row[k] for k in KEYS)], mine, criterion, keep)
     return pd.DataFrame(out)
 
 
-def _replay_row(row: pd.Series, curve: pd.DataFrame, p: int, criterion: str, keep: list[str] | None) -> dict:
-    """One training's curve replayed at patience `p` (`replay_trainings`' row)."""
+def _replay_row(row: pd.Series, curve: pd.DataFrame, patiences: list[int], criterion: str,
+                keep: list[str] | None) -> list[dict]:
+    """One training's curve replayed at each of `patiences` (`replay_trainings`' rows)."""
     its = curve["iteration"].tolist()
     scores = (curve["val_loss"] if criterion == "val_loss" else -curve["val_acc"]).tolist()
     probes = curve["test_acc"].tolist()
@@ -104,12 +107,16 @@ def _replay_row(row: pd.Series, curve: pd.DataFrame, p: int, criterion: str, kee
         raise ValueError(f"{row['run']} round {row['round']} {row['kind']} on {row['trained_on']}: its curve's "
                          f"best evaluation ({its[full_best]}) is not its early-stopping iteration "
                          f"({row['es_iteration']}); was it trained with another criterion than {criterion!r}?")
-    kept, stop = replay(scores, p, step_lrs)
-    same = kept == full_best
-    test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
-    return {**{k: row[k] for k in KEYS + list(keep or [])}, "subset_percent": row["subset_percent"], "patience": p,
-            "budget": row["budget"], "es_iteration": row["es_iteration"], "rule_es_iteration": its[kept],
-            "rule_iterations": its[stop], "test_acc": row["test_acc"], "rule_test_acc": test_acc}
+    out = []
+    for p in patiences:
+        kept, stop = replay(scores, p, step_lrs)
+        same = kept == full_best
+        test_acc = row["test_acc"] if same else (probes[kept] if p >= TEST_PROBE_AFTER else math.nan)
+        out.append({**{k: row[k] for k in KEYS + list(keep or [])}, "subset_percent": row["subset_percent"],
+                    "patience": p, "budget": row["budget"], "es_iteration": row["es_iteration"],
+                    "rule_es_iteration": its[kept], "rule_iterations": its[stop], "test_acc": row["test_acc"],
+                    "rule_test_acc": test_acc})
+    return out
 
 
 def patience_table(curves: pd.DataFrame, rows: pd.DataFrame, patiences=PATIENCES, by: list[str] | None = None,
