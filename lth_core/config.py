@@ -228,9 +228,9 @@ def setting_overrides(network: str, setting: str, iterations: int | None = None)
 
 
 def setting_of(network: str, train: TrainConfig) -> str | None:
-    """The name of the setting `train` follows (budget, evaluation frequency and patience aside); None when it
-    follows none (a training set up by hand)."""
-    aside = {"iterations": 1, "eval_every": 1, "patience": None, "epochs": None}
+    """The name of the setting `train` follows (budget, evaluation frequency, patience and precision aside: a
+    setting is the optimisation, not its numerics); None when it follows none (a training set up by hand)."""
+    aside = {"iterations": 1, "eval_every": 1, "patience": None, "epochs": None, "precision": "float32"}
     for name, tc in training_settings(network).items():
         if dataclasses.replace(tc, **aside) == dataclasses.replace(train, **aside):
             return name
@@ -238,8 +238,10 @@ def setting_of(network: str, train: TrainConfig) -> str | None:
 
 
 def is_paper_scale(cfg: IMPConfig, setting: str = TABLE1) -> bool:
-    """`setting`'s full training (default Table 1's) on the full data (evaluation frequency and patience aside)."""
+    """`setting`'s full training (default Table 1's) on the full data (evaluation frequency, patience and
+    precision aside: the run's settings table shows them)."""
     paper = training_settings(cfg.network)[setting]
-    same_training = dataclasses.replace(cfg.train, eval_every=paper.eval_every, patience=None) == paper
+    same_training = dataclasses.replace(cfg.train, eval_every=paper.eval_every, patience=None,
+                                        precision=paper.precision) == paper
     return (same_training and cfg.train_limit is None and cfg.test_limit is None
             and cfg.val_size == IMPConfig.val_size)

@@ -270,7 +270,7 @@ def test_profiles_are_range_checked_against_every_notebook(tmp_path, monkeypatch
         load_profile("mistyped")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper", "controls"])
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper", "controls", "cifar"])
 def test_shipped_profiles_are_in_range(profile):
     load_profile(profile)
 

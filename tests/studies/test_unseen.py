@@ -137,6 +137,10 @@ def test_scale_note_tells_scaled_down_runs_apart():
     small = unseen.unseen_config("lenet_300_100", iterations=100)
     assert not config.is_paper_scale(small) and "scaled down for LeNet-300-100" in unseen.scale_note([small])
     assert not config.is_paper_scale(unseen.unseen_config("lenet_300_100", train_limit=100))
+    # precision is the numerics, not the scale or the setting: a bf16 Conv-2 at Table 1's settings is both
+    bf16 = unseen.unseen_config("conv2", precision="bf16", patience=10)
+    assert config.is_paper_scale(bf16) and config.setting_of("conv2", bf16.train) == "table1"
+    assert unseen.run_settings([bf16], sizes={"cifar10": (50_000, 10_000)}).iloc[0]["precision"] == "bf16"
 
 
 # ---------------------------------------------------------------- results

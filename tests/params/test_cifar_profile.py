@@ -1,0 +1,67 @@
+"""The `cifar` profile: Conv-2's Figure 1 and Figures 2-3 at Table 1's settings, sized for a CPU."""
+import pytest
+
+from lth_core import imp
+from lth_core.params.profiles import load_profile, profile_notebooks
+from lth_core.programs import reproduce
+from lth_core.studies import catalog, faster_tickets, unseen
+
+NOTEBOOKS = [unseen.NOTEBOOK, faster_tickets.NOTEBOOK]
+
+
+def _configs(notebook):
+    P = catalog.notebook_parameters(notebook, load_profile("cifar"))
+    return catalog.STUDIES[notebook].configs_from_parameters(P)
+
+
+def test_it_runs_conv2_alone_in_notebooks_01_and_02():
+    assert profile_notebooks("cifar") == NOTEBOOKS
+    table = reproduce.estimate("cifar", "cpu")
+    assert list(table["notebook"]) == NOTEBOOKS and set(table["network"]) == {"conv2"}
+    # Figure 1: S1 and S2 at both levels, the re-init control at the pruned one; Figures 2-3: per protocol, the
+    # 100% run once per level and the 10% run finding on its subset and retraining on the pool
+    assert list(table["trainings"]) == [5, 2 * (2 + 4)]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_every_training_is_at_table_1s_settings_with_the_measured_rule(notebook):
+    configs = _configs(notebook)
+    assert configs and all(c.network == "conv2" and c.seed == 0 and c.rounds == 1 for c in configs)
+    for c in configs:
+        assert (c.train_limit, c.val_size, c.test_limit) == (None, 5000, None)
+        t = c.train
+        assert (t.optimizer, t.lr, t.weight_decay, t.batch_size, t.eval_every) == ("adam", 2e-4, 1e-3, 200, 100)
+        assert (t.patience, t.precision) == (10, "bf16")
+        assert t.iterations == 30_000 and t.epochs in (None, 20)
+    if notebook == faster_tickets.NOTEBOOK:
+        assert {(c.subset_percent, c.train.epochs) for c in configs} == {(s, e) for s in (10.0, 100.0)
+                                                                         for e in (None, 20)}
+
+
+def test_one_round_leaves_the_share_its_comment_states():
+    # the paper's Conv-2 rates (fc 20%, conv 10%, output 10%): one round leaves 80.0% of the weights
+    remaining = imp.planned_remaining_pct(_configs(unseen.NOTEBOOK)[0])
+    assert remaining[0] == 100.0 and remaining[1] == pytest.approx(80.0, abs=0.05)
+
+
+def test_its_shape_runs_both_notebooks_for_conv2_alone(shared_data, tmp_path, monkeypatch):
+    """The profile at a few steps per training: notebooks 01 and 02 with Conv-2 only, LeNet skipped."""
+    import yaml
+
+    from lth_core import paths
+
+    values = yaml.safe_load((paths.PARAMS_DIR / "cifar.yaml").read_text())
+    values.pop("conv2_budget_epochs")  # 20 epochs of a 10% subset of this tiny pool would be no step
+    values.update(conv2_iterations=4, conv2_eval_every=2, conv2_train_limit=1000, conv2_val_size=200,
+                  conv2_test_limit=200)
+    (tmp_path / "cifar_tiny.yaml").write_text(yaml.safe_dump(values))
+    monkeypatch.setattr(paths, "PARAMS_DIR", tmp_path)
+    monkeypatch.setenv("LTH_DATA_DIR", str(shared_data))
+    assert reproduce.reproduce("cifar_tiny", device="cpu") == NOTEBOOKS
+    folder = reproduce.profile_dir("cifar_tiny")
+    made = {p.stem for p in (folder / "figures").glob("*.png")}
+    assert {"fig1_conv2_cifar10", "fig2_conv2_cifar10", "fig3_conv2_cifar10"} <= made
+    assert not any("lenet" in stem for stem in made)
+    import pandas as pd
+    claims = pd.read_csv(folder / "tables" / "claims.csv")
+    assert set(claims["network"]) == {"conv2"} and set(claims["notebook"]) == set(NOTEBOOKS)
