@@ -120,13 +120,15 @@ def mark_budget_bound(ax, rows: pd.DataFrame, x: str = "pct_remaining") -> None:
 
 
 def place_legend(ax, fontsize: str = "small") -> None:
-    """The legend of `ax` (none without labelled artists): inside the axes, or below them in two
-    columns when it lists the paper's points."""
+    """The legend of `ax` (none without labelled artists): inside the axes, or below them when it lists
+    the paper's points: in two columns under a lone axes, in one beside other panels (two columns are
+    wider than a panel and run into its neighbour's legend)."""
     labels = ax.get_legend_handles_labels()[1]
     if not labels:
         return
     if any(label.startswith("paper") for label in labels):
-        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        ncol = 2 if len(ax.figure.axes) == 1 else 1
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
     else:
         ax.legend(fontsize=fontsize)
 

@@ -259,10 +259,16 @@ def _with_labels(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _protocol_panels(rows: pd.DataFrame):
-    """(figure, [(protocol, its rows, its axes)]): one panel per budget protocol present."""
+    """(figure, [(protocol, its rows, its axes)]): one panel per budget protocol present. The panels show one
+    quantity, so only the first names it (`_one_ylabel`): a second label would sit against the first panel."""
     protocols = [p for p in PROTOCOLS if (rows["protocol"] == p).any()]
     fig, axes = new_figure(ncols=max(1, len(protocols)))
     return fig, [(p, rows[rows["protocol"] == p], axes[0][i]) for i, p in enumerate(protocols)]
+
+
+def _one_ylabel(panels) -> None:
+    for _, _, ax in panels[1:]:
+        ax.set_ylabel("")
 
 
 def protocol_title(protocol: str) -> str:
@@ -287,6 +293,7 @@ def figure2(df: pd.DataFrame, network: str, min_span: float = 4.0):
         if hi - lo < min_span:  # do not magnify differences of a few tenths into the whole axis
             mid = (lo + hi) / 2
             ax.set_ylim(max(0.0, mid - min_span / 2), min(100.0, mid + min_span / 2))
+    _one_ylabel(panels)
     fig.suptitle(f"{network_title(network)}: tickets found on s% of the data, retrained on 100%", y=1.0)
     plt.close(fig)
     return fig
@@ -302,6 +309,7 @@ def figure3(df: pd.DataFrame, network: str):
         plot_vs_remaining(_with_labels(mine), "es_iteration", ax, hue="subset", paper=_paper("Figure 3", network),
                           ylabel="early-stopping iteration while finding", title=protocol_title(protocol))
         mark_budget_bound(ax, mine)
+    _one_ylabel(panels)
     fig.suptitle(f"{network_title(network)}: finding tickets on s% of the data", y=1.0)
     plt.close(fig)
     return fig

@@ -257,4 +257,10 @@ def test_budget_protocols_give_their_own_configs_budgets_and_claims():
     assert len(fig.axes) == 2  # one panel per protocol
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert "budget-bound (last tenth of budget)" in labels
+    for make in (speedup.figure2, speedup.figure3):  # side by side, nothing of one panel runs into the other's
+        fig = make(df.assign(network="conv2"), "conv2")  # the paper's Conv-2 series have the longest labels
+        fig.canvas.draw()
+        boxes = [ax.get_legend().get_window_extent() for ax in fig.axes]
+        assert not boxes[0].overlaps(boxes[1])
+        assert fig.axes[0].get_ylabel() and not fig.axes[1].get_ylabel()  # one quantity, named once
     assert len(speedup.accuracy_pivot(speedup.accuracy_by_level(df), "lenet_300_100", "epochs")) == 2
