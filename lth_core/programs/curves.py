@@ -58,10 +58,9 @@ def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
     if {"float32", "bf16"} <= set(levels.index):
         shared = levels["float32"] & levels["bf16"]
         both = rows[rows["round"].isin(shared)]
-        # a precision trained with a patience replays up to it only
-        cap = both["patience"].min()
+        # every training must replay at a patience compared (a stopped one: up to its own; `replayable`)
         per_training, summary = [], []
-        for p in [p for p in PATIENCES if pd.isna(cap) or p <= cap]:
+        for p in [p for p in PATIENCES if len(replayable(curves, both, p)) == len(both)]:
             t, s = compare_replayed(curves, both, p)
             per_training.append(t.assign(patience=p))
             summary.append(s.assign(patience=p))
