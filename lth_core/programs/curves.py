@@ -26,7 +26,7 @@ import time
 import pandas as pd
 
 from lth_core.data import load_dataset
-from lth_core.report.plots import save_figure
+from lth_core.report.plots import new_figure, save_figure
 from lth_core.report.tables import save_table
 from lth_core.runs import lockstep
 from lth_core.runs.executors import resolve_device
@@ -75,12 +75,11 @@ def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
 
 def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, network: str):
     """Validation loss against iterations, one panel per level, one line per precision, early stops marked."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
     rounds = sorted(rows["round"].unique())
+    fig, axes = new_figure(ncols=len(rounds), width=4.2, height=3.4)
     palette = dict(zip(sorted(rows["precision"].unique()), sns.color_palette(n_colors=rows["precision"].nunique())))
     c_all = curves.merge(rows[["run", "precision"]].drop_duplicates(), on="run")
-    fig, axes = plt.subplots(1, len(rounds), figsize=(4.2 * len(rounds), 3.4), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], rounds):
         sns.lineplot(data=c_all[c_all["round"] == r], x="iteration", y="val_loss", hue="precision", palette=palette,
                      ax=ax, legend=ax is axes[0][0])
@@ -89,6 +88,10 @@ def curves_figure(curves: pd.DataFrame, rows: pd.DataFrame, network: str):
         pct = rows.loc[rows["round"] == r, "pct_remaining"].iloc[0]
         ax.set_title(f"{pct:.1f}% of weights remaining")
         ax.set_xlabel("iteration")
+        ax.set_ylabel("")
+    low, high = min(ax.get_ylim()[0] for ax in axes[0]), max(ax.get_ylim()[1] for ax in axes[0])
+    for ax in axes[0]:
+        ax.set_ylim(low, high)  # one scale, so levels compare by eye
     axes[0][0].set_ylabel("validation loss")
     fig.tight_layout()
     return save_figure(fig, f"curves_{network}")
