@@ -227,12 +227,20 @@ def setting_overrides(network: str, setting: str, iterations: int | None = None)
     return over
 
 
+# what a named setting leaves open: how often a training validates, when it stops, its numerics
+LEFT_OPEN = ("eval_every", "patience", "precision")
+
+
+def _left_open(train: TrainConfig, reference: TrainConfig, fields) -> TrainConfig:
+    """`train` with `fields` taken from `reference`: equal to it when they differ in those fields alone."""
+    return dataclasses.replace(train, **{f: getattr(reference, f) for f in fields})
+
+
 def setting_of(network: str, train: TrainConfig) -> str | None:
     """The name of the setting `train` follows (budget, evaluation frequency, patience and precision aside: a
     setting is the optimisation, not its numerics); None when it follows none (a training set up by hand)."""
-    aside = {"iterations": 1, "eval_every": 1, "patience": None, "epochs": None, "precision": "float32"}
     for name, tc in training_settings(network).items():
-        if dataclasses.replace(tc, **aside) == dataclasses.replace(train, **aside):
+        if _left_open(train, tc, ("iterations", "epochs", *LEFT_OPEN)) == tc:
             return name
     return None
 
@@ -241,7 +249,6 @@ def is_paper_scale(cfg: IMPConfig, setting: str = TABLE1) -> bool:
     """`setting`'s full training (default Table 1's) on the full data (evaluation frequency, patience and
     precision aside: the run's settings table shows them)."""
     paper = training_settings(cfg.network)[setting]
-    same_training = dataclasses.replace(cfg.train, eval_every=paper.eval_every, patience=None,
-                                        precision=paper.precision) == paper
+    same_training = _left_open(cfg.train, paper, LEFT_OPEN) == paper
     return (same_training and cfg.train_limit is None and cfg.test_limit is None
             and cfg.val_size == IMPConfig.val_size)
