@@ -23,9 +23,10 @@ Inside:
   the precision table to `outputs/tables/benchmark_precision.csv`.
 
 Fused: K members of the masked network (seeds 0..K-1), Table 1 settings, validation beyond the
-budget. A call of train_fused also validates once, tests and copies states at the end; those
-once-per-call costs cancel in the difference of two calls, one of `warmup + iterations` and one
-of `warmup` iterations, which is what the fused figure divides by K * iterations.
+budget, timed by the same stopwatch as the lth_core figure below (train_fused fetches one batch
+for the whole group per iteration), so its warm-up steps hold what happens once per call (a CUDA
+graph's recording, torch.compile's tracing) and the final validation, test and state copies
+fall outside; the fused figure is the timed interval divided by K * iterations.
 
 Each network is timed twice in the same process, at its Table 1 optimiser settings
 (`PAPER_TRAINING`), on synthetic uint8 data with the real dataset's image shape and
@@ -173,6 +174,13 @@ class _StopwatchData:
             self.stopped = _now(self._data.device)
         return self._data.train_batches(idx, batch_size)
 
+    def ms_per(self, steps: int) -> float:
+        """ms per step over the timed interval, which held `steps` steps."""
+        if self.started is None or self.stopped is None:
+            raise RuntimeError("training no longer fetches batches with Dataset.train_batch and validates "
+                               "with Dataset.train_batches; update the benchmark's stopwatch")
+        return 1000.0 * (self.stopped - self.started) / steps
+
 
 class LthCoreTimer:
     """ms/iteration of `train()` on the masked network in `precision`, its warm-up iterations left untimed."""
@@ -191,10 +199,7 @@ class LthCoreTimer:
         clocked = _StopwatchData(self.data, start=warmup + 1)
         train(self.model, clocked, self.train_idx, self.val_idx, cfg, seed=SEED, progress=False,
               eval_batch=self.cfg.batch_size)
-        if clocked.started is None or clocked.stopped is None:
-            raise RuntimeError("train() no longer fetches batches with Dataset.train_batch and validates "
-                               "with Dataset.train_batches; update the benchmark's stopwatch")
-        return 1000.0 * (clocked.stopped - clocked.started) / iterations
+        return clocked.ms_per(iterations)
 
 
 class BareTimer:
@@ -342,26 +347,20 @@ def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k
                             layers: str = "stacked", channels_last: bool = False, compile_step: bool = False) -> float:
     """ms per model-step of K members trained together (see the module docstring); members are
     copies of `prototypes` (masked models, built once: pruning a 4.3M-weight network takes a second).
-    `cuda_graph`: the step replayed as a CUDA graph (its recording, at the first step, cancels out
-    in the difference of the two calls); `layers`, `channels_last`, `compile_step`: the step's forward
-    pass (compiled in an untimed call first, so that both timed calls retrace it from warm caches alike
-    and that cancels out too)."""
+    `cuda_graph`: the step replayed as a CUDA graph; `layers`, `channels_last`, `compile_step`: the
+    step's forward pass. At least one warm-up step: the graph's recording and the compiler's tracing
+    happen at the first."""
     base = PAPER_TRAINING[network]
     val_idx = torch.arange(base.batch_size)  # one batch: the untimed end-of-call evaluations stay short
+    warmup = max(1, warmup)
+    cfg = dataclasses.replace(base, iterations=warmup + iterations, eval_every=warmup + iterations + 1)
     train_idx = torch.arange(base.batch_size, len(data.train_y))
-
-    def seconds(budget: int) -> float:
-        cfg = dataclasses.replace(base, iterations=budget, eval_every=budget + 1)
-        members = [TrainingJob(copy.deepcopy(prototypes[i % len(prototypes)]), train_idx, val_idx, cfg, seed=i)
-                   for i in range(k)]
-        start = _now(device)
-        train_fused(members, data, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph,
-                    layers=layers, channels_last=channels_last, compile_step=compile_step)
-        return _now(device) - start
-
-    if compile_step:  # fill torch.compile's caches, so that both timed calls find them alike
-        seconds(1)
-    return 1000.0 * (seconds(warmup + iterations) - seconds(max(1, warmup))) / (k * iterations)
+    members = [TrainingJob(copy.deepcopy(prototypes[i % len(prototypes)]), train_idx, val_idx, cfg, seed=i)
+               for i in range(k)]
+    clocked = _StopwatchData(data, start=warmup + 1)
+    train_fused(members, clocked, progress=False, eval_batch=base.batch_size, cuda_graph=cuda_graph,
+                layers=layers, channels_last=channels_last, compile_step=compile_step)
+    return clocked.ms_per(k * iterations)
 
 
 def streams_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,

@@ -48,6 +48,30 @@ def test_fusion_table_times_the_compiled_stacked_step_beside_the_eager_one():
     assert row["fused path"] == "stacked"  # the runner compiles nothing until it measured faster
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_stopwatch_holds_the_timed_steps_and_nothing_after_them(monkeypatch, fused):
+    # solo and fused figures read one clock inside the loop: started at the first timed batch, stopped
+    # at the final validation, so no per-call cost (compiling, testing, state copies) can enter the figure
+    from lth_core.programs import benchmark
+    seen = []
+
+    class Counting(benchmark._StopwatchData):
+        def train_batches(self, idx, batch_size=1000):
+            if self.stopped is None:
+                seen.append((self._start, self._fetches))
+            return super().train_batches(idx, batch_size)
+    monkeypatch.setattr(benchmark, "_StopwatchData", Counting)
+    if fused:
+        table = run_fusion_benchmark(["lenet_300_100"], ks=[2], iterations=4, device="cpu", warmup=3,
+                                     compile_paths=False)
+        assert table.iloc[0]["stacked ms/model-step"] > 0
+    else:
+        assert run_benchmark(["lenet_300_100"], iterations=4, device="cpu", warmup=3, repeats=1).iloc[0][
+            "lth_core ms/iter"] > 0
+    # every clock started at the 4th batch and stopped at the first validation, after the 3 + 4 steps
+    assert set(seen) == {(4, 7)} and len(seen) == (3 if fused else 1)  # fused: solo, vmap, stacked
+
+
 def test_schedule_benchmark_times_whole_trainings_beside_the_step():
     from lth_core.programs.benchmark import SCHEDULE_COLUMNS, run_schedule_benchmark, schedule_sentence
     # 300 iterations: the two timed calls differ by about a second, so machine noise cannot flip the sign
