@@ -1,7 +1,9 @@
 """The `cifar` profile: Conv-2's Figure 1 and Figures 2-3 at Table 1's settings, sized for a CPU."""
+import pandas as pd
 import pytest
+import yaml
 
-from lth_core import imp
+from lth_core import imp, paths
 from lth_core.params.profiles import load_profile, profile_notebooks
 from lth_core.programs import reproduce
 from lth_core.studies import catalog, faster_tickets, unseen
@@ -46,10 +48,6 @@ def test_one_round_leaves_the_share_its_comment_states():
 
 def test_its_shape_runs_both_notebooks_for_conv2_alone(shared_data, tmp_path, monkeypatch):
     """The profile at a few steps per training: notebooks 01 and 02 with Conv-2 only, LeNet skipped."""
-    import yaml
-
-    from lth_core import paths
-
     values = yaml.safe_load((paths.PARAMS_DIR / "cifar.yaml").read_text())
     values.pop("conv2_budget_epochs")  # 20 epochs of a 10% subset of this tiny pool would be no step
     values.update(conv2_iterations=4, conv2_eval_every=2, conv2_train_limit=1000, conv2_val_size=200,
@@ -62,6 +60,5 @@ def test_its_shape_runs_both_notebooks_for_conv2_alone(shared_data, tmp_path, mo
     made = {p.stem for p in (folder / "figures").glob("*.png")}
     assert {"fig1_conv2_cifar10", "fig2_conv2_cifar10", "fig3_conv2_cifar10"} <= made
     assert not any("lenet" in stem for stem in made)
-    import pandas as pd
     claims = pd.read_csv(folder / "tables" / "claims.csv")
     assert set(claims["network"]) == {"conv2"} and set(claims["notebook"]) == set(NOTEBOOKS)
