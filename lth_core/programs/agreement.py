@@ -5,7 +5,8 @@
 
 Trains Figure 1's runs of `--network` at Table 1's settings (the full pool less 5,000 validation
 images, evaluation every 100 iterations) with `--iterations` and `--rounds` made affordable on a CPU,
-in both arms of the comparison (`studies.agreement`), prints the summary and writes
+in both arms of the comparison (`studies.agreement`), prints the summary (for `precision`, bf16's
+verdict, `agreement.adoption`) and writes
 `outputs/tables/<comparison>_agreement.csv` (per training) and `<comparison>_agreement_summary.csv`.
 """
 import argparse
@@ -15,7 +16,7 @@ from lth_core.data import load_dataset
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
 from lth_core.runs.experiment import grid
-from lth_core.studies.agreement import COMPARISONS, compare, sentence, train_both
+from lth_core.studies.agreement import COMPARISONS, adoption, compare, sentence, train_both
 from lth_core.studies.unseen import unseen_config
 
 
@@ -37,6 +38,8 @@ def main(argv=None) -> None:
     per_training, summary = compare(*rows.values(), names=tuple(arms))
     print(per_training.to_string(index=False))
     print(sentence(summary))
+    if args.compare == "precision":
+        print(f"bf16: {adoption(summary)}")
     print(f"written to {save_table(per_training, f'{args.compare}_agreement')[0]} and "
           f"{save_table(summary, f'{args.compare}_agreement_summary')[0]}")
 

@@ -15,7 +15,8 @@ Then, from every stored round of those runs:
   for all trainings (`stopping.patience_table`), and the patience `choose_patience` picks;
 - `outputs/tables/curves_<network>_agreement.csv` / `_agreement_summary.csv`: float32 against bf16
   at every patience (up to the one a precision was trained with), each training's curve replayed (`agreement.compare_replayed`): early-stopping
-  iterations and test accuracies side by side; one summary row per patience;
+  iterations and test accuracies side by side; one summary row per patience, with bf16's verdict
+  (`agreement.adoption`);
 - `outputs/figures/curves_<network>.png/.pdf`: validation loss against iterations, one panel per
   level, both precisions, each early stop marked.
 """
@@ -30,7 +31,7 @@ from lth_core.report.plots import new_figure, save_figure
 from lth_core.report.tables import save_table
 from lth_core.runs import lockstep
 from lth_core.runs.executors import resolve_device
-from lth_core.studies.agreement import compare_replayed
+from lth_core.studies.agreement import adoption, compare_replayed
 from lth_core.studies.stopping import PATIENCES, choose_patience, curve_configs, patience_table, replayable, stored
 
 
@@ -63,7 +64,7 @@ def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
         for p in [p for p in PATIENCES if len(replayable(curves, both, p)) == len(both)]:
             t, s = compare_replayed(curves, both, p)
             per_training.append(t.assign(patience=p))
-            summary.append(s.assign(patience=p))
+            summary.append(s.assign(patience=p, verdict=adoption(s)))
         if not summary:  # an arm trained with a patience below every studied one
             return out
         out["agreement"] = pd.concat(per_training, ignore_index=True)

@@ -13,6 +13,9 @@ Inside:
   early-stopping iterations and test accuracies, and a one-row summary: the share of trainings
   whose early-stopping iteration is equal, the mean test accuracy of each side, their difference
   and the largest difference of one training, in points.
+- `adoption(summary)`: the verdict on the faster precision from one summary row, by the rule the
+  issues set: adopted only where mean test accuracy moves by at most `ADOPT_MAX_POINTS` and early
+  stops are equal at least as often as fused-vs-solo training leaves them (`FUSION_ES_EQUAL_SHARE`).
 - `compare_replayed(curves, rows, patience)`: `compare` of float32 against bf16 runs trained without
   patience or with at least `patience` (`stopping.curve_configs`), each training's curve replayed at `patience`: the early stops
   and test accuracies trainings with that patience would have had, from one set of trainings for
@@ -35,6 +38,10 @@ from lth_core.runs import lockstep, store
 from lth_core.studies.stopping import replay_trainings
 
 KEYS = ["network", "seed", "round", "kind", "trained_on"]
+# fused against solo in float32: 25 of Figure 1's 33 LeNet trainings early-stopped at the same iteration
+# (README, "Fused training"); a faster precision may move early stops no more often than that
+FUSION_ES_EQUAL_SHARE = 25 / 33
+ADOPT_MAX_POINTS = 0.5  # how far a faster precision may move mean test accuracy (issue #28)
 ARMS = {"fused": (True, "float32"), "solo": (False, "float32"), "bf16": (True, "bf16")}  # name: (fuse, precision)
 COMPARISONS = {"fusion": {"fused": "fused", "solo": "solo"}, "precision": {"float32": "fused", "bf16": "bf16"}}
 
@@ -111,6 +118,22 @@ def compare_replayed(curves: pd.DataFrame, rows: pd.DataFrame, patience: int,
             raise ValueError(f"no {name} training in these rows can be replayed at patience {patience}: "
                              "train both precisions first, without patience or with at least this one")
     return compare(*arms, names=names)
+
+
+def adoption(summary: pd.DataFrame) -> str:
+    """"adopted", "not adopted: <each condition it fails>" or "not judged: <why>" for the second arm of
+    `compare`'s one-row `summary` (the faster precision against float32)."""
+    s = summary.iloc[0]
+    if pd.isna(s.mean_difference_points):
+        return "not judged: a checkpoint's test accuracy was never measured"
+    failed = []
+    if abs(s.mean_difference_points) > ADOPT_MAX_POINTS:
+        failed.append(f"mean test accuracy moved {abs(s.mean_difference_points):.2f} points "
+                      f"(at most {ADOPT_MAX_POINTS})")
+    if s.es_equal_share < FUSION_ES_EQUAL_SHARE:
+        failed.append(f"early stops equal in {100 * s.es_equal_share:.0f}% of trainings "
+                      f"(fused against solo: {100 * FUSION_ES_EQUAL_SHARE:.0f}%)")
+    return "not adopted: " + "; ".join(failed) if failed else "adopted"
 
 
 def sentence(summary: pd.DataFrame) -> str:

@@ -68,6 +68,7 @@ def test_the_program_writes_the_rule_the_agreement_per_patience_and_the_figure(d
     assert rule.loc[rule["precision"] == "all", "trainings"].eq(4).all()  # 2 levels x 2 precisions
     summary = pd.read_csv(outputs / "tables" / "curves_lenet_300_100_agreement_summary.csv")
     assert list(summary["patience"]) == [10, 20, 30, 50, 70, 100, 150] and summary["trainings"].eq(2).all()
+    assert summary["verdict"].str.match("adopted|not adopted: |not judged: ").all()
     assert (outputs / "figures" / "curves_lenet_300_100.png").exists()
     assert "patience chosen from all 4 stored full-budget trainings" in capsys.readouterr().out
 

@@ -8,7 +8,8 @@ from conftest import synthetic_dataset
 from lth_core import paths
 from lth_core.config import IMPConfig, TrainConfig
 from lth_core.runs import store
-from lth_core.studies.agreement import COMPARISONS, compare, sentence, train_both
+from lth_core.studies.agreement import (ADOPT_MAX_POINTS, FUSION_ES_EQUAL_SHARE, COMPARISONS, adoption, compare,
+                                        sentence, train_both)
 
 
 def _rows(es, acc):
@@ -25,6 +26,22 @@ def test_compare_counts_equal_stops_and_accuracy_differences():
     assert "67%" in sentence(summary) and "-0.20 points" in sentence(summary)
     with pytest.raises(ValueError, match="different trainings"):
         compare(_rows([1, 2, 3], [1, 2, 3]).iloc[:2], _rows([1, 2, 3], [1, 2, 3]))
+
+
+def _summary(share, points):
+    return pd.DataFrame([{"trainings": 3, "es_equal_share": share, "mean_difference_points": points}])
+
+
+def test_a_faster_precision_is_adopted_only_within_both_limits():
+    assert adoption(_summary(1.0, ADOPT_MAX_POINTS)) == "adopted"
+    assert adoption(_summary(FUSION_ES_EQUAL_SHARE, -0.1)) == "adopted"
+    moved = adoption(_summary(1.0, -(ADOPT_MAX_POINTS + 0.01)))
+    assert moved.startswith("not adopted: mean test accuracy moved 0.51 points") and "early stops" not in moved
+    # one early stop of three moved: 67% equal, fewer than fused against solo's 76%
+    assert adoption(_summary(2 / 3, 0.0)) == ("not adopted: early stops equal in 67% of trainings "
+                                              "(fused against solo: 76%)")
+    assert adoption(_summary(0.0, 0.9)).count(";") == 1  # both conditions named
+    assert adoption(_summary(1.0, float("nan"))).startswith("not judged")
 
 
 def test_both_modes_train_into_their_own_stores(tmp_path):
