@@ -1,5 +1,5 @@
 # The project's two entry points (see README.md):
-#   make reproduce [PROFILE=quick|smoke|paper] [DEVICE=auto|cpu|cuda] [EXECUTOR=local|processes|slurm]
+#   make reproduce [PROFILE=quick|smoke|paper|controls|cifar] [DEVICE=auto|cpu|cuda] [EXECUTOR=local|processes|slurm]
 #   make test
 # Both create .venv and install the project into it the first time (or when pyproject.toml changes).
 PYTHON ?= python3

@@ -2,7 +2,8 @@
 
 `load_profile(name)` reads a profile and checks its values against every notebook's declarations
 and ranges (`params.notebook`), so the main job stops before its first notebook;
-`profile_notebooks(name)` names the notebooks a profile is made for (its `notebooks:` list).
+`profile_notebooks(name)` names the notebooks a profile is made for (its `notebooks:` list);
+`profile_names()` lists the shipped profiles.
 """
 from pathlib import Path
 
@@ -12,11 +13,15 @@ from lth_core import paths
 from lth_core.params.notebook import ParameterError, all_declared, check_parameters
 
 
+def profile_names() -> list[str]:
+    """Every profile shipped in `notebooks/params/`, by name."""
+    return [p.stem for p in sorted(paths.PARAMS_DIR.glob("*.yaml"))]
+
+
 def profile_path(profile: str) -> Path:
     path = paths.PARAMS_DIR / f"{profile}.yaml"
     if not path.exists():
-        valid = ", ".join(p.stem for p in sorted(paths.PARAMS_DIR.glob("*.yaml")))
-        raise ParameterError(f"unknown profile {profile!r}; valid profiles: {valid}")
+        raise ParameterError(f"unknown profile {profile!r}; valid profiles: {', '.join(profile_names())}")
     return path
 
 

@@ -67,7 +67,7 @@ from lth_core import crashpoints, paths
 from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
 from lth_core.programs.benchmark import ms_per_model_step
 from lth_core.params.notebook import check_parameters, declared_parameters
-from lth_core.params.profiles import load_profile, profile_notebooks
+from lth_core.params.profiles import load_profile, profile_names, profile_notebooks
 from lth_core.report.results_page import write_results_page
 from lth_core.runs.executors import (ExecutorOptions, RunFailedError, device_for_executor, execute_runs,
                                     resolve_device, with_cpu_workers)
@@ -406,7 +406,7 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (notebooks/params/<profile>.yaml)")
+    ap.add_argument("--profile", default="quick", help=f"{' | '.join(profile_names())} (notebooks/params/<profile>.yaml)")
     ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N")
     ap.add_argument("--notebooks", nargs="*", help="only these notebooks (names without .ipynb)")
     ap.add_argument("--force", action="store_true", help="re-execute notebooks already done (runs stay cached)")

@@ -33,7 +33,7 @@ def test_every_training_is_at_table_1s_settings_with_the_measured_rule(notebook)
         assert (c.train_limit, c.val_size, c.test_limit) == (None, 5000, None)
         t = c.train
         assert (t.optimizer, t.lr, t.weight_decay, t.batch_size, t.eval_every) == ("adam", 2e-4, 1e-3, 200, 100)
-        assert (t.patience, t.precision) == (10, "bf16")
+        assert (t.patience, t.precision) == (10, "float32")  # bf16 not adopted (README, "Precision")
         assert t.iterations == 30_000 and t.epochs in (None, 20)
     if notebook == faster_tickets.NOTEBOOK:
         assert {(c.subset_percent, c.train.epochs) for c in configs} == {(s, e) for s in (10.0, 100.0)

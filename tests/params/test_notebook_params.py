@@ -275,6 +275,15 @@ def test_shipped_profiles_are_in_range(profile):
     load_profile(profile)
 
 
+def test_the_main_job_lists_every_shipped_profile(capsys):
+    from lth_core.params.profiles import profile_names
+    from lth_core.programs.reproduce import main
+    assert profile_names() == ["cifar", "controls", "paper", "quick", "smoke"]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "cifar | controls | paper | quick | smoke" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_profile_names_the_notebooks_it_is_made_for():
     from lth_core.params.profiles import profile_notebooks
     from lth_core.programs.reproduce import estimate
