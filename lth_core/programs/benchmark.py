@@ -342,7 +342,7 @@ def schedule_sentence(table: pd.DataFrame) -> str:
         for r in table.itertuples())
 
 
-def fused_ms_per_model_step(network: str, data: Dataset, device: torch.device, k: int, iterations: int,
+def fused_ms_per_model_step(network: str, data: Dataset, k: int, iterations: int,
                             warmup: int, prototypes: list[nn.Module], cuda_graph: bool = False,
                             layers: str = "stacked", channels_last: bool = False, compile_step: bool = False) -> float:
     """ms per model-step of K members trained together (see the module docstring); members are
@@ -436,11 +436,11 @@ def run_fusion_benchmark(networks=tuple(MODELS), ks: dict | list | None = None, 
                 times["solo"] = min(times["solo"], solo_timer.ms_per_iteration(n, n_warm))
                 for name, layers, channels_last, compiled in paths:
                     times[name] = min(times[name], fused_ms_per_model_step(
-                        network, data, dev, k, n, n_warm, prototypes, layers=layers, channels_last=channels_last,
+                        network, data, k, n, n_warm, prototypes, layers=layers, channels_last=channels_last,
                         compile_step=compiled))
                 if graph:
                     times["graphed"] = min(times["graphed"], fused_ms_per_model_step(
-                        network, data, dev, k, n, n_warm, prototypes, cuda_graph=True, layers=chosen[0],
+                        network, data, k, n, n_warm, prototypes, cuda_graph=True, layers=chosen[0],
                         channels_last=chosen[1], compile_step=chosen[2]))
                     times["solo graphs on streams"] = min(times["solo graphs on streams"], streams_ms_per_model_step(
                         network, data, dev, k, n, n_warm, prototypes))
