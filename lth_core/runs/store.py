@@ -45,6 +45,7 @@ API (the store stores and reads; it loads no data and builds no runner: the roun
   round; `finish_run(run)` writes `done.json` and returns the rows frame.
 - `curves_frame(cfg)`: the run's validation curves as one tidy table (rounds
   stored before curves were kept have none).
+- `level_masks(cfg)`: the stored mask of every pruned level, {level: masks} (verified, no lock).
 - `repair(cfg)`, `load_state(cfg)` (the verified state, no lock), `is_done`,
   `run_dir`, `run_name`, `config_hash`, `atomic_write`/`atomic_save`/`atomic_text`.
 """
@@ -296,6 +297,18 @@ def load_state(cfg: IMPConfig) -> IMPState | None:
     """The verified state to continue from (takes no lock), or None when the run never trained."""
     scan = _scan(cfg)
     return scan.state if scan else None
+
+
+def level_masks(cfg: IMPConfig) -> dict[int, dict[str, torch.Tensor]]:
+    """{level: masks} of every pruned level of run `cfg` stored so far (takes no lock; {} when none is): the
+    mask round r trains on is what round r-1 pruned, its round file's `next_masks`. The round files are
+    verified (`load_state`) before they are read; the dense level 0 keeps every weight and is left out."""
+    d = run_dir(cfg)
+    rounds = round_numbers(d)  # listed first: a round written meanwhile by a running job is not yet verified
+    if load_state(cfg) is None:
+        return {}
+    # the last round's next_masks is its own mask again, not a level of its own
+    return {r + 1: _load(_round_file(d, r), ("next_masks",), r)[0]["next_masks"] for r in rounds if r < cfg.rounds}
 
 
 def _rows_csv(rows: list[dict]) -> str:
