@@ -43,12 +43,14 @@ VERDICTS = ("holds", "does not hold", "not judged")
 LEARNED_FRACTION = 0.8
 
 
-def learned(network: str, what: str = "the unpruned network") -> Precondition:
-    """The precondition that `what`, a `network`, learned: on the value `dense_test_acc`."""
-    key = f"{network}.dense_test_acc"
+def learned(network: str, what: str = "the unpruned network", quantity: str = "test_acc") -> Precondition:
+    """The precondition that `what`, a `network`, learned: on the value `dense_<quantity>` (test_acc, or val_acc
+    where the paper plots only validation accuracy)."""
+    key, name = f"{network}.dense_{quantity}", f"dense_{quantity}"
+    words = {"test_acc": "test", "val_acc": "validation"}[quantity]
     return Precondition(
-        Rule(f"dense_test_acc >= LEARNED_FRACTION * paper['{key}']", {"LEARNED_FRACTION": LEARNED_FRACTION}),
-        what + " did not learn ({dense_test_acc:.1f}% test accuracy; the paper's unpruned network reaches "
+        Rule(f"{name} >= LEARNED_FRACTION * paper['{key}']", {"LEARNED_FRACTION": LEARNED_FRACTION}),
+        what + f" did not learn ({{{name}:.1f}}% {words} accuracy; the paper's unpruned network reaches "
         f"{{paper[{key}]:g}}% ({paper_source(key)}), and at least {LEARNED_FRACTION:.0%} of that is needed)")
 
 

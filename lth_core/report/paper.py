@@ -10,7 +10,7 @@ One row per number the paper reports: values stated in its text and Table 1
 - `value`, `uncertainty`, `stated_as`: the number, how sure, and the paper's words
   or how it was read.
 
-`paper_values()` reads and checks the table; `paper_value(key)` and
+`paper_values()` reads and checks the table; `has_paper_value(key)`, `paper_value(key)` and
 `paper_source(key)` give one keyed number and where the paper states it;
 `paper_series(source, panel)` the figure points of one panel; `FIGURE_PANEL` which
 panel of Figures 1-3 shows a network.
@@ -46,6 +46,11 @@ def _row(key: str) -> pd.Series:
     if hit.empty:
         raise KeyError(f"no paper value {key!r} in {PAPER_VALUES_CSV.name}")
     return hit.iloc[0]
+
+
+def has_paper_value(key: str) -> bool:
+    """Whether `paper_values.csv` has a number named `key`."""
+    return bool((paper_values()["key"] == key).any())
 
 
 def paper_value(key: str) -> float:

@@ -101,7 +101,9 @@ def test_arm_summary_and_linear_fit():
     assert r["within_tolerance_until_pct_pruned"] == pytest.approx(36.0)
     assert r["sparsest_test_acc"] == pytest.approx(70)
     b = s.loc["bn_pruned"]
-    assert b["slope_per_10pct_pruned"] == pytest.approx(-3.0) and b["linear_r2"] == pytest.approx(1.0)
+    assert b["slope_val_per_10pct_pruned"] == pytest.approx(-3.0) and b["linear_r2_val"] == pytest.approx(1.0)
+    # 67.3% at 59% pruned is below 0.8 of the unpruned 85%: the network has collapsed there, out of the fit
+    assert b["fit_levels_val"] == 4 and b["dense_val_acc"] == pytest.approx(85)
     assert b["winning_levels"] == 0 and pd.isna(b["sparsest_winning_pct_pruned"])
     assert ss.linear_fit(pd.DataFrame({"pct_pruned": [0.0], "test_acc": [1.0]})) is None
 
@@ -125,7 +127,7 @@ def study_rows():
     return pd.concat([
         rows("reset", [80, 80.5, 80.1, 76], [500, 400, 500, 300], label="lr 0.01 with steps; BN kept; reset to init"),
         rows("reset", [None, 70, 60, 50], [0, 300, 300, 300], kind="reinit"),
-        rows("bn_pruned", [80, 75, 70, 65], [500, 500, 400, 400], label="BN pruned"),
+        rows("bn_pruned", [80, 77, 74, 71, 68], [500, 500, 400, 400, 400], label="BN pruned"),
         rows("constant_lr", [70, 65, 60, 55], [900, 900, 900, 900], label="constant lr 0.0002"),
         rows("rewind", [80, 80.6, 80.2, 80.0], [500, 400, 450, 480], label="rewind to iteration 5"),
     ])
@@ -270,7 +272,7 @@ def test_winning_ticket_claims_need_an_unpruned_early_stop_inside_the_budget(tmp
 
 def test_winning_ticket_claims_are_not_judged_before_the_run_reaches_the_papers_sparsity(tmp_outputs):
     """Two rounds at rate 0.1 reach 19% pruned: every level winning there (or none, for the constant lr)
-    says nothing about a winning ticket at 36%, so neither claim may read holds or does not hold."""
+    says nothing about the paper's marked winning ticket at 34.4%, so neither claim may read holds or does not hold."""
     df = pd.concat([rows("reset", [80, 80.2, 80.1], [500, 400, 400], rate=0.1),
                     rows("constant_lr", [70, 65, 60], [500, 500, 500], rate=0.1)])
     arms = ss.study_configs(**SMALL, seeds=[0])
@@ -299,10 +301,10 @@ def test_changing_a_rule_changes_the_verdict_and_the_rule_shown(tmp_outputs, mon
     df, arms = study_rows().assign(budget=5000), ss.study_configs(**SMALL, seeds=[0])
     summary = ss.arm_summary(df, tolerance=5.0)  # 48.8% pruned wins
     before = _claim(ss.claims(df, summary, arms, tolerance=5.0).set_index("claim"), "IMP finds a winning ticket")
-    assert before["verdict"] == "holds"  # 48.8 >= 0.9 * 40
-    assert before["rule"] == ("winning_levels > 0 and sparsest_winning_pct_pruned >= ABOUT * "
-                              "paper['shufflenet.winning_pct_pruned'], where "
-                              "paper['shufflenet.winning_pct_pruned'] = 40, ABOUT = 0.9")
+    assert before["verdict"] == "holds"  # 48.8 >= the paper's marked 34.4
+    assert before["rule"] == ("winning_levels > 0 and sparsest_winning_pct_pruned >= "
+                              "paper['shufflenet.marked_winning_pct_pruned'], where "
+                              "paper['shufflenet.marked_winning_pct_pruned'] = 34.4")
     monkeypatch.setattr(ss, "WINNING_RULE", ss.Rule(
         "sparsest_winning_pct_pruned >= paper['shufflenet.acc_floor_until_pct_pruned']"))
     after = _claim(ss.claims(df, summary, arms, tolerance=5.0).set_index("claim"), "IMP finds a winning ticket")
@@ -316,6 +318,7 @@ def test_no_claim_is_judged_on_a_network_far_below_the_papers_accuracy(tmp_outpu
     however its curves look: every claim about the run is not judged, naming the paper's accuracy."""
     df = study_rows().assign(budget=5000)
     df["test_acc"] = df["test_acc"] * 21 / 80
+    df["val_acc"] = df["val_acc"] * 21 / 80
     summary = ss.arm_summary(df, tolerance=1.0)
     c = ss.claims(df, summary, ss.study_configs(**SMALL, seeds=[0]), tolerance=1.0)
     assert len(c) == 4 and set(c["verdict"]) == {"not judged"}
@@ -330,7 +333,7 @@ def test_verdicts_on_a_network_that_learned_are_unchanged(tmp_outputs):
     wide = ss.claims(df, ss.arm_summary(df, tolerance=5.0), arms, tolerance=5.0).set_index("claim")
     assert _claim(wide, "IMP finds a winning ticket")["verdict"] == "holds"  # 48.8% pruned wins
     c = ss.claims(df, ss.arm_summary(df, tolerance=1.0), arms, tolerance=1.0).set_index("claim")
-    assert _claim(c, "with BN gamma pruned")["verdict"] == "holds"  # 80, 75, 70, 65: a straight falling line
+    assert _claim(c, "with BN gamma pruned")["verdict"] == "holds"  # 80 down to 68: a straight falling line
     assert _claim(c, "a constant lr of 2e-4")["verdict"] == "holds"  # none at constant lr, some with steps
     assert "scaled-down" in _claim(c, "test accuracy stays above 75%")["why"]
     assert "did not learn" not in " ".join(c["why"])

@@ -196,8 +196,10 @@ def test_findings_when_no_pruned_level_is_within_tolerance_and_no_control_ran():
 def test_claims_table_judges_each_network_and_says_why_not():
     # within tolerance only to 20% pruned: the paper's 80% does not hold
     c = unseen.claims(unseen.findings(_rows([98.0, 97.5, 96.5, 97.9], reinit=[0, 97.0, 96.0, 90.0]), 1.0))
-    assert list(c["claim"].str.startswith("tickets found on S1")) == [True, False]
-    main, control = c.iloc[0], c.iloc[1]
+    assert list(c["claim"].str.startswith("tickets found on S1")) == [True, True, False]
+    main, as_well, control = c.iloc[0], c.iloc[1], c.iloc[2]
+    assert as_well["verdict"] == "holds" and as_well["ours"].startswith("+0.00 points over 3 levels")  # S1 = S2 here
+    assert as_well["rule"].startswith("s2_minus_s1_high >= -(tolerance + s2_minus_s1_allowance)")
     assert (main["verdict"], main["ours"], main["paper"]) == ("does not hold", "20.0% pruned", "80% pruned")
     assert main["rule"] == ("pct_pruned_within_tolerance >= paper['unseen.pct_pruned.lenet_300_100'], "
                             "where paper['unseen.pct_pruned.lenet_300_100'] = 80") and "one seed" in main["why"]
@@ -208,9 +210,24 @@ def test_claims_table_judges_each_network_and_says_why_not():
     assert short["verdict"] == "not judged" and "short of the paper's 80%" in short["why"]
     # a network far below the paper's unpruned accuracy supports no verdict, however flat its curve
     low = unseen.claims(unseen.findings(_rows([60.0, 60.0, 59.8], reinit=[0, 15.0, 9.5]), 1.0))
-    assert list(low["verdict"]) == ["not judged", "not judged"]
+    assert list(low["verdict"]) == ["not judged"] * 3
     assert low["why"].str.startswith("the unpruned network did not learn (60.0% test accuracy; the paper's unpruned "
                                      "network reaches 97.9% (Figure 2 top)").all()
+
+
+def test_s2_against_s1_is_a_mean_gap_over_the_pruned_levels_down_to_the_papers():
+    # S2 trails S1 by 0.5, 1.5 and 2.5 points at 80, 64 and 51.2% remaining: a mean of -1.5, outside 1 point
+    rows = _rows([98.0, 97.5, 96.5, 95.5], s1=[98.0, 98.0, 98.0, 98.0])
+    c = unseen.claims(unseen.findings(rows, 1.0)).set_index("claim")
+    as_well = c.loc[[k for k in c.index if k.startswith("tickets found on S1 train on unseen S2")][0]]
+    assert as_well["verdict"] == "does not hold" and as_well["ours"].startswith("-1.50 points over 3 levels")
+    assert unseen.claims(unseen.findings(rows, 2.0)).iloc[1]["verdict"] == "holds"
+    # two seeds one point apart: the upper 95% bound of the mean gap (t with 1 degree of freedom) decides
+    two = pd.concat([_rows([98.0, 97.0, 97.0], s1=[98.0, 99.0, 99.0], seeds=(0,)),
+                     _rows([98.0, 98.0, 98.0], s1=[98.0, 99.0, 99.0], seeds=(1,))])
+    f = unseen.findings(two, 1.0).iloc[0]
+    assert f["s2_minus_s1"] == pytest.approx(-1.5) and f["s2_minus_s1_high"] > 0  # 12.7 x 0.5 / sqrt(2) wide
+    assert unseen.claims(unseen.findings(two, 1.0)).iloc[1]["verdict"] == "holds"
 
 
 def test_changing_a_rule_changes_the_verdict_and_the_rule_shown(monkeypatch):
