@@ -26,9 +26,17 @@ rewind_iteration against the budget) by building each network's config from the 
 (a GPU when cuda is asked for), each network's precision on it (`conv2_precision`: no tf32 on a
 CPU), the executor, the study lists. `network_overrides(P, network)` turns a network's prefixed
 parameters that name a config field (`lenet_iterations`, `conv2_precision`, ...) into config overrides.
+
+`lenet_precision` and `conv2_precision` (notebooks 01 and 02) also take `auto`: bf16 where the
+adoption rule adopts it for the network on a CPU (`BF16_ON_CPU`, `studies.agreement.measured_verdicts`)
+and this CPU has BF16 hardware (`cpu_has_bf16`), float32 elsewhere. `network_overrides` resolves it
+before any config is built, so the config (its run name: float32 is the default, so `auto` resolved to
+float32 names the same runs as `float32`) and the run store's numerics hold the precision that trains;
+a resume on another CPU is refused by the numerics check as for any run.
 """
 import ast
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -37,6 +45,11 @@ from lth_core.config import BUDGET_PROTOCOLS, IMPConfig, TrainConfig, paper_conf
 from lth_core.runs.executors import DEVICES, EXECUTORS, ExecutorOptions, device_for_executor
 
 PARAM_PREFIX = {"lenet_300_100": "lenet", "conv2": "conv2"}  # notebook parameter names: lenet_iterations, ...
+AUTO_PRECISION = "auto"  # a value of PARAM_PREFIX networks' `<prefix>_precision` (module docstring)
+# the networks whose bf16 the adoption rule adopts on a CPU (tests/studies/test_agreement.py keeps this equal to
+# the verdicts of the stored agreements): Conv-2, whose early stops bf16 moves less than float32's own kernels do
+BF16_ON_CPU = ("conv2",)
+CPUINFO = Path("/proc/cpuinfo")  # where Linux lists the CPU's instruction sets (`cpu_has_bf16`)
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 PARAMETERS_HEADER = "# Notebook parameters (profiles override them; the next cell checks them)"
 INJECTED_HEADER = "# Parameters"  # the comment papermill's Python translator opens its injected cell with
@@ -192,6 +205,7 @@ RANGES = {
     "lenet_settings": _value_rule(checks.distinct(tuple(training_settings("lenet_300_100")), "training settings",
                                                   non_empty=True)),
     "faster_protocols": _value_rule(checks.distinct(BUDGET_PROTOCOLS, "budget protocols", non_empty=True)),
+    "faster_rounds": _value_rule(checks.integer(0, optional=True)),  # notebook 02's rounds instead of *_rounds
     **{f"{prefix}_subset_percents": _value_rule(SUBSET_PERCENTS) for prefix in NETWORK_OF_PREFIX},
 }
 
@@ -290,7 +304,34 @@ def _assigned_names(source: str) -> list[str]:
 
 def network_overrides(params: dict, network: str) -> dict:
     """`network`'s paper_config overrides from notebook parameters: every `<prefix>_<field>` parameter
-    (lenet_iterations, conv2_precision, ...) whose field is a TrainConfig or IMPConfig field. A new network
-    parameter so takes two places: its config field (with its rule) and the notebook's parameters cell."""
+    (lenet_iterations, conv2_precision, ...) whose field is a TrainConfig or IMPConfig field, with a precision
+    `auto` resolved (`resolved_precision`). A new network parameter so takes two places: its config field (with
+    its rule) and the notebook's parameters cell."""
     prefix = PREFIX_OF_NETWORK[network]
-    return {field: params[f"{prefix}_{field}"] for field in CONFIG_FIELDS if f"{prefix}_{field}" in params}
+    out = {field: params[f"{prefix}_{field}"] for field in CONFIG_FIELDS if f"{prefix}_{field}" in params}
+    if "precision" in out and network in PARAM_PREFIX:  # notebook 03 passes its precision itself: no auto there
+        out["precision"] = resolved_precision(out["precision"], network, params.get("device", "auto"),
+                                              params.get("executor", "local"))
+    return out
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX), read once per process. Without it
+    torch emulates bf16 (Conv-2's step about 13x float32's on an AVX2 CPU), and oneDNN's own check
+    (`torch.ops.mkldnn._is_mkldnn_bf16_supported`) asks for AVX-512, not its BF16 instructions, so the CPU's
+    flags are read."""
+    try:
+        flags = CPUINFO.read_text().split()
+    except OSError:  # not Linux: float32, the precision every verdict is measured against
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolved_precision(precision: str, network: str, device: str, executor: str = "local") -> str:
+    """`precision`, or for `auto`: bf16 when `network`'s bf16 is adopted on a CPU (`BF16_ON_CPU`) and the device
+    the runs train on is this CPU with BF16 hardware, else float32 (no verdict adopts bf16 on a GPU yet)."""
+    if precision != AUTO_PRECISION:
+        return precision
+    on_cpu = device_for_executor(device, executor) == "cpu"  # Slurm's jobs resolve "auto" to GPUs
+    return "bf16" if network in BF16_ON_CPU and on_cpu and cpu_has_bf16() else "float32"

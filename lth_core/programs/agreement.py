@@ -2,12 +2,15 @@
 
     python -m lth_core.programs.agreement [--compare fusion|precision] [--network lenet_300_100|conv2]
         [--seeds 0 1 2] [--rounds 3] [--iterations 3000] [--device auto]
+    python -m lth_core.programs.agreement --verdicts
 
 Trains Figure 1's runs of `--network` at Table 1's settings (the full pool less 5,000 validation
 images, evaluation every 100 iterations) with `--iterations` and `--rounds` made affordable on a CPU,
 in both arms of the comparison (`studies.agreement`), prints the summary (for `precision`, bf16's
 verdict, `agreement.adoption`) and writes
 `outputs/tables/<comparison>_agreement.csv` (per training) and `<comparison>_agreement_summary.csv`.
+`--verdicts` trains nothing: it prints every measured agreement stored in the repository
+(`studies/precision_agreement.csv`) beside its yardstick, with its verdict (the README's "Precision" table).
 """
 import argparse
 
@@ -16,7 +19,7 @@ from lth_core.data import load_dataset
 from lth_core.report.tables import save_table
 from lth_core.runs.executors import resolve_device
 from lth_core.runs.experiment import grid
-from lth_core.studies.agreement import COMPARISONS, adoption, compare, sentence, train_both
+from lth_core.studies.agreement import COMPARISONS, adoption, compare, measured_verdicts, sentence, train_both
 from lth_core.studies.unseen import unseen_config
 
 
@@ -29,7 +32,11 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3, help="pruning rounds after the dense one")
     ap.add_argument("--iterations", type=int, default=3000, help="training budget (Table 1: 30,000)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--verdicts", action="store_true", help="train nothing: print the stored agreements' verdicts")
     args = ap.parse_args(argv)
+    if args.verdicts:
+        print(measured_verdicts().to_markdown(index=False))
+        return
     device = resolve_device(args.device)
     configs = grid(unseen_config(args.network, rounds=args.rounds, iterations=args.iterations), seeds=args.seeds)
     arms = COMPARISONS[args.compare]
@@ -39,7 +46,7 @@ def main(argv=None) -> None:
     print(per_training.to_string(index=False))
     print(sentence(summary))
     if args.compare == "precision":
-        print(f"bf16: {adoption(summary)}")
+        print(f"bf16: {adoption(summary, args.network, device.type)}")
     print(f"written to {save_table(per_training, f'{args.compare}_agreement')[0]} and "
           f"{save_table(summary, f'{args.compare}_agreement_summary')[0]}")
 

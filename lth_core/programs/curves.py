@@ -44,10 +44,10 @@ def train(configs, device: str, deadline: float | None) -> None:
             raise SystemExit("; ".join(f"{name}: {err}" for name, err in failed.items()))
 
 
-def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
+def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str, device: str = "cpu") -> dict:
     """The stopping-rule table (per precision and overall, from the full-budget trainings, when there are any)
     and, where both precisions have trainings of the same levels, the agreement at every patience up to the
-    smallest one an arm was trained with; saved as tables, returned."""
+    smallest one an arm was trained with, judged for `device` (its type); saved as tables, returned."""
     out = {}
     if not replayable(curves, rows).empty:  # every arm may have been trained with a patience
         table = pd.concat([patience_table(curves, rows).assign(precision="all"),
@@ -64,7 +64,7 @@ def study(curves: pd.DataFrame, rows: pd.DataFrame, network: str) -> dict:
         for p in [p for p in PATIENCES if len(replayable(curves, both, p)) == len(both)]:
             t, s = compare_replayed(curves, both, p)
             per_training.append(t.assign(patience=p))
-            summary.append(s.assign(patience=p, verdict=adoption(s)))
+            summary.append(s.assign(patience=p, verdict=adoption(s, network, device)))
         if not summary:  # an arm trained with a patience below every studied one
             return out
         out["agreement"] = pd.concat(per_training, ignore_index=True)
@@ -127,9 +127,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         ap.error(str(e))
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
-    train(configs, resolve_device(args.device), deadline)
+    device = resolve_device(args.device)
+    train(configs, device, deadline)
     curves, rows = stored(configs)
-    out = study(curves, rows, args.network)
+    out = study(curves, rows, args.network, device.type)
     if "stopping_rule" in out:
         print(out["stopping_rule"].to_markdown(index=False, floatfmt=".3g"))
         full = int(out["stopping_rule"].loc[out["stopping_rule"]["precision"] == "all", "trainings"].max())

@@ -11,11 +11,17 @@ Inside:
   their rows, by the names the comparison shows.
 - `compare(a, b, names)`: one row per training (joined on seed, round, kind, split) with both
   early-stopping iterations and test accuracies, and a one-row summary: the share of trainings
-  whose early-stopping iteration is equal, the mean test accuracy of each side, their difference
-  and the largest difference of one training, in points.
-- `adoption(summary)`: the verdict on the faster precision from one summary row, by the rule the
-  issues set: adopted only where mean test accuracy moves by at most `ADOPT_MAX_POINTS` and early
-  stops are equal at least as often as fused-vs-solo training leaves them (`FUSION_ES_EQUAL_SHARE`).
+  whose early-stopping iteration is equal, the largest early-stop shift of one training (iterations),
+  the mean test accuracy of each side, their difference and the largest difference of one training,
+  in points.
+- `adoption(summary, network, device)`: the verdict on the faster precision from one summary row, by the
+  rule issue #39 set, against what the claims read: adopted where mean test accuracy moves by at most
+  `ADOPT_MAX_POINTS`, the largest early-stop shift is within the reference precision's own (`yardstick`:
+  the largest shift a harmless perturbation of float32 makes for that network and device, measured and
+  stored in `precision_agreement.csv`), and the speed-up claim's verdict does not change (`_claim_moves`).
+- `measured(network, device, role)`: a row of `precision_agreement.csv`, the agreements measured so far
+  (`role` "yardstick": float32 against a harmless perturbation of itself; "faster": float32 against a
+  faster precision), in `compare`'s summary columns; `measured_verdicts()` judges every "faster" row.
 - `compare_replayed(curves, rows, patience)`: `compare` of float32 against bf16 runs trained without
   patience or with at least `patience` (`stopping.curve_configs`), each training's curve replayed at `patience`: the early stops
   and test accuracies trainings with that patience would have had, from one set of trainings for
@@ -34,14 +40,13 @@ from pathlib import Path
 import pandas as pd
 
 from lth_core.config import IMPConfig
+from lth_core.report.paper import has_paper_value, paper_value
 from lth_core.runs import lockstep, store
 from lth_core.studies.stopping import replay_trainings
 
 KEYS = ["network", "seed", "round", "kind", "trained_on"]
-# fused against solo in float32: 25 of Figure 1's 33 LeNet trainings early-stopped at the same iteration
-# (README, "Fused training"); a faster precision may move early stops no more often than that
-FUSION_ES_EQUAL_SHARE = 25 / 33
 ADOPT_MAX_POINTS = 0.5  # how far a faster precision may move mean test accuracy (issue #28)
+MEASURED_CSV = Path(__file__).with_name("precision_agreement.csv")
 ARMS = {"fused": (True, "float32"), "solo": (False, "float32"), "bf16": (True, "bf16")}  # name: (fuse, precision)
 COMPARISONS = {"fusion": {"fused": "fused", "solo": "solo"}, "precision": {"float32": "fused", "bf16": "bf16"}}
 
@@ -95,9 +100,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("fused",
         raise ValueError(f"{x} and {y} rows hold different trainings: {both[both['_merge'] != 'both'][KEYS]}")
     both = both.drop(columns="_merge")
     both["es_equal"] = both[f"es_iteration_{x}"] == both[f"es_iteration_{y}"]
+    shift = (both[f"es_iteration_{x}"] - both[f"es_iteration_{y}"]).abs()
     both["test_acc_difference"] = both[f"test_acc_{x}"] - both[f"test_acc_{y}"]
     summary = pd.DataFrame([{
-        "trainings": len(both), "es_equal_share": both["es_equal"].mean(),
+        "trainings": len(both), "es_equal_share": both["es_equal"].mean(), "largest_es_shift": shift.max(),
         f"mean_test_acc_{x}": both[f"test_acc_{x}"].mean(), f"mean_test_acc_{y}": both[f"test_acc_{y}"].mean(),
         "mean_difference_points": both["test_acc_difference"].mean(),
         "largest_difference_points": both["test_acc_difference"].abs().max()}])
@@ -120,20 +126,72 @@ def compare_replayed(curves: pd.DataFrame, rows: pd.DataFrame, patience: int,
     return compare(*arms, names=names)
 
 
-def adoption(summary: pd.DataFrame) -> str:
+def measured(network: str, device: str, role: str) -> pd.DataFrame | None:
+    """The `role` row ("yardstick" or "faster") of `precision_agreement.csv` for `network` on `device`, as a
+    one-row summary like `compare`'s; None where none was measured."""
+    table = pd.read_csv(MEASURED_CSV)
+    row = table[(table["network"] == network) & (table["device"] == device) & (table["role"] == role)]
+    if row.empty:
+        return None
+    return row.assign(es_equal_share=row["es_equal"] / row["trainings"]).reset_index(drop=True)
+
+
+def _claim_moves(network: str, shift: float) -> str | None:
+    """Why the speed-up claim's verdict would change with the 100% ticket's early stop moved `shift` iterations
+    either way; None when it would not, or when no claim reads the network's early stops (no paper numbers for
+    them: Section 4 is about LeNet and Conv-2). The agreement runs are trainings on the full pool (the 100% tickets),
+    not a claim's whole experiment, so the claim is read at the paper's early stops (Section 4: 10% against
+    100%, `faster.es_subset` / `faster.es_full`) with the 100% one moved: the subset's own shift is not measured.
+    The accuracy claims read differences of points between arms trained in one precision: the accuracy limit
+    bounds how far a precision moves them."""
+    if not has_paper_value(f"faster.es_full.{network}"):
+        return None
+    subset, full = paper_value(f"faster.es_subset.{network}"), paper_value(f"faster.es_full.{network}")
+    bar = paper_value("faster.speedup")
+    holds = full / subset >= bar
+    for moved in (full - shift, full + shift):
+        if (moved / subset >= bar) != holds:
+            return (f"the speed-up claim's ratio at the paper's early stops ({full:,.0f} / {subset:,.0f} = "
+                    f"{full / subset:.2f}x) crosses its {bar:g}x bar at {moved / subset:.2f}x when the 100% "
+                    f"early stop moves {shift:,.0f} iterations")
+    return None
+
+
+def adoption(summary: pd.DataFrame, network: str, device: str) -> str:
     """"adopted", "not adopted: <each condition it fails>" or "not judged: <why>" for the second arm of
-    `compare`'s one-row `summary` (the faster precision against float32)."""
+    `compare`'s one-row `summary` of `network` on `device` (the faster precision against float32), by the
+    rule of the module docstring."""
     s = summary.iloc[0]
     if pd.isna(s.mean_difference_points):
         return "not judged: a checkpoint's test accuracy was never measured"
+    yardstick = measured(network, device, "yardstick")
+    if yardstick is None:
+        return (f"not judged: no yardstick for {network} on {device} (float32's early-stop shift under a harmless "
+                f"perturbation) in {MEASURED_CSV.name}")
+    spread = yardstick.iloc[0]
     failed = []
     if abs(s.mean_difference_points) > ADOPT_MAX_POINTS:
         failed.append(f"mean test accuracy moved {abs(s.mean_difference_points):.2f} points "
                       f"(at most {ADOPT_MAX_POINTS})")
-    if s.es_equal_share < FUSION_ES_EQUAL_SHARE:
-        failed.append(f"early stops equal in {100 * s.es_equal_share:.0f}% of trainings "
-                      f"(fused against solo: {100 * FUSION_ES_EQUAL_SHARE:.0f}%)")
+    if s.largest_es_shift > spread.largest_es_shift:
+        failed.append(f"an early stop moved {s.largest_es_shift:,.0f} iterations ({spread.other} moved float32's "
+                      f"by at most {spread.largest_es_shift:,.0f})")
+    claim = _claim_moves(network, s.largest_es_shift)
+    if claim:
+        failed.append(claim)
     return "not adopted: " + "; ".join(failed) if failed else "adopted"
+
+
+def measured_verdicts() -> pd.DataFrame:
+    """Every "faster" row of `precision_agreement.csv` beside its yardstick, with `adoption`'s verdict."""
+    table = pd.read_csv(MEASURED_CSV)
+    yardsticks = table.loc[table["role"] == "yardstick", ["network", "device", "other", "largest_es_shift"]]
+    out = table[table["role"] == "faster"].merge(
+        yardsticks.rename(columns={"other": "yardstick", "largest_es_shift": "yardstick_es_shift"}),
+        on=["network", "device"], how="left")
+    out["verdict"] = [adoption(measured(n, d, "faster"), n, d) for n, d in zip(out["network"], out["device"])]
+    return out[["network", "device", "other", "trainings", "es_equal", "largest_es_shift", "mean_difference_points",
+                "yardstick", "yardstick_es_shift", "verdict"]]
 
 
 def sentence(summary: pd.DataFrame) -> str:
