@@ -23,7 +23,8 @@ A verdict from a single seed stays a verdict, and `why` says it rests on one see
 
 `claim(...)` applies a rule and its preconditions (`judge`); `save_claims(claims,
 notebook)` merges a notebook's rows into `outputs/tables/claims.csv`, which holds
-all notebooks' claims.
+all notebooks' claims (`table="paper_claims"`: the same rules on the paper's own figures,
+`studies/paper_run.py`).
 """
 from typing import Mapping
 
@@ -88,14 +89,15 @@ def claims_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def save_claims(claims: pd.DataFrame, notebook: str) -> pd.DataFrame:
-    """Replace `notebook`'s rows in outputs/tables/claims.csv (other notebooks' rows stay); the whole table."""
+def save_claims(claims: pd.DataFrame, notebook: str, table: str = "claims") -> pd.DataFrame:
+    """Replace `notebook`'s rows in outputs/tables/<table>.csv (other notebooks' rows stay); the whole table.
+    `table` "claims" holds the verdicts on our runs, "paper_claims" the same rules on the paper's own figures."""
     if set(claims["notebook"]) - {notebook}:
         raise ValueError(f"claims of other notebooks {sorted(set(claims['notebook']) - {notebook})} "
                          f"passed as {notebook!r}'s")
-    path = paths.tables_dir() / "claims.csv"
+    path = paths.tables_dir() / f"{table}.csv"
     others = pd.read_csv(path) if path.exists() else claims_frame([])
-    table = pd.concat([others[others["notebook"] != notebook], claims], ignore_index=True)
-    table = table.sort_values("notebook", kind="stable", ignore_index=True)
-    save_table(table, "claims")
-    return table
+    merged = pd.concat([others[others["notebook"] != notebook], claims], ignore_index=True)
+    merged = merged.sort_values("notebook", kind="stable", ignore_index=True)
+    save_table(merged, table)
+    return merged
