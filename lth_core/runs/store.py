@@ -11,7 +11,8 @@ A run lives in `outputs/runs/<network>-<hash>/`:
   training's validation curve, the mask of the next round and the round's
   early-stopping checkpoint (optimizer-free);
 - `rows.csv`: every row so far (a convenience copy: rebuilt from the round
-  files whenever it disagrees with them); `done.json` once the last round finished;
+  files whenever it disagrees with them); `done.json` once the last round finished, with the
+  SHA-256 of the last round file (which no later round file vouches for);
 - `lock`: the file whose `fcntl.flock` lets one process compute the run at a time.
 
 The hash covers only values that differ from the dataclass defaults, so adding a
@@ -23,17 +24,22 @@ this process.
 
 Checks. Each round file holds its run's name and the SHA-256 of the file before
 it (round 0: of `init.pt`), so a round file copied from another run, or one
-round replaced by another, is refused with `CorruptRunError` naming the file. A
-damaged round N (does not load, other run, broken chain, missing) keeps rounds
-0..N-1: the error lists the files to delete, and `repair(cfg)` (or
-`open_run(..., repair=True)`) deletes them so the run resumes at round N.
+round replaced by another, is refused with `CorruptRunError` naming the file; a
+finished run's last round file is checked against the digest in `done.json`. A
+damaged round N (does not load, other run, missing, not the file `done.json`
+recorded) keeps rounds 0..N-1; a broken chain between rounds N and N+1 cannot
+tell which of the two was replaced, so it is reported at round N. The error lists
+the files to delete, and `repair(cfg)` (or `open_run(..., repair=True)`) deletes
+them so the run resumes at the first round that cannot be trusted.
 Resuming under other numerics than the run started with (torch version, device
 type, precision, on CPU the thread count, on CUDA the GPU model) raises `NumericsChangedError` unless allowed
 (`allow_numerics_change=True` or `LTH_ALLOW_NUMERICS_CHANGE=1`), which is then
 recorded in `config.json`; reading a finished run never checks numerics. Runs
 written before these checks (format 2 without `numerics`/chain fields) read as
 they are: their existing round files count as unchained, and a resume chains
-and records numerics from its first new round on (`chain_from_round`).
+and records numerics from its first new round on (`chain_from_round`). A finished
+run whose `done.json` has no digest (written before it was recorded) gets it on
+its first read: a last round replaced before that read is not detected.
 
 API (the store stores and reads; it loads no data and builds no runner: the round driver,
 `runs/lockstep.py`, computes rounds and hands each next state to `save_round`):
@@ -197,10 +203,10 @@ def _files_from_round(d: Path, r: int) -> list[Path]:
 
 
 def _damaged(d: Path, r: int, what: str) -> CorruptRunError:
-    kept = f"rounds 0-{r - 1} are intact" if r > 0 else "no round is intact"
+    kept = f"Its rounds 0-{r - 1} are intact" if r > 0 else "None of its rounds is intact"
     files = ", ".join(p.name for p in _files_from_round(d, r)) or "nothing"
     return CorruptRunError(
-        f"run directory {d} is damaged at round {r}: {what}. Its {kept}: to recompute from round {r}, delete "
+        f"run directory {d} is damaged at round {r}: {what}. {kept}: to recompute from round {r}, delete "
         f"{files} in it, or pass repair=True to lockstep.run_cached (or call lth_core.runs.store.repair(cfg)). Delete "
         "the directory to recompute the whole run (other runs are unaffected).", first_bad_round=r)
 
@@ -276,9 +282,10 @@ def _scan(cfg: IMPConfig) -> _Scan | None:
             if rec.get("run") != name:
                 raise _damaged(d, r, f"{f.name} belongs to run {rec.get('run')}, not {name} (copied from "
                                      "another run)")
-            if rec["prev"] != digest:
-                raise _damaged(d, r, f"{f.name} was written after another {before} than the one here "
-                                     f"(one of the two was replaced)")
+            if rec["prev"] != digest:  # either file may be the replaced one: the earlier is the first untrusted
+                what = (f"{f.name} was written after another {before} than the one here (one of the two was "
+                        "replaced)")
+                raise _corrupt(d, what) if r == 0 else _damaged(d, r - 1, what)
         elif chain_from is not None and r >= chain_from:
             raise _damaged(d, r, f"{f.name} lacks the run name and chain digest that every round file from "
                                  f"round {chain_from} on has (replaced by a file of an older run?)")
@@ -287,10 +294,32 @@ def _scan(cfg: IMPConfig) -> _Scan | None:
                          rows=state.rows + rec["rows"], checkpoint=rec["checkpoint"],
                          curves=state.curves + rec.get("curves", []))  # rounds stored before curves: none
         digest, before = file_digest, f.name
-    if (d / "done.json").exists() and state.round != cfg.rounds + 1:
-        raise _damaged(d, state.round, f"done.json exists but only {state.round} of {cfg.rounds + 1} round "
-                                       "files do")
+    if (d / "done.json").exists():
+        if state.round != cfg.rounds + 1:
+            raise _damaged(d, state.round, f"done.json exists but only {state.round} of {cfg.rounds + 1} round "
+                                           "files do")
+        _check_done(d, rounds[-1], digest)
     return _Scan(saved, state, digest)
+
+
+def _check_done(d: Path, last: int, digest: str) -> None:
+    """Check the last round file (SHA-256 `digest`) against the digest `done.json` recorded when the run
+    finished; a done.json written before digests were recorded gets this one (when the store takes it)."""
+    f = _round_file(d, last)
+    try:
+        done = json.loads((d / "done.json").read_text())
+        if not isinstance(done, dict):
+            raise ValueError(f"a {type(done).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _damaged(d, last, f"done.json does not parse ({e}), so nothing vouches for {f.name}") from None
+    if done.get("sha256") is None:
+        try:
+            atomic_text(json.dumps({**done, "last_round": f.name, "sha256": digest}), d / "done.json")
+        except OSError as e:  # a read-only store still reads; the digest is recorded by a later read
+            _log.warning("run %s: could not record its last round's digest in done.json (%s)", d.name, e)
+    elif done["sha256"] != digest:
+        raise _damaged(d, last, f"{f.name} is not the file done.json recorded when the run finished (replaced "
+                                "since)")
 
 
 def load_state(cfg: IMPConfig) -> IMPState | None:
@@ -556,7 +585,9 @@ def finish_run(run: OpenRun) -> pd.DataFrame:
     if not run.finished:
         raise ValueError(f"run {run.dir.name} has rounds {run.state.round}-{run.cfg.rounds} still to compute")
     if not (run.dir / "done.json").exists():
-        atomic_text(json.dumps({"rounds": run.cfg.rounds + 1, "rows": len(run.state.rows)}), run.dir / "done.json")
+        atomic_text(json.dumps({"rounds": run.cfg.rounds + 1, "rows": len(run.state.rows),
+                                "last_round": _round_file(run.dir, run.cfg.rounds).name, "sha256": run.digest}),
+                    run.dir / "done.json")
     return rows_frame(run.cfg, run.state.rows)
 
 

@@ -182,4 +182,5 @@ def test_rounds_stored_before_curves_were_kept_still_read(tmp_path):
     cfg_json = json.loads((run_dir(cfg) / "config.json").read_text())
     cfg_json.pop("chain_from_round", None)
     (run_dir(cfg) / "config.json").write_text(json.dumps(cfg_json))
+    (run_dir(cfg) / "done.json").write_text(json.dumps({"rounds": 1, "rows": 1}))  # before it held a digest
     assert store.curves_frame(cfg).empty and len(finished_rows(cfg)) == 1

@@ -83,11 +83,37 @@ def test_round_with_another_predecessor_is_refused():
         _finished()
 
 
-def test_replaced_round_breaks_the_next_link():
-    _finished()
+def test_replaced_round_breaks_the_next_link_and_following_the_advice_recomputes_it(trainings):
+    first = _finished()
     _edit_round(CFG, 1, lambda rec: rec["rows"][0].update(test_acc=1.0))  # same name and link, other content
-    with pytest.raises(CorruptRunError, match="round_002.pt was written after another round_001.pt"):
+    with pytest.raises(CorruptRunError, match="round_002.pt was written after another round_001.pt") as err:
         _finished()
+    # the replaced round is the first that cannot be trusted: the advice deletes it, not only the one after it
+    assert err.value.first_bad_round == 1 and "delete round_001.pt, round_002.pt, rows.csv, done.json" in str(err.value)
+    store.repair(CFG)
+    before = len(trainings)
+    pd.testing.assert_frame_equal(_strip(_finished()), _strip(first))
+    assert len(trainings) - before == 2
+
+
+def test_replaced_last_round_is_refused_by_done_json(trainings):
+    first = _finished()
+    _edit_round(CFG, 2, lambda rec: rec["rows"][0].update(test_acc=99.99))  # no later round vouches for it
+    with pytest.raises(CorruptRunError, match="round_002.pt is not the file done.json recorded") as err:
+        store.finished_rows(CFG)
+    assert err.value.first_bad_round == 2 and "Its rounds 0-1 are intact" in str(err.value)
+    store.repair(CFG)
+    before = len(trainings)
+    pd.testing.assert_frame_equal(_strip(_finished()), _strip(first))
+    assert len(trainings) - before == 1  # the last round again, and the forged row is gone with it
+
+
+def test_a_damaged_done_json_leaves_the_last_round_untrusted():
+    _finished()
+    (run_dir(CFG) / "done.json").write_bytes(os.urandom(64))
+    with pytest.raises(CorruptRunError, match="done.json does not parse .*nothing vouches for round_002.pt") as err:
+        store.finished_rows(CFG)
+    assert err.value.first_bad_round == 2
 
 
 def test_replaced_init_breaks_the_link_to_round_0():
@@ -411,6 +437,8 @@ def _make_legacy(cfg=CFG):
         rec = torch.load(f, weights_only=False)
         del rec["run"], rec["prev"]
         torch.save(rec, f)
+    if (d / "done.json").exists():
+        (d / "done.json").write_text(json.dumps({"rounds": cfg.rounds + 1, "rows": cfg.rounds + 1}))
     (d / "lock").unlink()
 
 
@@ -418,6 +446,19 @@ def test_format_2_run_of_before_the_checks_still_reads():
     first = _finished()
     _make_legacy()
     pd.testing.assert_frame_equal(_finished(), first)
+
+
+def test_a_finished_run_of_before_the_last_round_digest_gets_it_on_first_read():
+    first = _finished()
+    done = run_dir(CFG) / "done.json"
+    done.write_text(json.dumps({"rounds": 3, "rows": 3}))  # as finish_run wrote it before
+    pd.testing.assert_frame_equal(store.finished_rows(CFG), first)
+    recorded = json.loads(done.read_text())
+    last = run_dir(CFG) / "round_002.pt"
+    assert recorded["sha256"] == hashlib.sha256(last.read_bytes()).hexdigest() and recorded["rows"] == 3
+    _edit_round(CFG, 2, lambda rec: rec["rows"][0].update(test_acc=99.99))  # from then on it vouches for it
+    with pytest.raises(CorruptRunError, match="round_002.pt is not the file done.json recorded"):
+        store.finished_rows(CFG)
 
 
 def test_format_2_run_of_before_the_checks_resumes_chained(trainings):
