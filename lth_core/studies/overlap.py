@@ -5,7 +5,8 @@ random masks of those counts would share a hypergeometric number: mean k_a*k_b/N
 k_a*k_b*(N-k_a)*(N-k_b) / (N^2 (N-1)); over the layers, drawn independently, means and variances add.
 The share of kept weights in common is common / min(k_a, k_b): the part of the smaller mask that the other
 keeps too (1 for identical masks, 0 for disjoint ones; within a level the counts are equal anyway, since
-every run prunes each layer at the same rate).
+every run prunes each layer at the same rate); over all layers, the common counts summed over the layers'
+minima summed.
 
 - `chance_overlap(weights, kept_a, kept_b)`: the hypergeometric (mean, variance) of the common count;
 - `mask_overlap(masks_a, masks_b)`: one row per layer and an "overall" row: counts, `common`, `share`, the
@@ -30,10 +31,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lth_core.config import IMPConfig, setting_of
+from lth_core.config import TABLE1, IMPConfig, setting_of
 from lth_core.models import network_title
 from lth_core.report.plots import new_figure, plot_vs_remaining
 from lth_core.runs import store
+from lth_core.studies.unseen import SETTING_LABEL
 
 OVERALL = "overall"
 SAME_SHARE = 0.99
@@ -52,6 +54,8 @@ LEVEL_KEYS = ["group", "network", "protocol", "setting", "comparison", "round"]
 # the share of the pool each split's tickets are found on: orders a pair's two runs, the smaller set first
 POOL_PERCENT = {"all": 100.0, "half1": 50.0, "half2": 50.0}
 SPLIT_LABEL = {"all": "100%", "half1": "S1", "half2": "S2"}
+BAND_STYLE = {"color": "grey", "alpha": 0.35, "label": f"random masks (chance, mean +-{CHANCE_SDS:g} sd)"}
+CHANCE_LINE = {"color": "grey", "ls": "--", "lw": 1}
 
 
 def chance_overlap(weights, kept_a, kept_b):
@@ -153,6 +157,9 @@ def overlap_table(configs: list[IMPConfig]) -> pd.DataFrame:
         raise ValueError("no two runs of one setting find masks at the same levels: overlap needs two seeds or two "
                          "finding sets of one setting")
     out = pd.concat(frames, ignore_index=True)
+    # a setting's pairs together (pairs come ordered by the runs' finding data, across settings)
+    order = {g: i for i, g in enumerate(dict.fromkeys(out["group"]))}
+    out = out.sort_values("group", key=lambda g: g.map(order), kind="stable", ignore_index=True)
     first = PAIR_KEYS + ["round", "pct_remaining"]
     return out[first + [c for c in out.columns if c not in first]]
 
@@ -185,8 +192,10 @@ def _counts(pair_verdicts) -> str:
 
 
 def _title(row) -> str:
-    setting = f", {row['setting']} setting" if isinstance(row["setting"], str) else ""
-    return f"{network_title(row['network'])}{setting}, {row['protocol']} budget"
+    """"LeNet-300-100 on MNIST, iterations budget", and the training setting where it is not Table 1's."""
+    setting = row["setting"]
+    under = f", {SETTING_LABEL.get(setting, setting)}" if isinstance(setting, str) and setting != TABLE1 else ""
+    return f"{network_title(row['network'])}{under}, {row['protocol']} budget"
 
 
 def plot_overlap(table: pd.DataFrame, title: str | None = None):
@@ -195,25 +204,32 @@ def plot_overlap(table: pd.DataFrame, title: str | None = None):
     verdicts' threshold); below it the same share minus chance's, where a lead of a few hundredths over a
     share of 0.5 shows. One column of two panels per network and setting."""
     overall = table[table["layer"] == OVERALL]
-    # line_with_band's 95% band runs over its `seed` column: here a comparison's replicates are its pairs
+    # line_with_band's 95% band runs over its `seed` column: here a comparison's replicates are its pairs; a
+    # categorical comparison gives each one colour in every panel, so one legend names them all
     overall = overall.assign(above=overall["share"] - overall["chance_share"],
-                             seed=overall["run_a"] + "|" + overall["run_b"])
+                             seed=overall["run_a"] + "|" + overall["run_b"],
+                             comparison=pd.Categorical(overall["comparison"],
+                                                       categories=list(dict.fromkeys(overall["comparison"]))))
     groups = list(dict.fromkeys(overall["group"]))
-    fig, axes = new_figure(ncols=len(groups), nrows=2, height=3.4)
-    for (top, bottom), group in zip(axes.T, groups):
+    fig, axes = new_figure(ncols=len(groups), nrows=2, width=4.6, height=3.4)
+    for i, ((top, bottom), group) in enumerate(zip(axes.T, groups)):
         d = overall[overall["group"] == group]
         chance = d.groupby("pct_remaining", as_index=False).agg(
             mean=("chance_share", "mean"), lo=("chance_share", "min"), hi=("chance_share", "max"),
             sd=("chance_sd_share", "max"))
-        for ax, mid, lo, hi in ((top, chance["mean"], chance["lo"], chance["hi"]), (bottom, 0 * chance["mean"], 0, 0)):
-            ax.fill_between(chance["pct_remaining"], lo - CHANCE_SDS * chance["sd"], hi + CHANCE_SDS * chance["sd"],
-                            color="grey", alpha=0.35, label=f"random masks (chance, mean +-{CHANCE_SDS:g} sd)")
-            ax.plot(chance["pct_remaining"], mid, color="grey", ls="--", lw=1)
+        x, band = chance["pct_remaining"], CHANCE_SDS * chance["sd"]
+        top.fill_between(x, chance["lo"] - band, chance["hi"] + band, **BAND_STYLE)
+        top.plot(x, chance["mean"], **CHANCE_LINE)
+        # the panel below subtracts each pair's own chance share: its band lies around 0
+        bottom.fill_between(x, -band, band, **BAND_STYLE)
+        bottom.axhline(0, **CHANCE_LINE)
         plot_vs_remaining(d, "share", top, hue="comparison", ylabel="share of kept weights in common",
                           title=_title(d.iloc[0]))
-        top.get_legend().remove()  # the panel below names the same lines
+        top.get_legend().remove()
         top.set_xlabel("")
         plot_vs_remaining(d, "above", bottom, hue="comparison", ylabel="share in common minus chance's")
+        if i > 0:  # the first panel's legend names every panel's lines
+            bottom.get_legend().remove()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

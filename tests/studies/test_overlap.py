@@ -188,8 +188,10 @@ def test_overlap_of_a_tiny_run_store(tmp_outputs):
     assert same_seed["verdict"].iloc[0] in text
 
     fig = overlap.plot_overlap(table)
-    ax = fig.axes[0]
-    assert any(label.startswith("random masks") for label in ax.get_legend_handles_labels()[1])  # the chance band
-    assert ax.get_ylabel() == "share of kept weights in common"
+    top, bottom = fig.axes  # one network and setting: the share, and below it the share minus chance's
+    assert top.get_ylabel() == "share of kept weights in common"
+    assert top.get_title() == "LeNet-300-100 on MNIST, iterations budget"
+    legend = [t.get_text() for t in bottom.get_legend().get_texts()]
+    assert legend[0].startswith("random masks") and set(legend[1:]) == set(v["comparison"])
     files = save_figure(fig, "mask_overlap")
     assert all(f.exists() and f.stat().st_size > 0 for f in files) and {f.suffix for f in files} == {".png", ".pdf"}
