@@ -255,9 +255,9 @@ def _what(level) -> str:
 def verdict_sentences(verdicts_table: pd.DataFrame) -> str:
     """Markdown: per network and setting, each comparison's verdict over the levels, its shares beside
     chance's."""
-    out = []
+    blocks = []
     for _, g in verdicts_table.groupby("group", sort=False):
-        out.append(f"**{_title(g.iloc[0])}**:")
+        out = [f"**{_title(g.iloc[0])}**:"]
         for comp, c in g.groupby("comparison", sort=False):
             pairs = c["pairs"].max()
             # consecutive levels with the same verdict are told together
@@ -266,4 +266,5 @@ def verdict_sentences(verdicts_table: pd.DataFrame) -> str:
                      f"{_span([r.share_mean for r in run], '.3f')}, random masks "
                      f"{_span([r.chance_share for r in run], '.3f')})" for run in runs]
             out.append(f"- {comp} ({pairs} pair{'s' if pairs > 1 else ''}): " + "; ".join(parts) + ".")
-    return "\n".join(out)
+        blocks.append("\n".join(out))
+    return "\n\n".join(blocks)  # a blank line ends each list: else the next title would join its last item

@@ -184,7 +184,8 @@ def test_overlap_of_a_tiny_run_store(tmp_outputs):
     assert (other["share_mean"].to_numpy() < same_seed["share_mean"].to_numpy()).all()
 
     text = overlap.verdict_sentences(v)
-    assert "LeNet-300-100 on MNIST" in text and "- 10% vs 100%, same seed (2 pairs): " in text
+    assert text.startswith("**LeNet-300-100 on MNIST, iterations budget**:\n- ")
+    assert "- 10% vs 100%, same seed (2 pairs): " in text
     assert same_seed["verdict"].iloc[0] in text
 
     fig = overlap.plot_overlap(table)
