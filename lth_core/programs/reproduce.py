@@ -64,10 +64,13 @@ from tqdm.auto import tqdm
 import pandas as pd
 
 from lth_core import crashpoints, paths
-from lth_core.imp import iterations_per_run, round_trainings, trainings_per_run
+from lth_core.config import paper_config
+from lth_core.data import TRAIN_SIZE
+from lth_core.imp import iterations_per_run, make_splits, round_trainings, trainings_per_run
 from lth_core.programs.benchmark import ms_per_model_step
 from lth_core.params.notebook import check_parameters, declared_parameters
 from lth_core.params.profiles import load_profile, profile_names, profile_notebooks
+from lth_core.report.paper import has_paper_value, paper_value
 from lth_core.report.results_page import write_results_page
 from lth_core.runs.executors import (ExecutorOptions, RunFailedError, device_for_executor, execute_runs,
                                     resolve_device, with_cpu_workers)
@@ -358,18 +361,42 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _expected_iterations(cfg) -> tuple[int, str]:
+    """(iterations of a whole IMP run, what they assume): each training stops `patience` evaluations after its
+    expected early stop, or at its budget when that comes first. Expected: the paper's full-pool early stop for
+    the network (Section 4: LeNet 9,000, Conv-2 4,500 iterations) as epochs of Table 1's pool, that many epochs
+    of each training's own rows (the paper's 10% Conv-2 tickets stop near 500, a tenth of 4,500; Conv-2 here:
+    4,100-4,600 on the pool, 2,300-3,000 on Figure 1's halves). Without a patience, or without the paper's
+    number for the network, every training runs its budget."""
+    full = f"faster.es_full.{cfg.network}"
+    if cfg.train.patience is None or not has_paper_value(full):
+        why = "no patience" if cfg.train.patience is None else f"no expected early stop for {cfg.network}"
+        return iterations_per_run(cfg), f"full budget ({why})"
+    table1 = paper_config(cfg.network)
+    epochs = paper_value(full) * table1.train.batch_size / (TRAIN_SIZE[cfg.dataset] - table1.val_size)
+    sizes = {name: len(rows) for name, rows in make_splits(cfg, TRAIN_SIZE[cfg.dataset]).items()}
+    total = 0
+    for r in range(cfg.rounds + 1):
+        for _, split in round_trainings(cfg, r):
+            stop = round(epochs * sizes[split] / cfg.train.batch_size) + cfg.train.patience * cfg.train.eval_every
+            total += min(cfg.train.budget_for(sizes[split]).iterations, stop)
+    return total, f"early stop at {epochs:.0f} epochs (paper) + patience"
+
+
 def estimate(profile: str, device: str = "auto", executor_options: dict | None = None,
              benchmark_csv: Path | None = None, only: list[str] | None = None) -> pd.DataFrame:
-    """Per notebook (all, or those in `only`) and network of `profile`: runs, trainings, iterations (every training to its full
-    budget: patience only shortens this) and projected hours, with no training.
+    """Per notebook (all, or those in `only`) and network of `profile`: runs, trainings, iterations (every
+    training to its full budget), expected iterations (`_expected_iterations`: what the stopping rule is
+    expected to leave of them, and `expected from`, what that assumes) and projected hours, with no training.
 
-    Hours = (training iterations + validation passes as step-equivalents) x ms per model-step from
+    Hours = (expected iterations + their validation passes as step-equivalents) x ms per model-step from
     `benchmark_csv` (default outputs/tables/benchmark.csv, written by `make benchmark`) for this
     device: fused at the group size lockstep would use (the runs' trainings of one round), or solo
     when the runs are not fused (ExecutorOptions.fuse; by default on a CPU). One device; on a CPU with
     `workers` (the `local` executor's default on a multi-core CPU, as `make reproduce` runs it) the
     hours are divided among the workers: the runs do not wait for each other's rounds there, and
     one worker at one thread measured about as fast per LeNet step as one process at two threads.
+    The benchmark's step is float32's: a run in bf16 (`auto` on a CPU with BF16 hardware) costs about half.
     """
     # estimating for a GPU needs none here: only its benchmark figures
     dev = "cuda" if device.startswith("cuda") else resolve_device(device).type
@@ -393,9 +420,14 @@ def estimate(profile: str, device: str = "auto", executor_options: dict | None =
                         * EVAL_STEP_FRACTION for c in mine)
             group = sum(len(round_trainings(c, min(1, c.rounds))) for c in mine)
             ms, k = ms_per_model_step(bench, network, dev, group, fuse)
+            expected = [_expected_iterations(c) for c in mine]
+            expected_iterations = sum(n for n, _ in expected)
+            # validation passes scale with the iterations trained, so the hours scale with them too
             rows.append({"notebook": name, "network": network, "runs": len(mine), "trainings": trainings,
                          "iterations": iterations, "device": dev, "K": k, "ms/model-step": ms, "workers": workers,
-                         "hours": (iterations + evals) * ms / 3.6e6 / workers})
+                         "hours": (iterations + evals) * ms / 3.6e6 / workers * expected_iterations / iterations,
+                         "expected iterations": expected_iterations,
+                         "expected from": "; ".join(dict.fromkeys(why for _, why in expected))})
     table = pd.DataFrame(rows)
     if table["ms/model-step"].isna().any():
         missing = sorted(table.loc[table["ms/model-step"].isna(), "network"].unique())

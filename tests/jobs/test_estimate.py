@@ -2,8 +2,10 @@
 import pandas as pd
 import pytest
 
+from lth_core.config import paper_config
 from lth_core.programs import reproduce
 from lth_core.studies import catalog
+from lth_core.studies.unseen import unseen_config
 from lth_core.imp import trainings_per_run
 
 
@@ -48,3 +50,26 @@ def test_cpu_workers_share_the_hours(tmp_path):
     workers = reproduce.estimate("smoke", "cpu", {"workers": 2}, benchmark_csv=_bench(tmp_path))
     assert (workers["workers"] == 2).all() and (solo["workers"] == 1).all()
     assert list(workers["hours"]) == pytest.approx(list(solo["hours"] / 2))
+
+
+def test_a_training_with_patience_is_expected_to_stop_after_the_papers_early_stop_in_epochs():
+    # Conv-2: the paper's 4,500 iterations on 45,000 images at batch 200 are 20 epochs; on the pool that is
+    # 4,500 again, and 10 evaluations of patience (every 100) add 1,000
+    dense = paper_config("conv2", rounds=0, find_on="all", retrain_on=("all",), patience=10)
+    assert reproduce._expected_iterations(dense) == (5_500, "early stop at 20 epochs (paper) + patience")
+    capped = paper_config("conv2", rounds=0, find_on="all", retrain_on=("all",), patience=10, iterations=5_000)
+    assert reproduce._expected_iterations(capped)[0] == 5_000  # the budget comes first
+    # Figure 1's dense ticket, trained on each 22,500-image half: half the iterations to its early stop
+    assert reproduce._expected_iterations(unseen_config("conv2", rounds=0, patience=10))[0] == 2 * (2_250 + 1_000)
+    assert reproduce._expected_iterations(unseen_config("conv2", rounds=0)) == (60_000, "full budget (no patience)")
+    shufflenet = paper_config("shufflenet", rounds=0, patience=10)
+    assert reproduce._expected_iterations(shufflenet)[1] == "full budget (no expected early stop for shufflenet)"
+
+
+def test_the_hours_are_those_of_the_expected_iterations(tmp_path):
+    table = reproduce.estimate("cifar", "cpu", {"fuse": False, "workers": 1}, benchmark_csv=_bench(tmp_path))
+    figure1 = table.iloc[0]
+    assert figure1["expected iterations"] < figure1["iterations"] / 5
+    # 65,000 steps and a validation pass of 25 batches (a third of a step each) every 100, at 2 ms a step
+    steps = figure1["expected iterations"] * (1 + 25 / 100 / 3)
+    assert figure1["expected iterations"] == 65_000 and figure1["hours"] == pytest.approx(steps * 2.0 / 3.6e6)
