@@ -5,7 +5,7 @@
   many epochs of the training rows at hand (`budget_for(n_rows)` resolves it: the authors'
   protocol, 20 epochs, gives a 10% subset a tenth of the full pool's iterations).
 - `IMPConfig`: one IMP trajectory completely (network, seed, data splits, training settings,
-  pruning rates, controls); the unit the run store names, caches and resumes.
+  pruning rates and criterion, controls); the unit the run store names, caches and resumes.
   Data splits: a seeded validation holdout (`val_size`) comes out of the training set first; the
   rest is the pool. `all` is the pool, `half1`/`half2` its seeded disjoint halves S1/S2, `subset` a
   seeded `subset_percent`% of the pool. `train_limit`/`test_limit` shrink the pool / test set for
@@ -33,6 +33,7 @@ BUDGET_PROTOCOLS = ("iterations", "epochs")  # a budget of `iterations`, or of `
 PRECISIONS = ("float32", "tf32", "bf16")  # the compute precision of training and evaluation (module docstring)
 SPLITS = ("all", "half1", "half2", "subset")
 CONTROLS = ("reinit", "random_prune")
+PRUNINGS = ("layerwise", "global")  # the pruning criterion (pruning.prune_layerwise, pruning.prune_global)
 
 
 def _make_plain(config) -> None:
@@ -136,6 +137,7 @@ class IMPConfig:
     prune_rate: float = 0.2  # hidden layers (and BN gamma when pruned)
     output_rate: float | None = None  # None: prune_rate / 2
     prune_bn: bool = False
+    pruning: str = "layerwise"  # layerwise: each layer at its rate; global: one threshold over the hidden layers
     train: TrainConfig = TrainConfig()
     find_on: str = "all"
     retrain_on: tuple[str, ...] = ()
@@ -157,6 +159,7 @@ class IMPConfig:
         "prune_rate": checks.explained(checks.fraction_open(), "0 prunes nothing, 1 every weight"),
         "output_rate": checks.fraction_open(optional=True),
         "prune_bn": checks.boolean(),
+        "pruning": checks.one_of(PRUNINGS),
         "train": checks.instance_of(TrainConfig),
         "find_on": checks.one_of(SPLITS),
         "retrain_on": checks.distinct(SPLITS, "splits"),

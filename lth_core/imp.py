@@ -17,7 +17,9 @@ Round r (r = 0 is the dense network):
 4. controls, on the same data as 3 (or `find_on` when 3 is empty):
    `reinit` (same mask, fresh random init) and `random_prune` (random mask of
    the same per-layer density, same init);
-5. prune the early-stopping weights of 2 layer-wise -> the mask of round r+1.
+5. prune the early-stopping weights of 2 by `cfg.pruning`'s criterion -> the mask of round r+1
+   (`next_masks`: layer-wise, or global over the hidden layers, `pooled_layers`, with the output layer
+   at its own rate).
 Every training yields one tidy row (see `ROW_COLUMNS`) and its validation curve:
 one record per evaluation (`CURVE_KEYS` name the training, then iteration,
 validation loss and accuracy, training loss and learning rate). `round_trainings(cfg, r)`
@@ -35,9 +37,9 @@ import torch
 from lth_core import data as data_mod
 from lth_core.data import Dataset
 from lth_core.config import IMPConfig
-from lth_core.models import build_model, prunable_weights
+from lth_core.models import build_model, output_layer_name, prunable_weights
 from lth_core.pruning import (Masks, attach_masks, fraction_remaining, get_masks, layer_rates, planned_remaining,
-                              prune_layerwise, random_masks_like, set_masks)
+                              prune_global, prune_layerwise, random_masks_like, set_masks)
 from lth_core.training import TrainingJob, TrainResult, state_copy
 
 CURVE_KEYS = ["round", "kind", "trained_on"]  # with the row's run name, what a curve point belongs to
@@ -75,7 +77,29 @@ def planned_remaining_pct(cfg: IMPConfig) -> list[float]:
     model = build_model(cfg.network)
     rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
     sizes = {n: p.numel() for n, p in prunable_weights(model, include_bn=cfg.prune_bn).items()}
+    pooled = pooled_layers(cfg, model)
+    if pooled:  # one threshold: the pool's total is known before training, not how it splits over its layers
+        sizes = {"pool": sum(sizes.pop(n) for n in pooled), **sizes}
+        rates = {"pool": cfg.prune_rate, **{n: r for n, r in rates.items() if n not in pooled}}
     return planned_remaining(sizes, rates, cfg.rounds)
+
+
+def pooled_layers(cfg: IMPConfig, model: torch.nn.Module) -> list[str]:
+    """The layers `cfg.pruning` prunes under one threshold: none layer-wise; under global pruning the hidden
+    convolution and linear weights. The output layer keeps its own rate (the paper's p/2), and BN scales theirs:
+    their magnitudes (about 1) are on another scale than the weights' and one threshold would never reach them."""
+    if cfg.pruning == "layerwise":
+        return []
+    return [n for n in prunable_weights(model) if n != output_layer_name(model)]
+
+
+def next_masks(cfg: IMPConfig, model: torch.nn.Module, weights: dict[str, torch.Tensor], masks: Masks) -> Masks:
+    """The mask of the next round: `masks` pruned by `cfg.pruning`'s criterion on `weights` (of `model`'s layers)."""
+    rates = layer_rates(model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
+    pooled = pooled_layers(cfg, model)
+    if not pooled:
+        return prune_layerwise(weights, masks, rates)
+    return prune_global(weights, masks, cfg.prune_rate, {n: r for n, r in rates.items() if n not in pooled})
 
 
 def derive_seed(*parts) -> int:
@@ -198,12 +222,11 @@ class IMPRunner:
         found = results[0]
         if r < cfg.rounds:
             weights = {name: found.best_state[name] for name in state.masks}
-            rates = layer_rates(jobs[0].job.model, cfg.prune_rate, cfg.output_rate, prune_bn=cfg.prune_bn)
-            next_masks = prune_layerwise(weights, state.masks, rates)
+            masks = next_masks(cfg, jobs[0].job.model, weights, state.masks)
         else:
-            next_masks = state.masks
+            masks = state.masks
         rewind = found.snapshot_state if jobs[0].job.snapshot_at is not None else state.rewind_state
-        return IMPState(round=r + 1, masks=next_masks, init_state=state.init_state, rewind_state=rewind,
+        return IMPState(round=r + 1, masks=masks, init_state=state.init_state, rewind_state=rewind,
                         rows=state.rows + rows, checkpoint=found.best_state, curves=state.curves + curves)
 
     def reset_target(self, state: IMPState) -> dict:

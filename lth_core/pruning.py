@@ -1,4 +1,4 @@
-"""Masks and layer-wise magnitude pruning.
+"""Masks and magnitude pruning, layer-wise or global.
 
 A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
 (conv and linear weights, BN gammas only when asked; biases never).
@@ -6,6 +6,10 @@ A mask set is a dict `{parameter name: bool tensor}` over the prunable weights
 - `prune_layerwise(weights, masks, rates)` is a pure function returning new
   masks: in each layer it removes exactly `n_to_prune(alive, rate)` of the
   still-unmasked weights with the smallest magnitude (ties: lower flat index first).
+- `prune_global(weights, masks, rate, own_rates)`, the same over the pooled layers at once: one
+  magnitude threshold removes `n_to_prune(alive in the pool, rate)` of their surviving weights, so
+  a layer loses more or less than `rate` of its own; the layers of `own_rates` (the output layer,
+  which the paper prunes at its own rate) are pruned layer-wise at theirs.
 - `layer_rates(model, rate, ...)` gives the paper's rates: hidden layers at p,
   the output layer at p/2, optional BN rate, per-layer overrides.
 - `attach_masks(model)` installs a mask on each prunable weight with PyTorch's
@@ -99,6 +103,16 @@ def planned_remaining(sizes: dict[str, int], rates: dict[str, float], rounds: in
     return out
 
 
+def _drop_smallest(scores: list[torch.Tensor], masks: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """`masks` (flat) with the `k` surviving entries of least score over all of them cleared (ties: earlier
+    tensor, then lower index first)."""
+    alive = torch.cat(masks)  # a new tensor: the masks given stay as they are
+    score = torch.cat([s.detach().abs().flatten().to(alive.device, torch.float64) for s in scores])  # masks: CPU
+    score = torch.where(alive, score, torch.full_like(score, float("inf")))
+    alive[torch.argsort(score, stable=True)[:k]] = False  # stable: ties go to the lower index
+    return [m.clone() for m in alive.split([m.numel() for m in masks])]  # each mask its own storage, as stored
+
+
 def prune_layerwise(weights: dict[str, torch.Tensor], masks: Masks, rates: dict[str, float]) -> Masks:
     """New masks that drop, per layer, the `rate` fraction of surviving weights of least magnitude."""
     unknown = set(rates) - set(masks)
@@ -107,14 +121,22 @@ def prune_layerwise(weights: dict[str, torch.Tensor], masks: Masks, rates: dict[
     new = {}
     for name, mask in masks.items():
         k = n_to_prune(int(mask.sum()), rates.get(name, 0.0))
-        flat = mask.flatten().clone()
-        if k:
-            score = weights[name].detach().abs().flatten().to(flat.device, torch.float64)  # masks live on the CPU
-            score = torch.where(flat, score, torch.full_like(score, float("inf")))
-            order = torch.argsort(score, stable=True)  # stable: ties go to the lower index
-            flat[order[:k]] = False
-        new[name] = flat.view_as(mask)
+        new[name] = _drop_smallest([weights[name]], [mask.flatten()], k)[0].view_as(mask)
     return new
+
+
+def prune_global(weights: dict[str, torch.Tensor], masks: Masks, rate: float, own_rates: dict[str, float]) -> Masks:
+    """New masks that drop the `rate` fraction of the surviving weights of least magnitude over every layer but
+    those of `own_rates` together (one threshold); each layer of `own_rates` is pruned alone at its rate."""
+    unknown = set(own_rates) - set(masks)
+    if unknown:
+        raise ValueError(f"rates given for unknown layers {sorted(unknown)}; prunable layers: {list(masks)}")
+    pooled = [name for name in masks if name not in own_rates]
+    flat = [masks[name].flatten() for name in pooled]
+    kept = _drop_smallest([weights[name] for name in pooled], flat, n_to_prune(int(sum(m.sum() for m in flat)), rate))
+    new = {name: m.view_as(masks[name]) for name, m in zip(pooled, kept)}
+    new.update(prune_layerwise(weights, {name: masks[name] for name in own_rates}, own_rates))
+    return {name: new[name] for name in masks}  # the layers in the model's order
 
 
 def layer_rates(model: nn.Module, rate: float, output_rate: float | None = None,

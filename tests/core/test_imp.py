@@ -5,7 +5,7 @@ import torch
 
 from conftest import run_in_memory, synthetic_dataset
 from lth_core.config import IMPConfig, TrainConfig, paper_config
-from lth_core.imp import IMPRunner, make_splits
+from lth_core.imp import IMPRunner, make_splits, planned_remaining_pct
 from lth_core.models import prunable_weights
 from lth_core.training import train
 from lth_core.runs.lockstep import solo_round
@@ -45,6 +45,19 @@ def test_rows_and_remaining_fractions_follow_the_rates():
         assert r["pct_remaining[fc1.weight]"] == pytest.approx(100 * 0.8 ** r["round"], abs=0.01)
         assert r["pct_remaining[fc3.weight]"] == pytest.approx(100 * 0.9 ** r["round"], abs=0.1)
         assert r["found_on"] == "half1" and 0 < r["es_iteration"] <= 30
+
+
+def test_a_globally_pruned_run_keeps_the_planned_share_and_the_output_layer_at_its_own_rate():
+    cfg = _cfg(pruning="global", controls=("random_prune",))
+    rows = run_in_memory(IMPRunner(cfg, synthetic_dataset(), progress=False)).rows
+    tickets = [r for r in rows if r["kind"] == "ticket"]
+    assert [r["pct_remaining"] for r in tickets] == pytest.approx(planned_remaining_pct(cfg), abs=1e-9)
+    for r in tickets:
+        assert r["pct_remaining[fc3.weight]"] == pytest.approx(100 * 0.9 ** r["round"], abs=0.1)
+    # one threshold over fc1 and fc2 does not leave each at 80% (a layer-wise round would, up to rounding)
+    assert tickets[1]["pct_remaining[fc1.weight]"] != pytest.approx(80, abs=0.01)
+    control = next(r for r in rows if r["kind"] == "random_prune")  # the control keeps the ticket's per-layer counts
+    assert all(control[k] == tickets[1][k] for k in control if k.startswith("pct_remaining"))
 
 
 def test_controls_have_the_tickets_density_and_a_different_init():
@@ -132,7 +145,9 @@ def test_same_config_same_rows():
 @pytest.mark.parametrize("bad,match", [({"find_on": "S3"}, "find_on = 'S3' is out of range"),
                                        ({"controls": ("shuffle",)}, "distinct controls from"),
                                        ({"network": "vgg"}, "one of lenet_300_100, conv2, shufflenet"), ({"subset_percent": 0}, "subset_percent"),
-                                       ({"rewind_iteration": 99}, "within the training budget")])
+                                       ({"rewind_iteration": 99}, "within the training budget"),
+                                       ({"pruning": "random"}, "pruning = 'random' is out of range; valid: one of "
+                                                               "layerwise, global")])
 def test_bad_config_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         _cfg(**bad)

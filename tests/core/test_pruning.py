@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lth_core.models import build_model, prunable_weights
 from lth_core.pruning import (attach_masks, density_table, get_masks, layer_rates, n_to_prune, ones_masks,
-                              prune_layerwise, random_masks_like, set_masks)
+                              prune_global, prune_layerwise, random_masks_like, set_masks)
 
 
 def _weights(model):
@@ -71,6 +71,36 @@ def test_ties_broken_by_index():
     w = {"l.weight": torch.ones(1, 6)}
     new = prune_layerwise(w, {"l.weight": torch.ones(1, 6, dtype=torch.bool)}, {"l.weight": 0.5})
     assert new["l.weight"].tolist() == [[False, False, False, True, True, True]]
+
+
+def test_global_pruning_keeps_exact_counts_under_one_threshold_and_the_output_layer_at_its_rate():
+    model = build_model("lenet_300_100", seed=0)
+    weights, masks = _weights(model), ones_masks(model)
+    weights["fc2.weight"] = weights["fc2.weight"].abs() + 1  # every fc2 weight above every fc1 weight (std 0.001)
+    hidden, out_rate = ["fc1.weight", "fc2.weight"], {"fc3.weight": 0.1}
+    pool, out = sum(masks[n].numel() for n in hidden), masks["fc3.weight"].numel()
+    for _ in range(4):
+        new = prune_global(weights, masks, 0.2, out_rate)
+        pool -= n_to_prune(pool, 0.2)
+        out -= n_to_prune(out, 0.1)
+        assert sum(int(new[n].sum()) for n in hidden) == pool and int(new["fc3.weight"].sum()) == out
+        assert all(torch.all(new[n] <= masks[n]) for n in masks)  # a pruned weight is never revived
+        kept = torch.cat([weights[n][new[n]].abs() for n in hidden])
+        dropped = torch.cat([weights[n][masks[n] & ~new[n]].abs() for n in hidden])
+        assert kept.min() >= dropped.max()  # one threshold over both hidden layers
+        masks = new
+    # one threshold reaches none of fc2's larger weights: fc1 alone gave up the pool's 59% (layer-wise: each 59%)
+    assert int(masks["fc2.weight"].sum()) == 30_000 and int(masks["fc1.weight"].sum()) == pool - 30_000
+    assert list(masks) == list(ones_masks(model))
+
+
+def test_global_pruning_prunes_the_output_layer_as_layerwise_pruning_does():
+    model = build_model("conv2", seed=0)
+    rates, masks = layer_rates(model, 0.3), ones_masks(model)
+    glob = prune_global(_weights(model), masks, 0.3, {"fc3.weight": rates["fc3.weight"]})
+    assert torch.equal(glob["fc3.weight"], prune_layerwise(_weights(model), masks, rates)["fc3.weight"])
+    with pytest.raises(ValueError, match="unknown layers"):
+        prune_global(_weights(model), masks, 0.3, {"fc9.weight": 0.1})
 
 
 def test_masks_apply_in_forward_and_pruned_weights_stay_zero_through_adam():

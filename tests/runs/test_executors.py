@@ -161,6 +161,23 @@ def test_local_fused_lockstep_equals_one_at_a_time_in_float64(float64_models, tm
         assert ((f[column] - s[column]).abs() <= 1e-9 * s[column].abs()).all(), column
 
 
+def test_global_pruning_finds_the_same_masks_fused_and_one_at_a_time(float64_models, tmp_path, monkeypatch):
+    # the criterion is applied where every path finishes a round (IMPRunner.finish_round): fused and solo
+    # trainings of a globally pruned run store the same masks at every level
+    grid = [dataclasses.replace(TINY, seed=s, rounds=2, pruning="global") for s in (0, 1)]
+    execute_runs(grid, "cpu", "local", {"threads": 1, "fuse": True}, progress=False, data_loader=float64_loader)
+    fused = [store.level_masks(cfg) for cfg in grid]
+    monkeypatch.setenv("LTH_OUTPUTS_DIR", str(tmp_path / "solo"))
+    execute_runs(grid, "cpu", "local", {"threads": 1, "fuse": False}, progress=False, data_loader=float64_loader)
+    solo = [store.level_masks(cfg) for cfg in grid]
+    for f, s in zip(fused, solo):
+        assert sorted(f) == sorted(s) == [1, 2]
+        assert all(torch.equal(f[level][n], s[level][n]) for level in f for n in f[level])
+        pooled = [int(f[2][n].sum()) for n in ("fc1.weight", "fc2.weight")]
+        assert sum(pooled) == 265_200 - 53_040 - 42_432  # 20% of the pool, twice, under one threshold
+    assert not torch.equal(fused[0][2]["fc1.weight"], fused[1][2]["fc1.weight"])  # each seed its own ticket
+
+
 def test_local_fused_lockstep_agrees_with_one_at_a_time_in_float32(tmp_path, monkeypatch):
     # float32 promises the same structure and losses within rounding grown over three rounds of training
     # (seen up to 1e-3 relative on AVX-512 kernels); test accuracy on 200 barely-trained synthetic images
