@@ -1,4 +1,4 @@
-"""The GPU check's data pack (the check itself needs a GPU: it is run on a lent one, see README)."""
+"""The GPU check's data pack (the check itself needs a GPU: it is run on a lent one, see docs/operations.md, "GPU check")."""
 import pytest
 
 from lth_core.programs.gpu_check import pack_jpeg_folder, unpack_jpeg_folder
