@@ -14,7 +14,10 @@ file. The names papermill injected (its cell opens with `INJECTED_HEADER`, run
 after the parameters cell) must be parameters: a name no project notebook
 declares is an error naming the valid ones (papermill itself only warns); other
 names in the namespace (scratch variables, `P`) are not parameters and never
-checked. A value whose type does not match its annotation is an error. Names
+checked. In a kernel the parameters cell run last (and papermill's cell after it) decide each
+parameter's value: a parameter assigned anywhere else (`seeds = [0, 1, 2]` in a scratch cell) is
+not used, and a printed warning names it and says so. A value whose type does not match its
+annotation is an error. Names
 declared by another notebook are accepted, so one profile file
 (`notebooks/params/<profile>.yaml`) can serve every notebook. Values are then
 range-checked, each error naming the parameter, its value and the valid range, before any
@@ -38,6 +41,7 @@ import ast
 import dataclasses
 import functools
 import json
+import sys
 from pathlib import Path
 
 from lth_core import checks, paths, writer_lock
@@ -268,19 +272,31 @@ def validate_parameters(namespace: dict, notebook: str, notebooks_dir: Path | No
     Call it as `P = validate_parameters(globals(), ...)` from the cell after the parameters cell. In a
     kernel the declarations come from the parameters cell run last and only the names papermill injected
     after it can be unknown parameters, so re-running any cell, scratch variables and unsaved edits of the
-    parameters cell all work; outside a kernel the declarations come from the notebook file."""
+    parameters cell all work; a parameter assigned in another cell is named in a printed warning, and the value
+    the parameters cell (or papermill's cell) set is the one returned. Outside a kernel the declarations come from
+    the notebook file and the values from `namespace`."""
     history = _input_history(namespace)
     start = max((i for i, src in enumerate(history) if _opens_with(src, PARAMETERS_HEADER)), default=-1)
     mine = (_declarations(history[start], notebook) if start >= 0
             else declared_parameters(notebook, notebooks_dir))
     others = {n for nb, decl in all_declared(notebooks_dir).items() if nb != notebook for n in decl}
+    decided = {name: spec[2] for name, spec in mine.items()}  # what the parameters cell set
     for src in history[start + 1:]:
         if _opens_with(src, INJECTED_HEADER):
-            for name in _assigned_names(src):
+            for name, value in _assignments(src).items():
                 if name not in mine and name not in others:
                     raise ParameterError(f"{notebook}: unknown parameter {name!r}; "
                                          f"valid parameters: {', '.join(mine)}")
-    values = _checked(notebook, {name: namespace[name] for name in mine if name in namespace}, mine)
+                if name in mine:
+                    decided[name] = value
+    values = {name: namespace[name] for name in mine if name in namespace}
+    if start >= 0:  # in a kernel: the cells that set parameters decide, not an assignment elsewhere
+        for name in sorted(n for n in values if values[n] != decided[n]):
+            print(f"{notebook}: parameter {name!r} = {values[name]!r} was assigned outside the parameters cell and is "
+                  f"not used: the parameters cell decides ({name} = {decided[name]!r}); change it there and run "
+                  "that cell", file=sys.stderr)
+        values = decided
+    values = _checked(notebook, values, mine)
     if (paths.outputs_dir() / "manifest.json").exists():  # a main job's profile folder: one writer at a time
         writer_lock.claim(paths.outputs_dir(), f"notebook {notebook}")
     return values
@@ -296,10 +312,10 @@ def _opens_with(source: str, header: str) -> bool:
     return source.lstrip().split("\n", 1)[0].rstrip() == header
 
 
-def _assigned_names(source: str) -> list[str]:
-    """The names a papermill-injected cell assigns (`name = value` lines)."""
-    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)]
+def _assignments(source: str) -> dict:
+    """{name: value} of the `name = value` lines of a papermill-injected cell (papermill writes literals)."""
+    return {t.id: ast.literal_eval(node.value) for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
 
 
 def network_overrides(params: dict, network: str) -> dict:

@@ -9,10 +9,12 @@ Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
   found on S1 (`half1`), each round's ticket also trained from its reset
   weights on S2 (`half2`), controls trained on S2.
 - `configs_from_parameters(P)`: the notebook's runs from its parameters: per network, seed and (LeNet)
-  named training setting (`config.TRAINING_SETTINGS`; parameter `lenet_settings`);
+  named training setting (`config.TRAINING_SETTINGS`; parameter `lenet_settings`), as `StudyConfigs`: the
+  configs with the setting each was built from, a parameter that changes it (`lenet_weight_decay`) named
+  with it (`setting_key`, "table1, weight_decay 0.0005"; `setting_label` its words);
 - `run_settings(configs)`: what a run actually used (budgets, split sizes), with
   a check that S1, S2 and the validation rows are disjoint.
-- `label_settings(rows, configs)`: each row's training setting (`setting`), from its run's config;
+- `label_settings(rows, configs)`: each row's training setting (`setting`), as its run was built;
 - `label_curves(rows)`: names each row's curve (ticket on S1 / on S2, controls).
 - `figure1(rows, network, tolerance)`: the figure of one network: test accuracy
   and early-stopping iteration against percent of weights remaining.
@@ -28,6 +30,7 @@ Used by `notebooks/01_trainability_unseen.ipynb` (Figure 1 and Table 1).
   ticket against its controls means for Figure 1's claim, per setting.
 """
 import dataclasses
+import re
 from collections import Counter
 
 import numpy as np
@@ -36,8 +39,8 @@ from torch import nn
 
 from lth_core import config
 from lth_core.data import load_dataset
-from lth_core.config import (TABLE1, IMPConfig, is_paper_scale, paper_config, setting_of, setting_overrides,
-                             training_settings)
+from lth_core.config import (LEFT_OPEN, TABLE1, IMPConfig, TrainConfig, is_paper_scale, paper_config, setting_of,
+                             setting_overrides, training_settings)
 from lth_core.imp import make_splits
 from lth_core.models import (DATASET_LABEL, DATASET_OF, FIGURE_STEM, NETWORK_LABEL, build_model, count_prunable,
                              network_title, output_layer_name, prunable_weights)
@@ -187,18 +190,54 @@ def unseen_config(network: str, controls=("reinit",), **overrides) -> IMPConfig:
     return paper_config(network, find_on=S1, retrain_on=(S2,), controls=tuple(controls), **overrides)
 
 
-def configs_from_parameters(P: dict) -> list[IMPConfig]:
+# the TrainConfig fields a named setting fixes (its optimisation); the budget and LEFT_OPEN are the notebook's in
+# every setting, so a parameter of one of these (`lenet_weight_decay`) changes the setting and is named with it
+SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("iterations", "epochs",
+                                                                                         *LEFT_OPEN))
+
+
+class StudyConfigs(list):
+    """`configs_from_parameters`' configs (a list of IMPConfig) and `setting`: {run name: the key of the training
+    setting it was built from (`setting_key`)}, recorded there rather than guessed back from the config."""
+
+    def __init__(self, configs: list[IMPConfig], setting: dict[str, str]):
+        super().__init__(configs)
+        self.setting = setting
+
+
+def setting_key(name: str, changes: dict) -> str:
+    """A training setting as rows name it: the named setting, then each changed field and its value."""
+    return ", ".join([name, *(f"{field} {value}" for field, value in changes.items())])
+
+
+def _setting_name(key: str) -> str:
+    return key.partition(", ")[0]
+
+
+def setting_label(key: str) -> str:
+    """A setting key in words: "table1, weight_decay 0.0005" -> "Table 1's settings (...), weight_decay 0.0005"."""
+    return SETTING_LABEL[_setting_name(key)] + key[len(_setting_name(key)):]
+
+
+def configs_from_parameters(P: dict) -> StudyConfigs:
     """The notebook's IMP runs from its validated parameters: one per Figure 1 network, training setting
     (LeNet: `lenet_settings`; Conv-2: Table 1's) and seed. `lenet_iterations` is the budget at Table 1's
-    settings; each setting gets the same share of its own full budget (`config.setting_overrides`)."""
-    configs = []
+    settings; each setting gets the same share of its own full budget (`config.setting_overrides`). A parameter
+    of a field the setting fixes (`SETTING_FIELDS`) wins over the setting's value and is recorded as its change."""
+    configs, setting = [], {}
     for network in check_networks(P["unseen_networks"]):
         overrides = network_overrides(P, network)
-        for setting in P["lenet_settings"] if network == "lenet_300_100" else [TABLE1]:
-            setting_over = setting_overrides(network, setting, overrides["iterations"])
-            base = unseen_config(network, controls=P["controls"], **{**overrides, **setting_over})
-            configs += grid(base, seeds=P["seeds"])
-    return configs
+        for name in P["lenet_settings"] if network == "lenet_300_100" else [TABLE1]:
+            named = training_settings(network)[name]
+            changes = {f: v for f, v in overrides.items() if f in SETTING_FIELDS and v != getattr(named, f)}
+            over = {**overrides, **setting_overrides(network, name, overrides["iterations"]), **changes}
+            key = setting_key(name, changes)
+            for cfg in grid(unseen_config(network, controls=P["controls"], **over), seeds=P["seeds"]):
+                if setting.setdefault(run_name(cfg), key) != key:  # two settings made equal by the parameters
+                    raise ValueError(f"{network}: the settings {setting[run_name(cfg)]!r} and {key!r} train the same "
+                                     "runs under these parameters; keep one of them in lenet_settings")
+                configs.append(cfg)
+    return StudyConfigs(configs, setting)
 
 
 def _dataset_sizes(dataset: str) -> tuple[int, int]:
@@ -226,7 +265,9 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
             raise RuntimeError(f"{cfg.network}: S1, S2 and the validation rows overlap")
         tc = cfg.train
         rows.append({
-            "network": NETWORK_LABEL[cfg.network], "setting": setting_of(cfg.network, cfg.train),
+            "network": NETWORK_LABEL[cfg.network],
+            "setting": configs.setting[run_name(cfg)] if isinstance(configs, StudyConfigs)
+            else setting_of(cfg.network, cfg.train),
             "seeds": sorted({c.seed for c in configs if c.network == cfg.network and c.train == cfg.train}),
             "rounds": cfg.rounds, "iterations": tc.iterations, "batch_size": tc.batch_size,
             "eval_every": tc.eval_every, "patience": tc.patience, "precision": tc.precision,
@@ -241,23 +282,24 @@ def run_settings(configs: list[IMPConfig], sizes: dict | None = None) -> pd.Data
 
 # ---------------------------------------------------------------- results
 
-def label_settings(rows: pd.DataFrame, configs: list[IMPConfig]) -> pd.DataFrame:
-    """Rows with a `setting` column: the named training setting of each row's run (`config.setting_of`)."""
-    setting = {run_name(c): setting_of(c.network, c.train) for c in configs}
-    unknown = sorted(set(rows["run"]) - set(setting))
+def label_settings(rows: pd.DataFrame, configs: StudyConfigs) -> pd.DataFrame:
+    """Rows with a `setting` column: the key of the training setting each row's run was built from."""
+    if not isinstance(configs, StudyConfigs):
+        raise ValueError("these configs carry no record of their training settings; make them with "
+                         "configs_from_parameters")
+    unknown = sorted(set(rows["run"]) - set(configs.setting))
     if unknown:
         raise ValueError(f"rows of runs {unknown} are not among the configs given; pass the configs that made them")
-    unnamed = sorted(r for r in set(rows["run"]) if setting[r] is None)
-    if unnamed:
-        raise ValueError(f"runs {unnamed} follow none of the named training settings (config.TRAINING_SETTINGS); "
-                         "make their configs with configs_from_parameters")
-    return rows.assign(setting=rows["run"].map(setting))
+    return rows.assign(setting=rows["run"].map(configs.setting))
 
 
 def groups(rows: pd.DataFrame) -> list[tuple[str, str]]:
-    """The (network, setting) pairs present in `rows`, networks in Figure 1's order, settings in the library's."""
-    present = set(zip(rows["network"], rows["setting"]))
-    return [(n, s) for n in FIGURE1_NETWORKS for s in training_settings(n) if (n, s) in present]
+    """The (network, setting) pairs present in `rows`, networks in Figure 1's order, settings in the library's
+    (a changed setting after its named one)."""
+    present = {(n, s) for n, s in zip(rows["network"], rows["setting"]) if n in FIGURE1_NETWORKS}
+    order = lambda pair: (FIGURE1_NETWORKS.index(pair[0]),
+                          list(training_settings(pair[0])).index(_setting_name(pair[1])), pair[1])
+    return sorted(present, key=order)
 
 
 def group_rows(rows: pd.DataFrame, network: str, setting: str) -> pd.DataFrame:
@@ -423,7 +465,7 @@ def _lead_text(f: pd.Series, control: str) -> str:
 
 def _sentence(f: pd.Series) -> str:
     name = NETWORK_LABEL[f["network"]]
-    under = "" if f["setting"] == TABLE1 else f", {SETTING_LABEL[f['setting']]}"
+    under = "" if f["setting"] == TABLE1 else f", {setting_label(f['setting'])}"
     s = (f"**{name}** ({DATASET_LABEL[DATASET_OF[f['network']]]}{under}, mean over {_seeds_text(f['seeds'])}): "
          f"the unpruned network trained on S2 reaches {f['dense_S2_acc']:.2f}% test accuracy at early stopping "
          f"(iteration {f['dense_S2_es_iteration']:.0f}). ")
@@ -457,7 +499,7 @@ def _sentence(f: pd.Series) -> str:
 
 def _in_setting(text: str, setting: str) -> str:
     """A claim's text, naming the training setting unless it is Table 1's (the paper's own)."""
-    return text if setting == TABLE1 else f"{text}, under {SETTING_LABEL[setting]}"
+    return text if setting == TABLE1 else f"{text}, under {setting_label(setting)}"
 
 
 def claims(found: pd.DataFrame) -> pd.DataFrame:
@@ -530,7 +572,7 @@ def controls_markdown(found: pd.DataFrame) -> str:
         ran = [c for c in CONTROL_LABEL if pd.notna(f.get(f"{c}_lead", float("nan")))]
         if not ran:
             continue
-        where = f"**{NETWORK_LABEL[f['network']]}, {SETTING_LABEL[f['setting']]}** ({_seeds_text(f['seeds'])})"
+        where = f"**{NETWORK_LABEL[f['network']]}, {setting_label(f['setting'])}** ({_seeds_text(f['seeds'])})"
         head = (f"{where}: at {f['compared_at']:.3g}% of weights remaining, where the ticket on S2 is "
                 + ("last within tolerance" if f["compared_within_tolerance"] else "first pruned")
                 + ", it is compared with " + " and ".join(_lead_text(f, c) for c in ran) + ". ")
@@ -539,7 +581,7 @@ def controls_markdown(found: pd.DataFrame) -> str:
                               "tickets at these settings stays open: run several seeds (the `controls` profile).")
             continue
         lost = [c for c in ran if not f[f"{c}_lead_low"] > 0]
-        name = f"{NETWORK_LABEL[f['network']]} under {SETTING_LABEL[f['setting']]}"
+        name = f"{NETWORK_LABEL[f['network']]} under {setting_label(f['setting'])}"
         if lost:
             not_beaten.append(name)
             paragraphs.append(head + f"The ticket does not beat {' or '.join(CONTROL_LABEL[c] for c in lost)}, so "
@@ -597,7 +639,7 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
     for h, label in zip(*ax_es.get_legend_handles_labels()):  # the budget and budget-bound marks
         if label not in labels:
             handles, labels = handles + [h], labels + [label]
-    under = "" if setting == TABLE1 else f" ({SETTING_LABEL[setting]})"
+    under = "" if setting == TABLE1 else f" ({setting_label(setting)})"
     fig.suptitle(f"{network_title(network)}: tickets found on S1, trained on S1 and on unseen S2{under}")
     fig.tight_layout(rect=(0, 0.03 + 0.035 * -(-len(labels) // 3), 1, 1))  # room for the legend's rows
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
@@ -607,7 +649,7 @@ def figure1(rows: pd.DataFrame, network: str, tolerance: float):
 def figure_stem(network: str, setting: str) -> str:
     """Figure 1's file stem for one network and setting (Table 1's keeps the plain name)."""
     stem = f"fig1_{FIGURE_STEM[network]}"
-    return stem if setting == TABLE1 else f"{stem}_{setting}"
+    return stem if setting == TABLE1 else f"{stem}_" + re.sub(r"[^\w.]+", "_", setting)  # no spaces, commas
 
 
 def controls_figure(rows: pd.DataFrame, network: str):
@@ -625,7 +667,7 @@ def controls_figure(rows: pd.DataFrame, network: str):
                                 reference=dense_reference_s2(part, network)["test_acc"],
                                 reference_label="unpruned, trained on S2",
                                 ylabel="test accuracy at early stopping (%)",
-                                title=f"{SETTING_LABEL[setting]}\n({_seeds_text(part['seed'].nunique())})")
+                                title=f"{setting_label(setting)}\n({_seeds_text(part['seed'].nunique())})")
     for ax in axes[0][1:]:
         ax.set_ylabel("")  # the shared scale's label once, on the left
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -659,7 +701,7 @@ def scale_note(configs: list[IMPConfig], rows: pd.DataFrame | None = None) -> st
         mine = group_rows(rows, network, setting)
         bound = budget_bound(mine["es_iteration"], mine["budget"])
         if bound.any():
-            notes.append(f"Under {SETTING_LABEL[setting]}, {int(bound.sum())} of {len(mine)} trainings of "
+            notes.append(f"Under {setting_label(setting)}, {int(bound.sum())} of {len(mine)} trainings of "
                          f"{NETWORK_LABEL[network]} early-stopped in the last tenth of their budget "
                          f"({mine['budget'].max():,.0f} iterations): there the budget, not early stopping, ended "
                          "training (for the ticket and its controls alike), and a longer one may raise their "

@@ -100,8 +100,20 @@ def test_injected_values_are_type_checked_and_other_notebooks_names_accepted(not
 
 
 def test_scratch_variables_and_P_are_not_parameters(notebooks):
-    ns = _kernel_ns(HEADED_A, "x = 5", "P = validate_parameters(globals(), '01_a')", "x = 5", x=5, P={"seeds": [0]})
-    assert validate_parameters(ns, "01_a") == {"seeds": [0], "lr": 0.1, "limit": None, "name": "x", "ratio": None}
+    ns = _kernel_ns(HEADED_A, "x = 5", "P = validate_parameters(globals(), '01_a')", "x = 5", x=5, P={"seeds": [0]},
+                    ratio=0.5)
+    assert validate_parameters(ns, "01_a") == {"seeds": [0], "lr": 0.1, "limit": None, "name": "x", "ratio": 0.5}
+
+
+def test_a_parameter_assigned_outside_the_parameters_cell_is_named_and_the_cell_decides(notebooks, capsys):
+    ns = _kernel_ns(HEADED_A, "seeds = [0, 1, 2]", seeds=[0, 1, 2], ratio=0.5)
+    assert validate_parameters(ns, "01_a")["seeds"] == [0]
+    err = capsys.readouterr().err
+    assert ("01_a: parameter 'seeds' = [0, 1, 2] was assigned outside the parameters cell and is not used: the "
+            "parameters cell decides (seeds = [0])") in err and "'lr'" not in err
+    # papermill's injected cell sets parameters as the parameters cell does: its values are used, without a word
+    ns = _kernel_ns(HEADED_A, _injected(seeds=[1, 2]), seeds=[1, 2], ratio=0.5)
+    assert validate_parameters(ns, "01_a")["seeds"] == [1, 2] and capsys.readouterr().err == ""
 
 
 def test_the_parameters_cell_run_last_declares_the_parameters_not_the_file(notebooks):
@@ -111,7 +123,8 @@ def test_the_parameters_cell_run_last_declares_the_parameters_not_the_file(noteb
     assert validate_parameters(ns, "01_a") == {"seeds": [0], "lr": 0.3, "limit": None, "name": "x", "depth": 2}
     # its declarations check the values: an edit that gives a value of the wrong type is refused
     with pytest.raises(ParameterError, match="'depth' must be int, got 'two'"):
-        validate_parameters(_kernel_ns(HEADED_A, edited, lr=0.3, depth="two"), "01_a")
+        validate_parameters(_kernel_ns(HEADED_A, edited.replace("depth: int = 2", "depth: int = 'two'"), lr=0.3,
+                                       depth="two"), "01_a")
     with pytest.raises(ParameterError, match=r"01_a: the parameters cell does not parse \(.*line 2\); fix it"):
         validate_parameters(_kernel_ns(HEADED_A, PARAMETERS_HEADER + "\nlr: float = = 2\n"), "01_a")
 

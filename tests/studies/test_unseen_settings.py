@@ -86,10 +86,33 @@ def test_rows_carry_their_setting_from_their_runs_config():
     rows = pd.DataFrame({"run": [run_name(c) for c in configs for _ in range(2)]})
     assert list(unseen.label_settings(rows, configs)["setting"]) == ["table1"] * 2 + ["frankle_carbin"] * 2
     with pytest.raises(ValueError, match="not among the configs"):
-        unseen.label_settings(rows, configs[:1])
-    own = unseen.unseen_config("lenet_300_100", batch_size=50)
-    with pytest.raises(ValueError, match="follow none of the named training settings"):
+        unseen.label_settings(pd.concat([rows, pd.DataFrame({"run": ["lenet_300_100-000000000000"]})]), configs)
+    own = unseen.unseen_config("lenet_300_100", batch_size=50)  # made by hand: no record of a setting
+    with pytest.raises(ValueError, match="no record of their training settings"):
         unseen.label_settings(pd.DataFrame({"run": [run_name(own)]}), [own])
+
+
+def test_a_parameter_that_changes_a_setting_is_recorded_and_named_with_it():
+    # today's bug: lenet_weight_decay (not a declared parameter of notebook 01) made its runs follow no named setting
+    P = _params(lenet_settings=["table1", "frankle_carbin"], unseen_networks=["lenet_300_100"]) | {
+        "lenet_weight_decay": 5e-4}
+    configs = unseen.configs_from_parameters(P)
+    assert {c.train.weight_decay for c in configs} == {5e-4}  # the parameter wins over both settings' own values
+    rows = unseen.label_settings(pd.DataFrame({"run": [run_name(c) for c in configs]}), configs)
+    assert list(rows["setting"]) == ["table1, weight_decay 0.0005", "frankle_carbin, weight_decay 0.0005"]
+    assert unseen.setting_label(rows["setting"][0]) == "Table 1's settings (the authors' code), weight_decay 0.0005"
+    assert unseen.run_settings(configs, sizes={"mnist": (60_000, 10_000)})["setting"][0] == rows["setting"][0]
+    rows = rows.assign(network="lenet_300_100")
+    assert unseen.groups(rows) == [("lenet_300_100", s) for s in rows["setting"]]
+    assert unseen.figure_stem("lenet_300_100", rows["setting"][0]) == "fig1_lenet_mnist_table1_weight_decay_0.0005"
+    # a value equal to a named setting's is no change, and another named setting's value is not relabelled as it
+    same = unseen.configs_from_parameters(P | {"lenet_weight_decay": 1e-3, "lenet_settings": ["table1"]})
+    assert list(same.setting.values()) == ["table1"]
+    zero = unseen.configs_from_parameters(P | {"lenet_weight_decay": 0.0, "lenet_settings": ["table1"]})
+    assert list(zero.setting.values()) == ["table1, weight_decay 0.0"]
+    with pytest.raises(ValueError, match="'table1, weight_decay 0.0' and 'table1_no_weight_decay' train the same"):
+        unseen.configs_from_parameters(P | {"lenet_weight_decay": 0.0,
+                                            "lenet_settings": ["table1", "table1_no_weight_decay"]})
 
 
 # ---------------------------------------------------------------- intervals
