@@ -12,6 +12,7 @@
 import ast
 import dataclasses
 import importlib
+import importlib.util
 import re
 
 import yaml
@@ -150,3 +151,36 @@ def test_the_checks_catch_a_wrong_spec():
         "lenet_rounds: 10 for the quick profile in the spec, 9 in its yaml",
         "lenet_rounds: 3 for the paper profile in the spec, 18 in its yaml",
         "not_a_parameter: no notebook declares it"]
+
+
+def _spec_tables():
+    """docs/make_spec_tables.py, the generator of the parameter tables' profile columns."""
+    spec = importlib.util.spec_from_file_location("make_spec_tables", paths.REPO_ROOT / "docs" / "make_spec_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_columns_are_generated_from_the_yaml():
+    text = SPEC.read_text()
+    assert _spec_tables().render(text) == text, (
+        "docs/reproduction-spec.md's profile columns differ from notebooks/params/*.yaml: "
+        "run `python docs/make_spec_tables.py` (`--check` lists the rows)")
+
+
+def test_the_generator_writes_each_profile_column():
+    """Set values as the spec writes them, "default" where a profile leaves the parameter; other cells kept."""
+    text = "\n".join([
+        "## The experiments and their parameters", "",
+        "| parameter | field | default | `a` | `b` |", "|---|---|---|---|---|",
+        "| `rounds` | `IMPConfig.rounds` (`x | y`) | 3 | 1 | 2 |",
+        "| `lr` | `TrainConfig.lr` | 2e-4 | default | default |",
+        "| `controls` | `IMPConfig.controls` | `[\"reinit\"]` | 7 | default |",
+        "", "| `rounds` | not a parameter table | 3 | 1 | 2 |", "", "## Next", "| `rounds` | x | 1 | 1 | 1 |"])
+    out = _spec_tables().render(text, {"a": {"rounds": 8, "lr": 0.0002, "limit": None},
+                                       "b": {"controls": ["reinit", "random_prune"], "rounds": None}})
+    assert out.splitlines()[4:7] == [
+        "| `rounds` | `IMPConfig.rounds` (`x | y`) | 3 | 8 | `None` |",
+        "| `lr` | `TrainConfig.lr` | 2e-4 | 2e-4 | default |",
+        "| `controls` | `IMPConfig.controls` | `[\"reinit\"]` | default | `[\"reinit\", \"random_prune\"]` |"]
+    assert out.splitlines()[7:] == text.splitlines()[7:]  # outside the tables and the section: unchanged
