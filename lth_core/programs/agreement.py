@@ -10,7 +10,7 @@ in both arms of the comparison (`studies.agreement`), prints the summary (for `p
 verdict, `agreement.adoption`) and writes
 `outputs/tables/<comparison>_agreement.csv` (per training) and `<comparison>_agreement_summary.csv`.
 `--verdicts` trains nothing: it prints every measured agreement stored in the repository
-(`studies/precision_agreement.csv`) beside its yardstick, with its verdict (the README's "Precision" table).
+(`studies/precision_agreement.csv`) beside its yardstick, with its verdict (docs/results.md, "Precision").
 """
 import argparse
 

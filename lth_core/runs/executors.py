@@ -99,7 +99,7 @@ class ExecutorOptions:
     threads: int | None = None
     # train each round's trainings (and, with `local`, every run's) together as stacked models; False:
     # one at a time with training.train, the reference path (results agree to float rounding); None:
-    # fuse on a GPU only, since on a CPU a fused step costs as much as its K solo steps (README, Speed)
+    # fuse on a GPU only, since on a CPU a fused step costs as much as its K solo steps (docs/results.md, Speed)
     fuse: bool | None = None
 
     def __post_init__(self):
