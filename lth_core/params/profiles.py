@@ -3,7 +3,8 @@
 `load_profile(name)` reads a profile and checks its values against every notebook's declarations
 and ranges (`params.notebook`), so the main job stops before its first notebook;
 `profile_notebooks(name)` names the notebooks a profile is made for (its `notebooks:` list);
-`profile_names()` lists the shipped profiles.
+`profile_names()` lists the shipped profiles; `check_profile_name(name)` refuses a name that is a path.
+A profile file is read as UTF-8 YAML in which no key appears twice (the last would silently win).
 """
 from pathlib import Path
 
@@ -18,7 +19,16 @@ def profile_names() -> list[str]:
     return [p.stem for p in sorted(paths.PARAMS_DIR.glob("*.yaml"))]
 
 
+def check_profile_name(profile: str) -> None:
+    """Refuse a profile name that is a path: `notebooks/params/<name>.yaml` and `outputs/<name>/` must stay
+    inside their folders (`/abs/x` or `../x` would read and write anywhere)."""
+    if not profile or Path(profile).name != profile or profile.startswith("."):
+        raise ParameterError(f"profile {profile!r} is not a profile name (a name, not a path: no '/', no leading "
+                             f"'.'); valid profiles: {', '.join(profile_names())}")
+
+
 def profile_path(profile: str) -> Path:
+    check_profile_name(profile)
     path = paths.PARAMS_DIR / f"{profile}.yaml"
     if not path.exists():
         raise ParameterError(f"unknown profile {profile!r}; valid profiles: {', '.join(profile_names())}")
@@ -34,10 +44,34 @@ def profile_notebooks(profile: str) -> list[str] | None:
     return _read_profile(profile).get(PROFILE_NOTEBOOKS)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that sets one key twice; its message names the key and both lines."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a mapping that sets one key twice (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"`{key}` twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _read_profile(profile: str) -> dict:
     path = profile_path(profile)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParameterError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+                             "save it as UTF-8") from None
+    try:
+        values = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as e:
+        raise ParameterError(f"{path} sets {e}: keep one (YAML would silently use the last)") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         raise ParameterError(f"{path} is not valid YAML ({getattr(e, 'problem', None) or e}"

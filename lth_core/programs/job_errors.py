@@ -11,7 +11,8 @@ Every error the main job (`python -m lth_core.programs.reproduce`) can end with,
   folder and what to delete; `NumericsChangedError`: a run resumed under other numerics;
 - `DataError`: a dataset that cannot be read or found;
 - `OSError`: no space left on a device, or a file that cannot be written: the file;
-- `KeyboardInterrupt`: the job was interrupted: run it again to resume;
+- `KeyboardInterrupt` / `Interrupted`: the job was stopped by Ctrl-C or SIGTERM (a Slurm time limit,
+  `scancel`), named with what it was doing: run it again to resume;
 - anything else: a bug, reported with its type and message.
 """
 import datetime
@@ -30,6 +31,15 @@ class JobError(RuntimeError):
     """A failure of the main job whose message is already its error line (what is at fault, what to do)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The main job stopped by a signal (`signal_name`: SIGINT from Ctrl-C, SIGTERM from a Slurm time limit or
+    `scancel`); `where`: what it was doing then, set by the job (None: before it started any work)."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name, self.where = signal_name, None
+
+
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0] + (" (more in the log)" if len(lines) > 1 else "") if lines else ""
@@ -38,7 +48,9 @@ def _one_line(text: str) -> str:
 def describe(err: BaseException) -> str:
     """The error line for `err`, without the `error:` prefix."""
     if isinstance(err, KeyboardInterrupt):
-        return f"interrupted; run the same command again to resume ({KEPT})"
+        by = f" by {err.signal_name}" if isinstance(err, Interrupted) else ""
+        during = f" while {err.where}" if getattr(err, "where", None) else ""
+        return f"interrupted{by}{during}; run the same command again to resume ({KEPT})"
     if isinstance(err, (JobError, ValueError, FolderBusyError, CorruptRunError, NumericsChangedError, DataError)):
         return _one_line(err)
     if isinstance(err, OSError):

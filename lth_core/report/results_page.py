@@ -98,11 +98,19 @@ def _render_all(folder: Path) -> dict[str, str]:
     return problems
 
 
-def _claims(folder: Path) -> pd.DataFrame:
+def _claims(folder: Path) -> tuple[pd.DataFrame, str]:
+    """The claims table, and why it could not be read ("" when it could: a damaged one shows no claims)."""
     path = folder / CLAIMS_CSV
     if not path.exists():
-        return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.DataFrame(columns=COLUMNS), ""
+    try:
+        claims = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        return pd.DataFrame(columns=COLUMNS), f"{CLAIMS_CSV} could not be read ({type(e).__name__}: {e})"
+    missing = sorted(set(COLUMNS) - set(claims.columns))
+    if missing:
+        return pd.DataFrame(columns=COLUMNS), f"{CLAIMS_CSV} lacks the columns {', '.join(missing)}"
+    return claims, ""
 
 
 def _verdict_counts(rows: pd.DataFrame) -> str:
@@ -211,7 +219,7 @@ def write_results_page(manifest_path: Path) -> Path:
     folder = manifest_path.parent
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     records = manifest.get("notebooks", {})
-    claims = _claims(folder)
+    claims, claims_problem = _claims(folder)
     names = sorted(set(records) | set(claims["notebook"]))
     render_problems = _render_all(folder) if (folder / "notebooks").is_dir() else {}
     published = {f for r in records.values() for f in r.get("published", {}).get("files", {})}
@@ -220,6 +228,8 @@ def write_results_page(manifest_path: Path) -> Path:
     title = f"Results: profile {manifest.get('profile', folder.name)}"
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>"
+            + (f'<div class="error">{escape(claims_problem)}: running the profile again rebuilds it</div>'
+               if claims_problem else "")
             + _overview(names, records, claims)
             + _manifest_section(manifest, manifest_path.name)
             + "".join(_notebook_section(folder, n, records.get(n, {}), claims, render_problems) for n in names)
