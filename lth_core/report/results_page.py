@@ -24,6 +24,7 @@ from lth_core.report.tables import plural
 
 PAGE = "index.html"
 CLAIMS_CSV = "tables/claims.csv"
+PAPER_CLAIMS_CSV = "tables/paper_claims.csv"  # the same rules on the paper's own figures
 # background colours of the verdict words; the word is always printed too (colour alone says nothing to some)
 VERDICT_COLOURS = {"holds": "#1a7f37", "does not hold": "#cf222e", "not judged": "#6e7781"}
 STATUS_COLOURS = {"done": "#1a7f37", "failed": "#cf222e", "interrupted": "#cf222e", "not executed": "#cf222e",
@@ -113,6 +114,21 @@ def _claims(folder: Path) -> tuple[pd.DataFrame, str]:
     return claims, ""
 
 
+def _paper_line(folder: Path, name: str) -> str:
+    """How many of notebook `name`'s claims hold on the paper's own figures (its rows of PAPER_CLAIMS_CSV)."""
+    path = folder / PAPER_CLAIMS_CSV
+    try:
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame()
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return f'<p class="note">{PAPER_CLAIMS_CSV} could not be read: running the profile again rebuilds it.</p>'
+    if not {"notebook", "verdict"} <= set(rows.columns) or not (rows["notebook"] == name).any():
+        return ""
+    mine = rows[rows["notebook"] == name]
+    held = int((mine["verdict"] == "holds").sum())
+    return (f"<p>Applied to the paper's own figures, {held} of {len(mine)} claims hold (the same rules and "
+            f"preconditions: {_link(PAPER_CLAIMS_CSV, Path(PAPER_CLAIMS_CSV).name)}).</p>")
+
+
 def _verdict_counts(rows: pd.DataFrame) -> str:
     counts = rows["verdict"].value_counts()
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
@@ -191,7 +207,7 @@ def _notebook_section(folder: Path, name: str, record: dict, claims: pd.DataFram
         parts.append('<p class="note">These outputs were made with other parameters than the profile\'s current '
                      "ones; running the profile again replaces them.</p>")
     parts.append(_notebook_links(folder, name, render_problems))
-    parts.append("<h3>Claims</h3>" + _claims_table(claims[claims["notebook"] == name]))
+    parts.append("<h3>Claims</h3>" + _paper_line(folder, name) + _claims_table(claims[claims["notebook"] == name]))
     files = sorted(published.get("files", {}))
     parts.append(_figures(folder, [f for f in files if f.startswith("figures/") and f.endswith(".png")]))
     tables = [f for f in files if f.startswith("tables/") and f.endswith(".csv")]
