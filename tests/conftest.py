@@ -1,4 +1,4 @@
-"""Shared fixtures: a synthetic learnable dataset, the offline data folder, tmp outputs and data-cache dirs."""
+"""Shared fixtures: a synthetic learnable dataset, the offline data folder, tmp outputs and data-cache dirs, the main job's tiny project and its error line."""
 import os
 from pathlib import Path
 
@@ -76,3 +76,21 @@ def run_in_memory(runner):
     while state.round <= runner.cfg.rounds:
         state = solo_round(runner, state)
     return state
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """The main job's tiny project (tests/jobs/tiny_project.py) installed in this process; its notebooks folder."""
+    import tiny_project  # tests/jobs is on the path of the tests that use it
+    return tiny_project.install_in_test(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def error_line(capsys):
+    """Reads what the job printed to stderr and returns its one `error:` line (failing if not exactly one)."""
+    def read() -> str:
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1, err[-2000:]
+        return lines[0]
+    return read

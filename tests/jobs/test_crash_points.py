@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import tiny_project
 from lth_core.programs import reproduce
@@ -63,10 +62,6 @@ def _nothing_called_done_that_is_not(folder, cfgs) -> None:
         if store.is_done(cfg):  # a finished run reads whole
             assert store.load_state(cfg).round == cfg.rounds + 1
 
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    return tiny_project.install_in_test(tmp_path, monkeypatch)
 
 
 def test_killed_at_every_write_the_job_resumes_to_the_uninterrupted_result(tiny, tmp_path):

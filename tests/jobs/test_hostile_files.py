@@ -26,16 +26,6 @@ from lth_core.runs import store
 CLI = ["--profile", "t", "--device", "cpu", "-o", "fuse=false"]
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    return tiny_project.install_in_test(tmp_path, monkeypatch)
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err[-2000:]
-    return lines[0]
 
 
 def _manifest_path() -> Path:
@@ -50,7 +40,7 @@ def _edit_manifest(change) -> None:
 
 # ---- nothing outside its folders ----
 @pytest.mark.parametrize("entry", ["../../victim.txt", "ABSOLUTE", "tables/../../victim.txt", "victim.txt"])
-def test_a_manifest_entry_outside_the_outputs_folder_is_refused_and_nothing_deleted(tiny, tmp_path, entry, capsys):
+def test_a_manifest_entry_outside_the_outputs_folder_is_refused_and_nothing_deleted(tiny, tmp_path, entry, capsys, error_line):
     assert reproduce.main(CLI) == 0
     victim = tmp_path / "victim.txt"
     victim.write_text("not the job's")
@@ -58,26 +48,26 @@ def test_a_manifest_entry_outside_the_outputs_folder_is_refused_and_nothing_dele
     _edit_manifest(lambda record: record["published"]["files"].update({name: "0" * 64}))
     capsys.readouterr()
     assert reproduce.main([*CLI, "--force"]) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert f"{_manifest_path()} is damaged" in line and repr(name) in line and "delete it and run again" in line
     assert victim.read_text() == "not the job's"
 
 
 @pytest.mark.parametrize("profile", ["/abs/dir/evil", "../../../dir/evil", "..", ".hidden"])
-def test_a_profile_name_that_is_a_path_is_refused(tiny, tmp_path, profile, capsys):
+def test_a_profile_name_that_is_a_path_is_refused(tiny, tmp_path, profile, capsys, error_line):
     evil = tmp_path / "dir"
     evil.mkdir()
     (evil / "evil.yaml").write_text("seeds: [0]\n")
     assert reproduce.main(["--profile", profile.replace("/abs", str(tmp_path)), "--device", "cpu"]) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert "is not a profile name (a name, not a path" in line and "valid profiles: t" in line, line
     assert sorted(p.name for p in evil.iterdir()) == ["evil.yaml"] and not paths.outputs_dir().exists()
 
 
-def test_the_run_store_guard_compares_resolved_folders(tiny, monkeypatch, capsys):
+def test_the_run_store_guard_compares_resolved_folders(tiny, monkeypatch, capsys, error_line):
     monkeypatch.setenv("LTH_RUNS_DIR", str(paths.outputs_dir() / "runs" / ".." / "t"))
     assert reproduce.main(CLI) == 1
-    assert "profile 't' would write into the run store" in _error_line(capsys)
+    assert "profile 't' would write into the run store" in error_line()
 
 
 def test_a_published_file_changed_since_is_not_deleted(tiny, capsys):
@@ -93,7 +83,7 @@ def test_a_published_file_changed_since_is_not_deleted(tiny, capsys):
 
 
 # ---- every file it trusts is checked ----
-def test_a_replaced_last_round_file_is_refused_and_never_published(tiny, capsys):
+def test_a_replaced_last_round_file_is_refused_and_never_published(tiny, capsys, error_line):
     assert reproduce.main(CLI) == 0
     [cfg] = tiny_project.configs_from_parameters({"seeds": [0]})
     last = store.run_dir(cfg) / "round_001.pt"
@@ -103,7 +93,7 @@ def test_a_replaced_last_round_file_is_refused_and_never_published(tiny, capsys)
     torch.save(rec, last)  # same keys, run name and chain link: only done.json's digest tells
     capsys.readouterr()
     assert reproduce.main([*CLI, "--force"]) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert str(store.run_dir(cfg)) in line and "round_001.pt is not the file done.json recorded" in line, line
     assert "delete round_001.pt, rows.csv, done.json" in line
     published = pd.read_csv(reproduce.profile_dir("t") / "tables" / "tiny.csv")
@@ -113,12 +103,12 @@ def test_a_replaced_last_round_file_is_refused_and_never_published(tiny, capsys)
 @pytest.mark.parametrize("record", ["done", {"status": "done", "published": {"files": None, "fingerprint": "x"}},
                                     {"status": "done", "published": {"files": {"tables/tiny.csv": 1},
                                                                      "fingerprint": "x"}}])
-def test_a_manifest_record_of_the_wrong_type_gives_the_damaged_manifest_line(tiny, record, capsys):
+def test_a_manifest_record_of_the_wrong_type_gives_the_damaged_manifest_line(tiny, record, capsys, error_line):
     folder = reproduce.profile_dir("t")
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"notebooks": {"01_t": record}}))
     assert reproduce.main(CLI) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert f"{folder / 'manifest.json'} is damaged (the record of 01_t" in line and "delete it and run again" in line
 
 
@@ -202,14 +192,14 @@ def test_a_signal_to_the_process_group_ends_the_job_with_one_line(tiny, sig, pha
 
 
 # ---- values no one means ----
-def test_a_profile_setting_a_key_twice_or_not_utf8_is_named(tiny, capsys):
+def test_a_profile_setting_a_key_twice_or_not_utf8_is_named(tiny, capsys, error_line):
     profile = tiny / "params" / "t.yaml"
     profile.write_text("seeds: [0]\nfail: false\nseeds: [1]\n")
     assert reproduce.main(CLI) == 1
-    assert f"{profile} sets `seeds` twice (lines 1 and 3): keep one" in _error_line(capsys)
+    assert f"{profile} sets `seeds` twice (lines 1 and 3): keep one" in error_line()
     profile.write_bytes(b"seeds: [0]\n# r\xe9sum\xe9\n")
     assert reproduce.main(CLI) == 1
-    assert f"{profile} is not UTF-8 text (byte 0xe9 at offset 14): save it as UTF-8" in _error_line(capsys)
+    assert f"{profile} is not UTF-8 text (byte 0xe9 at offset 14): save it as UTF-8" in error_line()
     assert not paths.outputs_dir().exists()
 
 
@@ -228,7 +218,7 @@ def _paper_with_seeds(n: int) -> str:
 
 @pytest.mark.parametrize("what", ["a 10^12-iteration budget, priced at the fastest shipped figure",
                                   "the paper's budgets with 5,001 seeds, at this CPU's benchmark"])
-def test_a_budget_no_profile_could_finish_is_refused_before_training(tmp_path, monkeypatch, what, capsys):
+def test_a_budget_no_profile_could_finish_is_refused_before_training(tmp_path, monkeypatch, what, capsys, error_line):
     if what.startswith("a 10^12"):
         _huge_profile(tmp_path, monkeypatch, "lenet_iterations: 1000000000000\n")
     else:
@@ -237,7 +227,7 @@ def test_a_budget_no_profile_could_finish_is_refused_before_training(tmp_path, m
         pd.DataFrame([{"network": n, "device": "cpu", "K": 1, "solo ms/model-step": 2.0, "fused ms/model-step": 2.0}
                       for n in ("lenet_300_100", "conv2", "shufflenet")]).to_csv(paths.tables_dir() / "benchmark.csv")
     assert reproduce.main(["--profile", "huge", "--device", "cpu", "-o", "fuse=false"]) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert "profile 'huge' projects to" in line and "more than 8,766 (a year: --max-hours)" in line, line
     assert str(tmp_path / "params" / "huge.yaml") in line and "trainings of" in line
     assert not reproduce.profile_dir("huge").exists() and not paths.runs_dir().exists()  # nothing trained

@@ -24,17 +24,6 @@ from lth_core.runs.executors import RunFailedError
 CLI = ["--profile", "t", "--device", "cpu", "-o", "fuse=false"]
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    """The tiny project installed in this process; returns its notebooks folder."""
-    return tiny_project.install_in_test(tmp_path, monkeypatch)
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err[-2000:]
-    return lines[0]
 
 
 def test_run_failed_summary_counts_what_happened_and_says_one_cause_once():
@@ -67,35 +56,35 @@ def test_a_data_error_is_reported_once_and_no_notebook_runs_on_missing_runs(tiny
     assert "Traceback" in (folder / "reproduce.log").read_text()
 
 
-def test_a_malformed_profile_is_named(tiny, capsys):
+def test_a_malformed_profile_is_named(tiny, capsys, error_line):
     (tiny / "params" / "t.yaml").write_text("seeds: [0\nfail: true\n")
     assert reproduce.main(CLI) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert str(tiny / "params" / "t.yaml") in line and "not valid YAML" in line
     assert not paths.outputs_dir().exists()
 
 
-def test_a_damaged_manifest_is_named(tiny, capsys):
+def test_a_damaged_manifest_is_named(tiny, capsys, error_line):
     folder = reproduce.profile_dir("t")
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text('{"notebooks": {"01_t": ')
     assert reproduce.main(CLI) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert f"{folder / 'manifest.json'} is damaged" in line and "delete it and run again" in line
     assert "(traceback: " in line and "JSONDecodeError" in (folder / "reproduce.log").read_text()
 
 
-def test_a_run_damaged_after_it_finished_is_named_by_force(tiny, capsys):
+def test_a_run_damaged_after_it_finished_is_named_by_force(tiny, capsys, error_line):
     assert reproduce.main(CLI) == 0
     [cfg] = tiny_project.configs_from_parameters({"seeds": [0]})
     (store.run_dir(cfg) / "round_001.pt").write_bytes(b"not a round file")
     capsys.readouterr()
     assert reproduce.main([*CLI, "--force"]) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert str(store.run_dir(cfg)) in line and "round_001.pt" in line
 
 
-def test_an_interrupted_execution_is_not_done_until_a_success_replaces_it(tiny, monkeypatch, capsys):
+def test_an_interrupted_execution_is_not_done_until_a_success_replaces_it(tiny, monkeypatch, capsys, error_line):
     assert reproduce.main(CLI) == 0
     execute = papermill.execute_notebook
 
@@ -103,7 +92,7 @@ def test_an_interrupted_execution_is_not_done_until_a_success_replaces_it(tiny, 
         raise KeyboardInterrupt
     monkeypatch.setattr(papermill, "execute_notebook", interrupted)
     assert reproduce.main([*CLI, "--force"]) == 130
-    assert "error: interrupted; run the same command again to resume" in _error_line(capsys)
+    assert "error: interrupted; run the same command again to resume" in error_line()
     record = reproduce.read_manifest("t")["notebooks"]["01_t"]
     assert record["status"] == "interrupted"
     monkeypatch.setattr(papermill, "execute_notebook", execute)
@@ -134,31 +123,31 @@ def mounts():
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-def test_a_read_only_outputs_folder_is_refused_before_any_training(tiny, tmp_path, mounts, monkeypatch, capsys):
+def test_a_read_only_outputs_folder_is_refused_before_any_training(tiny, tmp_path, mounts, monkeypatch, capsys, error_line):
     outputs = tmp_path / "ro"
     mounts(outputs, "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs")
     monkeypatch.setenv("LTH_OUTPUTS_DIR", str(outputs))
     monkeypatch.setenv("LTH_RUNS_DIR", str(tmp_path / "runs"))
     assert reproduce.main(CLI) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert f"cannot write into the outputs folder {outputs / 't'}" in line or \
         f"cannot write {outputs / 't'}" in line, line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing trained
 
 
-def test_a_full_disk_is_named_before_training_and_while_training(tiny, tmp_path, mounts, monkeypatch, capsys):
+def test_a_full_disk_is_named_before_training_and_while_training(tiny, tmp_path, mounts, monkeypatch, capsys, error_line):
     runs = tmp_path / "small"
     mounts(runs, "-t", "tmpfs", "-o", "size=40k", "tmpfs")  # less than the writability probe
     monkeypatch.setenv("LTH_RUNS_DIR", str(runs))
     assert reproduce.main(CLI) == 1
-    line = _error_line(capsys)
+    line = error_line()
     assert f"cannot write into the run store {runs} (it is full)" in line and "nothing was trained" in line
 
     bigger = tmp_path / "bigger"
     mounts(bigger, "-t", "tmpfs", "-o", "size=400k", "tmpfs")  # the probe fits, a LeNet round file does not
     monkeypatch.setenv("LTH_RUNS_DIR", str(bigger))
     assert reproduce.main(CLI) == 1
-    line = _error_line(capsys)
+    line = error_line()
     # the run failed (and is listed with its log); the line names the file that did not fit
     assert line.startswith("error: 1 of 1 runs failed; none finished") and "not executed: 01_t" in line
     assert "No space left on device" in line and f"{bigger}/" in line, line
@@ -176,7 +165,7 @@ def test_relative_paths_mean_the_directory_the_user_started_in(tmp_path):
     assert "".join(out[0]["text"]).strip() == str(start / "my_runs")
 
 
-def test_a_second_main_job_on_the_same_profile_is_refused_naming_the_first(tiny, capsys):
+def test_a_second_main_job_on_the_same_profile_is_refused_naming_the_first(tiny, capsys, error_line):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, str(Path(tiny_project.__file__)), str(tiny), *CLI], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -186,7 +175,7 @@ def test_a_second_main_job_on_the_same_profile_is_refused_naming_the_first(tiny,
         assert first.poll() is None and time.time() < deadline, "the first job ended before it held the folder"
         time.sleep(0.2)
     assert reproduce.main(CLI) == 1  # this process, while the first one writes
-    line = _error_line(capsys)
+    line = error_line()
     assert f"is being written by process {first.pid} " in line and "tiny_project.py" in line, line
     assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
     assert reproduce.reproduce("t", device="cpu", executor_options={"fuse": False}) == []  # its work is whole
